@@ -1,0 +1,41 @@
+"""Activation functions as pure jnp functions."""
+
+import jax
+import jax.numpy as jnp
+
+
+def relu(x: jax.Array) -> jax.Array:
+    """relu(x) = max(0, x), elementwise."""
+    return jnp.maximum(x, 0)
+
+
+def sigmoid(x: jax.Array) -> jax.Array:
+    """sigmoid(x) = 1 / (1 + exp(-x)), elementwise."""
+    return jax.nn.sigmoid(x)
+
+
+def tanh(x: jax.Array) -> jax.Array:
+    """tanh(x) = (e^x - e^-x) / (e^x + e^-x), elementwise."""
+    return jnp.tanh(x)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """gelu(x) = x * Phi(x) (tanh approximation), elementwise."""
+    return jax.nn.gelu(x)
+
+
+def identity(x: jax.Array) -> jax.Array:
+    """identity(x) = x."""
+    return x
+
+
+ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "gelu": gelu, "identity": identity}
+
+
+def get_activation(name: str):
+    """Looks an activation up by name; unknown names list the choices."""
+    from dlkit.errors import ConfigError
+
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
