@@ -1,0 +1,58 @@
+"""Grain pipelines: a seeded, reshuffled-each-epoch, checkpointable training iterator and padded
+evaluation batches."""
+
+import numpy as np
+
+from dlkit.data.dataset import Dataset
+
+
+def train_iterator(
+    dataset: Dataset, batch_size: int, seed: int, *, shard_index: int = 0, shard_count: int = 1
+):
+    """Infinite iterator of training batches; `.get_state()` / `.set_state()` give exact resume.
+
+    Order: Grain's seeded shuffle (a new permutation each epoch) over this process's shard;
+    `augment` draws from a per-example seed, so a resumed run sees the same augmented batches.
+    """
+    import grain
+
+    n = len(dataset.train)
+    if batch_size > n // shard_count:
+        raise ValueError(
+            f"batch_size {batch_size} exceeds the {n // shard_count} training examples per shard "
+            f"of {dataset.name!r}; lower --config.batch_size"
+        )
+    ds = grain.MapDataset.source(dataset.train)
+    if shard_count > 1:
+        ds = ds[shard_index::shard_count]
+    ds = ds.shuffle(seed=seed).repeat(None)
+    if dataset.augment is not None:
+        ds = ds.random_map(dataset.augment, seed=seed + 1)
+    ds = ds.map(dataset.preprocess).batch(batch_size, drop_remainder=True)
+    return iter(ds.to_iter_dataset())
+
+
+def stack_examples(examples: list[dict]) -> dict:
+    """List of per-example dicts -> dict of stacked arrays (B, ...)."""
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def pad_batch(batch: dict, batch_size: int) -> dict:
+    """Pads a short batch to batch_size with zeros and adds "mask" (B,) or (B, T) of 1s for real rows."""
+    n = len(batch["targets"])
+    mask = np.ones(batch["targets"].shape, np.float32)
+    out = {"mask": mask, **batch} if "mask" not in batch else dict(batch)
+    if n == batch_size:
+        return out
+    pad = batch_size - n
+    return {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in out.items()}
+
+
+def eval_batches(dataset: Dataset, batch_size: int, split: str = "test") -> list[dict]:
+    """The whole split, in order, as padded, masked batches of a fixed size."""
+    source = getattr(dataset, split)
+    batches = []
+    for start in range(0, len(source), batch_size):
+        idx = range(start, min(start + batch_size, len(source)))
+        batches.append(pad_batch(stack_examples([dataset.preprocess(source[i]) for i in idx]), batch_size))
+    return batches

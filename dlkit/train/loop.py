@@ -1,0 +1,111 @@
+"""train_and_evaluate: the one training loop, with periodic evaluation and exact resume."""
+
+import logging
+import pathlib
+
+import jax
+import jax.numpy as jnp
+
+from dlkit import data, models
+from dlkit.train import objectives
+from dlkit.train.checkpoint import Checkpointer
+from dlkit.train.metrics import MetricWriter, Progress
+from dlkit.train.optim import make_optimizer
+from dlkit.train.state import TrainState, create_train_state
+from dlkit.train.step import evaluate, make_steps
+
+log = logging.getLogger("dlkit")
+
+
+def build_model(config, dataset):
+    """The registry model named by config.model.name; num_classes defaults to the dataset's."""
+    kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+    kwargs.setdefault("num_classes", dataset.num_classes)
+    return models.get(config.model.name, **kwargs)
+
+
+def create_state(config, dataset, model) -> TrainState:
+    """A fresh step-0 state: model.init on one example batch, optimizer from config."""
+    tx = make_optimizer(config.optimizer, config.num_train_steps)
+    inputs = jnp.asarray(dataset.example_batch(1)["inputs"])
+    return create_train_state(model, tx, inputs, config.seed)
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    return step == last or (every > 0 and step % every == 0)
+
+
+def _say(message: str) -> None:
+    if jax.process_index() == 0:
+        print(message, flush=True)
+    log.info(message)
+
+
+def train_and_evaluate(config, workdir) -> dict:
+    """Trains config.model on config.data for config.num_train_steps; returns the final metrics."""
+    workdir = pathlib.Path(workdir)
+    dataset = data.load(config.data)
+    model = build_model(config, dataset)
+    objective = objectives.get(config.loss)
+    state = create_state(config, dataset, model)
+    train_fn, eval_fn = make_steps(objective)
+    train_it = data.train_iterator(dataset, config.batch_size, config.seed)
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_checkpoints_to_keep)
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    try:
+        state, start, window = _restore(ckpt, config, state, train_it, writer)
+        final = _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckpt, writer)
+    finally:
+        ckpt.close()
+        writer.close()
+    return final
+
+
+def _restore(ckpt, config, state, train_it, writer):
+    """Resumes from the latest checkpoint if there is one: (state, start step, metric window)."""
+    latest = ckpt.latest_step()
+    if latest is None:
+        return state, 0, {}
+    ckpt.check_compatible(latest, config)
+    tree, data_state = ckpt.restore(latest, state.checkpoint_tree())
+    train_it.set_state(data_state["iterator"])
+    writer.truncate_after(latest)
+    _say(f"Resuming from the checkpoint at step {latest} in {ckpt.directory}")
+    window = {k: jnp.float32(v) for k, v in data_state["window"].items()}
+    return state.from_checkpoint_tree(tree), latest, window
+
+
+def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckpt, writer):
+    total = config.num_train_steps
+    eval_data = data.eval_batches(dataset, config.eval_batch_size)
+    progress = Progress(start, total, enabled=config.progress_bar and jax.process_index() == 0)
+    final, saved = {}, ckpt.latest_step()
+    for step in range(start + 1, total + 1):
+        state, sums = train_fn(state, next(train_it))
+        window = sums if not window else jax.tree.map(jnp.add, window, sums)
+        progress.update(step)
+        if _due(step, config.log_every_steps, total):
+            train = {f"train_{k}": v for k, v in objectives.summarize(jax.device_get(window)).items()}
+            writer.write(step, {**train, "steps_per_sec": progress.rate(step)})
+            final, window = {**final, **train}, {}
+        if _due(step, config.eval_every_steps, total):
+            final = {**final, **_eval(eval_fn, state, eval_data, writer, step)}
+        if _due(step, config.checkpoint_every_steps, total):
+            data_state = {"iterator": train_it.get_state(),
+                          "window": {k: float(v) for k, v in jax.device_get(window).items()}}
+            ckpt.save(step, state.checkpoint_tree(), data_state, config, dataset.assets)
+            saved = step
+    progress.close()
+    if start >= total:  # already finished: report, write nothing
+        final = _eval(eval_fn, state, eval_data, writer, None)
+    _say(f"Finished at step {max(start, total)}; last checkpoint step {saved}")
+    return {"step": max(start, total), **final}
+
+
+def _eval(eval_fn, state, eval_data, writer, step) -> dict:
+    metrics = {f"eval_{k}": v for k, v in objectives.summarize(evaluate(eval_fn, state, eval_data)).items()}
+    if step is not None:
+        writer.write(step, metrics)
+    else:
+        _say(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return metrics

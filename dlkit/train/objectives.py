@@ -1,0 +1,48 @@
+"""Objectives: objective(logits, batch) -> (scalar loss, metric sums with a "count")."""
+
+import math
+
+import jax.numpy as jnp
+
+from dlkit.errors import ConfigError
+from dlkit.ops.losses import cross_entropy_per_example
+
+
+def _weights(batch: dict, shape) -> jnp.ndarray:
+    mask = batch.get("mask")
+    return jnp.ones(shape, jnp.float32) if mask is None else jnp.broadcast_to(mask, shape).astype(
+        jnp.float32
+    )
+
+
+def cross_entropy(logits, batch):
+    """loss = sum_i m_i CE(z_i, y_i) / sum_i m_i over every (masked) target position."""
+    targets = batch["targets"]
+    per = cross_entropy_per_example(logits, targets)  # (B,) or (B, T)
+    w = _weights(batch, per.shape)
+    labels = targets if jnp.issubdtype(targets.dtype, jnp.integer) else jnp.argmax(targets, -1)
+    count = jnp.sum(w)
+    loss_sum = jnp.sum(per * w)
+    correct = jnp.sum((jnp.argmax(logits, -1) == labels) * w)
+    return loss_sum / jnp.maximum(count, 1.0), {
+        "loss": loss_sum, "accuracy": correct, "count": count,
+    }
+
+
+OBJECTIVES = {"cross_entropy": cross_entropy}
+
+
+def get(name: str):
+    """The objective registered as `name`."""
+    if name not in OBJECTIVES:
+        raise ConfigError(f"unknown loss {name!r}; choose one of: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def summarize(sums: dict) -> dict:
+    """Metric sums (with "count") -> means; adds bits = loss / ln 2 (bits per target token)."""
+    count = max(float(sums.get("count", 1.0)), 1.0)
+    out = {k: float(v) / count for k, v in sums.items() if k != "count"}
+    if "loss" in out:
+        out["bits"] = out["loss"] / math.log(2)
+    return out

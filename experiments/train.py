@@ -1,0 +1,44 @@
+"""Trains any registered model on any registered dataset; rerun with the same workdir to resume.
+
+  python experiments/train.py --config=experiments/configs/mlp_digits.py --workdir=workdirs/mlp
+  python experiments/train.py --config=experiments/configs/mlp_mnist.py \
+      --config.optimizer.learning_rate=0.001 --workdir=workdirs/mnist
+"""
+
+import pathlib
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_HERE = pathlib.Path(__file__).resolve().parent
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(_HERE / "configs" / "mlp_digits.py"), "Experiment config file (get_config()).",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Checkpoints, metrics and TensorBoard events go here (default: "
+    "workdirs/<config name>). Rerunning with the same workdir resumes."
+)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    from dlkit.errors import ConfigError
+    from dlkit.train import train_and_evaluate
+
+    config_name = pathlib.Path(flags.FLAGS["config"].config_filename).stem
+    workdir = _WORKDIR.value or str(pathlib.Path("workdirs") / config_name)
+    try:
+        metrics = train_and_evaluate(_CONFIG.value, workdir)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    print("final: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    app.run(main)
