@@ -9,7 +9,6 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from dlkit.nn.recurrent import Recurrent
 
@@ -60,5 +59,3 @@ MODELS = {
     "char_lstm": functools.partial(CharRNNLM, cell="lstm"),
     "char_gru": functools.partial(CharRNNLM, cell="gru"),
 }
-
-__all__ = ["CharRNNLM", "MODELS", "jnp"]

@@ -127,8 +127,14 @@ class Recurrent(nn.Module):
         return tuple((one, one) if self.bidirectional else one for _ in range(self.num_layers))
 
     def _run(self, cell, x, carry, mask, reverse):
+        xw = cell.project(x)  # (B, T, G*H): the input matmul of all steps at once
+        if self.cell == "lstm" and mask is None:  # hand-written backward pass, see lstm_sequence
+            if reverse:
+                carry, ys = rops.lstm_sequence(xw[:, ::-1], carry, cell.w_h, unroll=self.unroll)
+                return carry, ys[:, ::-1]
+            return rops.lstm_sequence(xw, carry, cell.w_h, unroll=self.unroll)
         return rops.scan_steps(
-            cell.step_fn(), carry, cell.project(x), mask=mask, reverse=reverse, unroll=self.unroll
+            cell.step_fn(), carry, xw, mask=mask, reverse=reverse, unroll=self.unroll
         )
 
     def __call__(self, x, *, initial_state=None, lengths=None, mask=None, train: bool = False):

@@ -4,7 +4,8 @@ Forward: for each key block j (a `lax.scan` step), with running max m, normalise
   s = q k_j^T * scale, m' = max(m, rowmax s), l = l e^(m-m') + rowsum e^(s-m'),
   o = o e^(m-m') + e^(s-m') v_j;  out = o / l, lse = m + log l.
 Backward (a `jax.custom_vjp`, as FlashAttention-2): p_j = e^(s_j - lse) is recomputed per block,
-  dv_j = p_j^T dO, ds_j = p_j (dO v_j^T - rowsum(dO * out)), dq += ds_j k_j scale, dk_j = ds_j^T q scale.
+  dv_j = p_j^T dO, ds_j = p_j (dO v_j^T - rowsum(dO * out)),
+  dq += ds_j k_j scale, dk_j = ds_j^T q scale.
 Only (B, H, Sq, block) scores live at a time, so memory grows linearly with the key length.
 Masks follow `dlkit.ops.attention` (mask, causal, segment_ids, kv_lengths; empty rows give zeros).
 """
@@ -71,24 +72,23 @@ def _forward(q, k, v, aux, causal, scale, block, sk):
     mask_of = functools.partial(_block_mask, causal=causal, block=block, sk=sk, sq=sq, hkv=hkv)
 
     def body(carry, xs):
-        o, m, l = carry
+        o, m, norm = carry
         j, kb, vb = xs
         s = jnp.where(mask_of(j, aux), _scores(qg, kb, scale), -jnp.inf)
         m_new = jnp.maximum(m, s.max(-1))
         m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
         p = jnp.exp(s - m_safe[..., None])
         corr = jnp.exp(m - m_safe)
-        l = l * corr + p.sum(-1)
+        norm = norm * corr + p.sum(-1)
         pv = jnp.einsum("bhgqk,bkhd->bhgqd", p, vb.astype(jnp.float32))
-        return (o * corr[..., None] + pv, m_new, l), None
+        return (o * corr[..., None] + pv, m_new, norm), None
 
     stats = qg.shape[:4]
     init = (jnp.zeros(qg.shape, jnp.float32), jnp.full(stats, -jnp.inf), jnp.zeros(stats))
     xs = (jnp.arange(k.shape[1] // block), _blocks(k, block), _blocks(v, block))
-    (o, m, l), _ = jax.lax.scan(body, init, xs)
-    out = o / jnp.where(l == 0, 1.0, l)[..., None]
-    lse = jnp.where(l == 0, -jnp.inf, m + jnp.log(jnp.where(l == 0, 1.0, l)))
-    return out, lse
+    (o, m, norm), _ = jax.lax.scan(body, init, xs)
+    safe = jnp.where(norm == 0, 1.0, norm)
+    return o / safe[..., None], jnp.where(norm == 0, -jnp.inf, m + jnp.log(safe))
 
 
 def _to_bshd(x, dtype):
@@ -142,10 +142,18 @@ _chunked.defvjp(_chunked_fwd, _chunked_bwd)
 
 
 def chunked_attention(
-    q, k, v, *, mask=None, causal=False, segment_ids=None, kv_lengths=None, scale=None,
+    q,
+    k,
+    v,
+    *,
+    mask=None,
+    causal=False,
+    segment_ids=None,
+    kv_lengths=None,
+    scale=None,
     block_k: int = DEFAULT_BLOCK_K,
 ):
-    """softmax(q k^T * scale, masked) v over key blocks; q (B,Sq,H,D), k/v (B,Sk,Hkv,D) -> q's shape."""
+    """softmax(q k^T * scale, masked) v by key blocks; q (B,Sq,H,D), k/v (B,Sk,Hkv,D)."""
     check_qkv(q, k, v)
     b, sq, h, d = q.shape
     sk = k.shape[1]

@@ -6,6 +6,8 @@ matrix: W_x (D, G*H), W_h (H, G*H). Gate order follows PyTorch: LSTM (i, f, g, o
 A step is `step(carry, xw) -> (carry, h)`.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -72,8 +74,8 @@ def scan_steps(step, carry, xw: jax.Array, *, mask=None, reverse=False, unroll=1
         raise ValueError(f"scan_steps: xw must be (B, T, G*H), got {xw.shape}")
     xs = jnp.swapaxes(xw, 0, 1)  # (T, B, G*H)
     if mask is None:
-        return_carry, ys = lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
-        return return_carry, jnp.swapaxes(ys, 0, 1)
+        carry, ys = lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
+        return carry, jnp.swapaxes(ys, 0, 1)
     if mask.shape != xw.shape[:2]:
         raise ValueError(f"scan_steps: mask {mask.shape} must be (B, T) = {xw.shape[:2]}")
     ms = jnp.swapaxes(jnp.asarray(mask, bool), 0, 1)[..., None]  # (T, B, 1)
@@ -86,3 +88,74 @@ def scan_steps(step, carry, xw: jax.Array, *, mask=None, reverse=False, unroll=1
 
     carry, ys = lax.scan(body, carry, (xs, ms), reverse=reverse, unroll=unroll)
     return carry, jnp.swapaxes(ys, 0, 1)
+
+
+def _lstm_forward(xs, c0, h0, w_h, unroll):
+    """Forward LSTM scan keeping the activated gates; xs (T, B, 4H) -> (gates, cs, hs)."""
+
+    def body(carry, x_t):
+        c, h = carry
+        z = x_t + h @ w_h
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        return (c, h), (jnp.concatenate([i, f, g, o], axis=-1), c, h)
+
+    _, (gates, cs, hs) = lax.scan(body, (c0, h0), xs, unroll=unroll)
+    return gates, cs, hs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _lstm_seq(xs, c0, h0, w_h, unroll):
+    _, cs, hs = _lstm_forward(xs, c0, h0, w_h, unroll)
+    return hs, (cs[-1], hs[-1])
+
+
+def _lstm_seq_fwd(xs, c0, h0, w_h, unroll):
+    gates, cs, hs = _lstm_forward(xs, c0, h0, w_h, unroll)
+    return (hs, (cs[-1], hs[-1])), (gates, cs, hs, c0, h0, w_h)
+
+
+def _lstm_seq_bwd(unroll, res, cts):
+    gates, cs, hs, c0, h0, w_h = res
+    dhs, (dc_last, dh_last) = cts
+    c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)  # (T, B, H)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
+    w_t = w_h.T
+
+    def body(carry, inp):
+        dc, dh_rec = carry
+        dh_out, gate, c, cp = inp
+        i, f, g, o = jnp.split(gate, 4, axis=-1)
+        tc = jnp.tanh(c)
+        dh = dh_out + dh_rec
+        dc = dc + dh * o * (1.0 - tc * tc)
+        dz = jnp.concatenate(
+            [dc * g * i * (1 - i), dc * cp * f * (1 - f), dc * i * (1 - g * g), dh * tc * o * (1 - o)],
+            axis=-1,
+        )
+        return (dc * f, dz @ w_t), dz
+
+    dhs = dhs.at[-1].add(dh_last)
+    (dc0, dh0), dzs = lax.scan(
+        body, (dc_last, jnp.zeros_like(h0)), (dhs, gates, cs, c_prev), reverse=True, unroll=unroll
+    )
+    dw_h = jnp.einsum("tbh,tbg->hg", h_prev, dzs)  # one matmul over all steps
+    return dzs, dc0, dh0, dw_h
+
+
+_lstm_seq.defvjp(_lstm_seq_fwd, _lstm_seq_bwd)
+
+
+def lstm_sequence(xw: jax.Array, carry, w_h: jax.Array, *, unroll: int = 1):
+    """Unmasked LSTM over t = 1..T with a hand-written backward pass (dW_h as one matmul).
+
+    xw (B, T, 4H), carry (c, h) (B, H) -> ((c_T, h_T), hs (B, T, H)); equal to
+    scan_steps(lstm_step, ...) but faster to differentiate.
+    """
+    c0, h0 = carry
+    if xw.ndim != 3 or xw.shape[-1] != w_h.shape[1] or w_h.shape != (h0.shape[-1], 4 * h0.shape[-1]):
+        raise ValueError(f"lstm_sequence: xw {xw.shape} must be (B, T, 4H) with w_h {w_h.shape} (H, 4H)")
+    hs, final = _lstm_seq(jnp.swapaxes(xw, 0, 1), c0, h0, w_h, unroll)
+    return final, jnp.swapaxes(hs, 0, 1)

@@ -41,8 +41,12 @@ def _say(message: str) -> None:
     log.info(message)
 
 
-def train_and_evaluate(config, workdir) -> dict:
-    """Trains config.model on config.data for config.num_train_steps; returns the final metrics."""
+def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -> dict:
+    """Trains config.model on config.data for config.num_train_steps; returns the final metrics.
+
+    `stop_after_step` ends this invocation early (after saving a checkpoint there), as if the
+    run were stopped; rerunning the same config in the same workdir continues exactly.
+    """
     workdir = pathlib.Path(workdir)
     dataset = data.load(config.data)
     model = build_model(config, dataset)
@@ -54,7 +58,8 @@ def train_and_evaluate(config, workdir) -> dict:
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     try:
         state, start, window = _restore(ckpt, config, state, train_it, writer)
-        final = _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckpt, writer)
+        final = _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckpt, writer,
+                     stop_after_step)
     finally:
         ckpt.close()
         writer.close()
@@ -75,12 +80,13 @@ def _restore(ckpt, config, state, train_it, writer):
     return state.from_checkpoint_tree(tree), latest, window
 
 
-def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckpt, writer):
+def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckpt, writer, stop):
     total = config.num_train_steps
+    last = total if stop is None else min(stop, total)
     eval_data = data.eval_batches(dataset, config.eval_batch_size)
     progress = Progress(start, total, enabled=config.progress_bar and jax.process_index() == 0)
     final, saved = {}, ckpt.latest_step()
-    for step in range(start + 1, total + 1):
+    for step in range(start + 1, last + 1):
         state, sums = train_fn(state, next(train_it))
         window = sums if not window else jax.tree.map(jnp.add, window, sums)
         progress.update(step)
@@ -90,7 +96,7 @@ def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckp
             final, window = {**final, **train}, {}
         if _due(step, config.eval_every_steps, total):
             final = {**final, **_eval(eval_fn, state, eval_data, writer, step)}
-        if _due(step, config.checkpoint_every_steps, total):
+        if _due(step, config.checkpoint_every_steps, total) or step == last:
             data_state = {"iterator": train_it.get_state(),
                           "window": {k: float(v) for k, v in jax.device_get(window).items()}}
             ckpt.save(step, state.checkpoint_tree(), data_state, config, dataset.assets)
@@ -98,8 +104,9 @@ def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckp
     progress.close()
     if start >= total:  # already finished: report, write nothing
         final = _eval(eval_fn, state, eval_data, writer, None)
-    _say(f"Finished at step {max(start, total)}; last checkpoint step {saved}")
-    return {"step": max(start, total), **final}
+    end = max(start, last)
+    _say(f"{'Finished' if end >= total else 'Stopped'} at step {end}; last checkpoint step {saved}")
+    return {"step": end, **final}
 
 
 def _eval(eval_fn, state, eval_data, writer, step) -> dict:

@@ -1,0 +1,70 @@
+"""experiments/train.py end to end: a smoke run, one-line errors, and resume after SIGKILL."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from dlkit.train import restore_latest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TRAIN = [sys.executable, str(ROOT / "experiments" / "train.py")]
+TINY = [
+    "--config.model.hidden_sizes=(16,)", "--config.batch_size=16", "--config.progress_bar=False",
+]
+
+
+def run(*args, **kw):
+    return subprocess.run([*TRAIN, *args], capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_one_step_smoke(tmp_path):
+    out = run(f"--workdir={tmp_path}", "--config.num_train_steps=1", *TINY)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "final: step=1" in out.stdout
+    assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / "checkpoints" / "1").is_dir()
+    assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_unknown_names_fail_with_one_line(tmp_path):
+    for flag, word in [("model.name=resnet9000", "model"), ("data.name=imagenet42", "dataset"),
+                       ("optimizer.name=adamant", "optimizer")]:
+        out = run(f"--workdir={tmp_path / word}", f"--config.{flag}", *TINY)
+        assert out.returncode != 0
+        assert "Traceback" not in out.stderr
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: unknown {word} ") and "choose one of:" in last, last
+
+
+def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
+    args = [*TINY, "--config.num_train_steps=3000", "--config.checkpoint_every_steps=50",
+            "--config.eval_every_steps=1000", "--config.log_every_steps=1000"]
+    ref = run(f"--workdir={tmp_path / 'ref'}", *args)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    work = tmp_path / "killed"
+    proc = subprocess.Popen([*TRAIN, f"--workdir={work}", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = work / "checkpoints"
+        if ckpts.is_dir() and any(p.name.isdigit() and int(p.name) >= 100 for p in ckpts.iterdir()):
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+    resumed = run(f"--workdir={work}", *args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resuming from the checkpoint at step" in resumed.stdout
+    a = restore_latest(tmp_path / "ref", items=("state",))
+    b = restore_latest(work, items=("state",))
+    assert a["step"] == b["step"] == 3000
+    for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
