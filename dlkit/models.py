@@ -13,6 +13,10 @@ from dlkit.errors import ConfigError
 
 _FAMILY_MODULES = (
     "dlkit.nn.mlp",
+    "dlkit.nn.cnn",
+    "dlkit.nn.alexnet",
+    "dlkit.nn.vgg",
+    "dlkit.nn.resnet",
 )
 
 
@@ -40,4 +44,6 @@ def get(name: str, **kwargs):
     try:
         return registry()[name](**kwargs)
     except TypeError as e:
-        raise ConfigError(f"model {name!r} does not take these settings {sorted(kwargs)}: {e}") from e
+        raise ConfigError(
+            f"model {name!r} does not take these settings {sorted(kwargs)}: {e}"
+        ) from e

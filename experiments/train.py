@@ -7,18 +7,23 @@
 
 import pathlib
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 _HERE = pathlib.Path(__file__).resolve().parent
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", str(_HERE / "configs" / "mlp_digits.py"), "Experiment config file (get_config()).",
+    "config",
+    str(_HERE / "configs" / "mlp_digits.py"),
+    "Experiment config file (get_config()).",
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Checkpoints, metrics and TensorBoard events go here (default: "
-    "workdirs/<config name>). Rerunning with the same workdir resumes."
+    "workdir",
+    None,
+    "Checkpoints, metrics and TensorBoard events go here (default: "
+    "workdirs/<config name>). Rerunning with the same workdir resumes.",
 )
 
 
@@ -32,12 +37,18 @@ def main(argv):
 
     config_name = pathlib.Path(flags.FLAGS["config"].config_filename).stem
     workdir = _WORKDIR.value or str(pathlib.Path("workdirs") / config_name)
+    start = time.perf_counter()
     try:
         metrics = train_and_evaluate(_CONFIG.value, workdir)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    print("final: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in metrics.items()))
+    print(
+        "final: "
+        + " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+        )
+        + f" wall_seconds={time.perf_counter() - start:.1f}"
+    )
 
 
 if __name__ == "__main__":

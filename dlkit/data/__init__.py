@@ -7,9 +7,7 @@ from dlkit.data.dataset import ArraySource, Dataset, shared_data_dir, tfds_data_
 from dlkit.data.pipeline import eval_batches, pad_batch, stack_examples, train_iterator
 from dlkit.errors import ConfigError
 
-_DATASET_MODULES = (
-    "dlkit.data.images",
-)
+_DATASET_MODULES = ("dlkit.data.images",)
 
 
 @functools.cache
@@ -38,6 +36,15 @@ def load(data_config) -> Dataset:
 
 
 __all__ = [
-    "ArraySource", "Dataset", "eval_batches", "load", "names", "pad_batch", "registry",
-    "shared_data_dir", "stack_examples", "tfds_data_dir", "train_iterator",
+    "ArraySource",
+    "Dataset",
+    "eval_batches",
+    "load",
+    "names",
+    "pad_batch",
+    "registry",
+    "shared_data_dir",
+    "stack_examples",
+    "tfds_data_dir",
+    "train_iterator",
 ]

@@ -62,4 +62,6 @@ def shared_data_dir() -> pathlib.Path | None:
 def tfds_data_dir(data_config) -> str:
     """config.data.tfds_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
     configured = data_config.get("tfds_dir") if data_config is not None else None
-    return str(configured or os.environ.get("TFDS_DATA_DIR") or pathlib.Path.home() / "tensorflow_datasets")
+    return str(
+        configured or os.environ.get("TFDS_DATA_DIR") or pathlib.Path.home() / "tensorflow_datasets"
+    )

@@ -47,11 +47,13 @@ def _digits_builder_class():
         def _info(self):
             return tfds.core.DatasetInfo(
                 builder=self,
-                description="scikit-learn digits (UCI optdigits test set), 8x8, 0..16 scaled to uint8.",
-                features=tfds.features.FeaturesDict({
-                    "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=10),
-                }),
+                description="scikit-learn 8x8 digits, 0..16 scaled to uint8.",
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+                        "label": tfds.features.ClassLabel(num_classes=10),
+                    }
+                ),
                 supervised_keys=("image", "label"),
             )
 
@@ -123,7 +125,9 @@ def mnist_from_idx(directory, num_train: int = 8000) -> tuple[ArraySource, Array
 
     test = split("test")
     if test is None:
-        raise FileNotFoundError(f"no MNIST idx files (t10k-images-idx3-ubyte[.gz], ...) in {directory}")
+        raise FileNotFoundError(
+            f"no MNIST idx files (t10k-images-idx3-ubyte[.gz], ...) in {directory}"
+        )
     train = split("train")
     if train is None:
         (images, labels), cut = test, num_train
@@ -132,7 +136,7 @@ def mnist_from_idx(directory, num_train: int = 8000) -> tuple[ArraySource, Array
 
 
 def load_mnist(data_config) -> Dataset:
-    """`mnist`: config data.dir of idx files, else a prepared TFDS `mnist`, else the shared split."""
+    """`mnist`: data.dir of idx files, else a prepared TFDS `mnist`, else the shared split."""
     directory = data_config.get("dir")
     tfds_dir = tfds_data_dir(data_config)
     if not directory:
@@ -153,7 +157,9 @@ def load_mnist(data_config) -> Dataset:
     try:
         train, test = mnist_from_idx(directory, data_config.get("num_train", 8000) or 8000)
     except FileNotFoundError as e:
-        raise ConfigError(f"dataset 'mnist': {e}; pass --config.data.dir=<dir with idx files>") from e
+        raise ConfigError(
+            f"dataset 'mnist': {e}; pass --config.data.dir=<dir with idx files>"
+        ) from e
     return Dataset("mnist", train, test, 10, _scale_image)
 
 

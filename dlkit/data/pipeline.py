@@ -38,7 +38,7 @@ def stack_examples(examples: list[dict]) -> dict:
 
 
 def pad_batch(batch: dict, batch_size: int) -> dict:
-    """Pads a short batch to batch_size with zeros and adds "mask" (B,) or (B, T) of 1s for real rows."""
+    """Pads a short batch with zeros to batch_size; "mask" (B,) or (B, T) is 1 on real rows."""
     n = len(batch["targets"])
     mask = np.ones(batch["targets"].shape, np.float32)
     out = {"mask": mask, **batch} if "mask" not in batch else dict(batch)
@@ -54,5 +54,7 @@ def eval_batches(dataset: Dataset, batch_size: int, split: str = "test") -> list
     batches = []
     for start in range(0, len(source), batch_size):
         idx = range(start, min(start + batch_size, len(source)))
-        batches.append(pad_batch(stack_examples([dataset.preprocess(source[i]) for i in idx]), batch_size))
+        batches.append(
+            pad_batch(stack_examples([dataset.preprocess(source[i]) for i in idx]), batch_size)
+        )
     return batches

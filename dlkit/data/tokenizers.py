@@ -62,10 +62,15 @@ class Tokenizer:
 
 
 def build_tokenizer(
-    text: str, kind: str = "char", *, max_size: int | None = None, min_count: int = 1,
-    unk: bool | None = None, lowercase: bool = False,
+    text: str,
+    kind: str = "char",
+    *,
+    max_size: int | None = None,
+    min_count: int = 1,
+    unk: bool | None = None,
+    lowercase: bool = False,
 ) -> Tokenizer:
-    """Vocabulary of tokens seen >= min_count times, most frequent first, at most max_size (UNK incl.)."""
+    """Vocabulary of tokens seen >= min_count times, most frequent first, max_size with UNK."""
     probe = Tokenizer(kind, (), True, lowercase)
     counts = collections.Counter(probe.split(text))
     unk = (kind == "word") if unk is None else unk

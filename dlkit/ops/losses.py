@@ -35,7 +35,9 @@ def cross_entropy_per_example(logits: jax.Array, labels: jax.Array) -> jax.Array
             )
         return -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
     if labels.shape != logits.shape:
-        raise ValueError(f"cross_entropy: target probabilities {labels.shape} != logits {logits.shape}")
+        raise ValueError(
+            f"cross_entropy: target probabilities {labels.shape} != logits {logits.shape}"
+        )
     return -jnp.sum(labels * logp, axis=-1)
 
 

@@ -40,7 +40,9 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int | str
         padding = 0
     out = (size + 2 * padding - kernel) // stride + 1
     if out <= 0:
-        raise ValueError(f"kernel {kernel} with stride {stride}, padding {padding} does not fit {size}")
+        raise ValueError(
+            f"kernel {kernel} with stride {stride}, padding {padding} does not fit {size}"
+        )
     return out
 
 

@@ -8,7 +8,17 @@ from dlkit.train.state import TrainState, create_train_state
 from dlkit.train.step import eval_step, evaluate, make_steps, train_step
 
 __all__ = [
-    "Checkpointer", "TrainState", "build_model", "create_state", "create_train_state",
-    "default_config", "eval_step", "evaluate", "make_optimizer", "make_steps", "restore_latest",
-    "train_and_evaluate", "train_step",
+    "Checkpointer",
+    "TrainState",
+    "build_model",
+    "create_state",
+    "create_train_state",
+    "default_config",
+    "eval_step",
+    "evaluate",
+    "make_optimizer",
+    "make_steps",
+    "restore_latest",
+    "train_and_evaluate",
+    "train_step",
 ]

@@ -14,12 +14,25 @@ import orbax.checkpoint as ocp
 from dlkit.errors import ConfigError
 
 # Settings a rerun may change without making the checkpoint someone else's.
-RESUMABLE_KEYS = frozenset({
-    "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
-    "max_checkpoints_to_keep", "progress_bar", "data.dir", "data.tfds_dir", "data.path",
-    "init_from", "parallel.coordinator_address", "parallel.num_processes", "parallel.process_id",
-    "parallel.mesh_shape", "parallel.kind",
-})
+RESUMABLE_KEYS = frozenset(
+    {
+        "num_train_steps",
+        "log_every_steps",
+        "eval_every_steps",
+        "checkpoint_every_steps",
+        "max_checkpoints_to_keep",
+        "progress_bar",
+        "data.dir",
+        "data.tfds_dir",
+        "data.path",
+        "init_from",
+        "parallel.coordinator_address",
+        "parallel.num_processes",
+        "parallel.process_id",
+        "parallel.mesh_shape",
+        "parallel.kind",
+    }
+)
 
 
 def _flatten(d, prefix="") -> dict:
@@ -46,7 +59,8 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 def abstract_like(tree):
     """Shape/dtype/sharding structs of a pytree of arrays: the restore target."""
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+        tree,
     )
 
 
@@ -55,11 +69,19 @@ class Checkpointer:
 
     ITEMS = ("state", "data", "config", "assets")
 
-    def __init__(self, directory, *, max_to_keep: int = 3, save_interval_steps: int = 1,
-                 async_save: bool = True):
+    def __init__(
+        self,
+        directory,
+        *,
+        max_to_keep: int = 3,
+        save_interval_steps: int = 1,
+        async_save: bool = True,
+    ):
         self.directory = pathlib.Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+            max_to_keep=max_to_keep,
+            create=True,
+            enable_async_checkpointing=async_save,
             save_interval_steps=save_interval_steps,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=self.ITEMS)
@@ -79,7 +101,9 @@ class Checkpointer:
 
     def read_json(self, step: int, item: str) -> dict:
         """One JSON item (data, config or assets) of a saved step."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()})
+        )
         return restored[item]
 
     def check_compatible(self, step: int, config) -> None:
@@ -87,17 +111,21 @@ class Checkpointer:
         diffs = config_differences(self.read_json(step, "config"), config_to_json(config))
         if diffs:
             raise ConfigError(
-                f"{self.directory} holds step {step} of a different run: " + "; ".join(diffs)
-                + ". Use a new --workdir, or rerun with the saved settings; nothing was overwritten."
+                f"{self.directory} holds step {step} of a different run: "
+                + "; ".join(diffs)
+                + ". Use a new --workdir or the saved settings; nothing was overwritten."
             )
 
     def restore(self, step: int, state_tree) -> tuple[dict, dict]:
         """(state tree, data-iterator state) at `step`, shaped and placed like `state_tree`."""
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_like(state_tree)),
-                data=ocp.args.JsonRestore(),
-            ))
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_like(state_tree)),
+                    data=ocp.args.JsonRestore(),
+                ),
+            )
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(
                 f"checkpoint {self.directory} step {step} does not fit this model's state: "

@@ -58,8 +58,19 @@ def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     try:
         state, start, window = _restore(ckpt, config, state, train_it, writer)
-        final = _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckpt, writer,
-                     stop_after_step)
+        final = _run(
+            config,
+            dataset,
+            state,
+            start,
+            window,
+            train_fn,
+            eval_fn,
+            train_it,
+            ckpt,
+            writer,
+            stop_after_step,
+        )
     finally:
         ckpt.close()
         writer.close()
@@ -91,14 +102,18 @@ def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckp
         window = sums if not window else jax.tree.map(jnp.add, window, sums)
         progress.update(step)
         if _due(step, config.log_every_steps, total):
-            train = {f"train_{k}": v for k, v in objectives.summarize(jax.device_get(window)).items()}
+            train = {
+                f"train_{k}": v for k, v in objectives.summarize(jax.device_get(window)).items()
+            }
             writer.write(step, {**train, "steps_per_sec": progress.rate(step)})
             final, window = {**final, **train}, {}
         if _due(step, config.eval_every_steps, total):
             final = {**final, **_eval(eval_fn, state, eval_data, writer, step)}
         if _due(step, config.checkpoint_every_steps, total) or step == last:
-            data_state = {"iterator": train_it.get_state(),
-                          "window": {k: float(v) for k, v in jax.device_get(window).items()}}
+            data_state = {
+                "iterator": train_it.get_state(),
+                "window": {k: float(v) for k, v in jax.device_get(window).items()},
+            }
             ckpt.save(step, state.checkpoint_tree(), data_state, config, dataset.assets)
             saved = step
     progress.close()
@@ -110,7 +125,9 @@ def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckp
 
 
 def _eval(eval_fn, state, eval_data, writer, step) -> dict:
-    metrics = {f"eval_{k}": v for k, v in objectives.summarize(evaluate(eval_fn, state, eval_data)).items()}
+    metrics = {
+        f"eval_{k}": v for k, v in objectives.summarize(evaluate(eval_fn, state, eval_data)).items()
+    }
     if step is not None:
         writer.write(step, metrics)
     else:

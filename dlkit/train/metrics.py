@@ -23,7 +23,9 @@ class MetricWriter:
         path = self.workdir / "metrics.jsonl"
         if not (self.enabled and path.exists()):
             return
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        lines = [
+            ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step
+        ]
         path.write_text("".join(ln + "\n" for ln in lines))
 
     def write(self, step: int, metrics: dict, *, echo: bool = True) -> None:

@@ -10,8 +10,10 @@ from dlkit.ops.losses import cross_entropy_per_example
 
 def _weights(batch: dict, shape) -> jnp.ndarray:
     mask = batch.get("mask")
-    return jnp.ones(shape, jnp.float32) if mask is None else jnp.broadcast_to(mask, shape).astype(
-        jnp.float32
+    return (
+        jnp.ones(shape, jnp.float32)
+        if mask is None
+        else jnp.broadcast_to(mask, shape).astype(jnp.float32)
     )
 
 
@@ -25,7 +27,9 @@ def cross_entropy(logits, batch):
     loss_sum = jnp.sum(per * w)
     correct = jnp.sum((jnp.argmax(logits, -1) == labels) * w)
     return loss_sum / jnp.maximum(count, 1.0), {
-        "loss": loss_sum, "accuracy": correct, "count": count,
+        "loss": loss_sum,
+        "accuracy": correct,
+        "count": count,
     }
 
 

@@ -3,10 +3,11 @@
 import optax
 
 from dlkit.errors import ConfigError
+from dlkit.train import scratch
 
 
 def make_schedule(cfg, num_train_steps: int) -> optax.Schedule:
-    """constant: lr; cosine: lr * (1 + cos(pi t / T)) / 2; warmup_cosine: linear warmup, then cosine."""
+    """constant: lr; cosine: lr (1 + cos(pi t / T)) / 2; warmup_cosine: linear warmup, cosine."""
     lr, kind = cfg.learning_rate, cfg.get("schedule", "constant")
     if kind == "constant":
         return optax.constant_schedule(lr)
@@ -26,13 +27,14 @@ def _rule(name: str, lr, cfg) -> optax.GradientTransformation:
         "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
         "adam": lambda: optax.adam(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999)),
         "adamw": lambda: optax.adamw(lr, weight_decay=cfg.get("weight_decay", 1e-4)),
+        "sgd_scratch": lambda: scratch.sgd(lr), "adam_scratch": lambda: scratch.adam(lr),
     }
     if name not in rules:
         raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(rules)}")
     return rules[name]()
 
 
-OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw")
+OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "sgd_scratch", "adam_scratch")
 
 
 def make_optimizer(cfg, num_train_steps: int) -> optax.GradientTransformation:

@@ -27,8 +27,11 @@ class TrainState(struct.PyTreeNode):
     def checkpoint_tree(self) -> dict:
         """The array part of the state, as saved by the checkpointer."""
         return {
-            "step": self.step, "params": self.params, "opt_state": self.opt_state,
-            "model_state": self.model_state, "rng": self.rng,
+            "step": self.step,
+            "params": self.params,
+            "opt_state": self.opt_state,
+            "model_state": self.model_state,
+            "rng": self.rng,
         }
 
     def from_checkpoint_tree(self, tree: dict) -> "TrainState":
@@ -39,15 +42,21 @@ class TrainState(struct.PyTreeNode):
 def init_variables(model: nn.Module, inputs: jax.Array, seed: int) -> tuple[dict, dict]:
     """(params, model_state) from model.init on a sample batch; deterministic in seed."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
-    variables = jax.jit(lambda x: model.init({"params": key, "dropout": key}, x, train=False))(inputs)
+    variables = jax.jit(lambda x: model.init({"params": key, "dropout": key}, x, train=False))(
+        inputs
+    )
     variables = dict(variables)
     params = variables.pop("params")
     return params, variables
 
 
 def create_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, inputs: jax.Array, seed: int,
-    params: Any = None, model_state: Any = None,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    inputs: jax.Array,
+    seed: int,
+    params: Any = None,
+    model_state: Any = None,
 ) -> TrainState:
     """A step-0 TrainState; params/model_state default to model.init on `inputs` (B, ...)."""
     if params is None:

@@ -16,7 +16,10 @@ def train_step(state: TrainState, batch: dict, *, objective) -> tuple[TrainState
 
     def loss_fn(params):
         logits, new_model_state = state.apply_fn(
-            state.variables(params), batch["inputs"], train=True, rngs={"dropout": step_rng},
+            state.variables(params),
+            batch["inputs"],
+            train=True,
+            rngs={"dropout": step_rng},
             mutable=mutable,
         )
         loss, sums = objective(logits, batch)

@@ -15,7 +15,9 @@ from dlkit.train import restore_latest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, str(ROOT / "experiments" / "train.py")]
 TINY = [
-    "--config.model.hidden_sizes=(16,)", "--config.batch_size=16", "--config.progress_bar=False",
+    "--config.model.hidden_sizes=(16,)",
+    "--config.batch_size=16",
+    "--config.progress_bar=False",
 ]
 
 
@@ -32,8 +34,11 @@ def test_one_step_smoke(tmp_path):
 
 
 def test_unknown_names_fail_with_one_line(tmp_path):
-    for flag, word in [("model.name=resnet9000", "model"), ("data.name=imagenet42", "dataset"),
-                       ("optimizer.name=adamant", "optimizer")]:
+    for flag, word in [
+        ("model.name=resnet9000", "model"),
+        ("data.name=imagenet42", "dataset"),
+        ("optimizer.name=adamant", "optimizer"),
+    ]:
         out = run(f"--workdir={tmp_path / word}", f"--config.{flag}", *TINY)
         assert out.returncode != 0
         assert "Traceback" not in out.stderr
@@ -42,14 +47,20 @@ def test_unknown_names_fail_with_one_line(tmp_path):
 
 
 def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
-    args = [*TINY, "--config.num_train_steps=3000", "--config.checkpoint_every_steps=50",
-            "--config.eval_every_steps=1000", "--config.log_every_steps=1000"]
+    args = [
+        *TINY,
+        "--config.num_train_steps=3000",
+        "--config.checkpoint_every_steps=50",
+        "--config.eval_every_steps=1000",
+        "--config.log_every_steps=1000",
+    ]
     ref = run(f"--workdir={tmp_path / 'ref'}", *args)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
     work = tmp_path / "killed"
-    proc = subprocess.Popen([*TRAIN, f"--workdir={work}", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*TRAIN, f"--workdir={work}", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         ckpts = work / "checkpoints"

@@ -17,14 +17,18 @@ def test_softmax_worked_example():
 def test_softmax_is_stable_for_huge_logits():
     p = ops.softmax(jnp.array([1e4, 1e4 - 1.0, -1e4]))
     assert np.all(np.isfinite(p))
-    np.testing.assert_allclose(p[:2], [1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))], rtol=1e-5)
+    np.testing.assert_allclose(
+        p[:2], [1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))], rtol=1e-5
+    )
     np.testing.assert_allclose(ops.log_softmax(jnp.array([1e4, 0.0]))[1], -1e4, rtol=1e-6)
 
 
 @pytest.mark.parametrize("p, expected", [([0.856, 0.086, 0.058], 0.155), ([0.1, 0.6, 0.3], 2.303)])
 def test_cross_entropy_worked_examples(p, expected):
     y = jnp.array([[1.0, 0.0, 0.0]])
-    assert float(ops.cross_entropy_from_probs(jnp.array([p]), y)) == pytest.approx(expected, abs=5e-4)
+    assert float(ops.cross_entropy_from_probs(jnp.array([p]), y)) == pytest.approx(
+        expected, abs=5e-4
+    )
     # The same figure through logits: log p are logits whose softmax is p.
     assert float(ops.cross_entropy(jnp.log(jnp.array([p])), jnp.array([0]))) == pytest.approx(
         expected, abs=5e-4

@@ -65,7 +65,9 @@ def test_mismatched_workdir_is_refused_and_kept(tmp_path):
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     other = tiny_config()
     other.model.hidden_sizes = (8,)
-    with pytest.raises(ConfigError, match=r"different run: model.hidden_sizes \(saved \[16\], now \[8\]\)"):
+    with pytest.raises(
+        ConfigError, match=r"different run: model.hidden_sizes \(saved \[16\], now \[8\]\)"
+    ):
         train_and_evaluate(other, tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
