@@ -13,6 +13,9 @@ from dlkit.errors import ConfigError
 
 _FAMILY_MODULES = (
     "dlkit.nn.mlp",
+    "dlkit.nn.charlm",
+    "dlkit.nn.word2vec",
+    "dlkit.nn.transformer",
     "dlkit.nn.cnn",
     "dlkit.nn.alexnet",
     "dlkit.nn.vgg",

@@ -3,11 +3,12 @@
 import functools
 import importlib
 
+from dlkit.data import subsets
 from dlkit.data.dataset import ArraySource, Dataset, shared_data_dir, tfds_data_dir
 from dlkit.data.pipeline import eval_batches, pad_batch, stack_examples, train_iterator
 from dlkit.errors import ConfigError
 
-_DATASET_MODULES = ("dlkit.data.images",)
+_DATASET_MODULES = ("dlkit.data.images", "dlkit.data.vision", "dlkit.data.text",)
 
 
 @functools.cache
@@ -32,7 +33,7 @@ def load(data_config) -> Dataset:
     name = data_config["name"]
     if name not in registry():
         raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(names())}")
-    return registry()[name](data_config)
+    return subsets.apply(registry()[name](data_config), data_config)  # data.classes etc.
 
 
 __all__ = [

@@ -11,24 +11,26 @@ def train_iterator(
 ):
     """Infinite iterator of training batches; `.get_state()` / `.set_state()` give exact resume.
 
-    Order: Grain's seeded shuffle (a new permutation each epoch) over this process's shard;
-    `augment` draws from a per-example seed, so a resumed run sees the same augmented batches.
+    Order: Grain's seeded shuffle (a new permutation each epoch); `augment` draws from a
+    per-example seed, so a resumed run sees the same augmented batches. With shard_count P
+    processes, `batch_size` is the per-process batch and process p gets rows [p b, (p + 1) b) of
+    every global batch of P b: the global batches do not depend on the number of processes.
     """
     import grain
 
     n = len(dataset.train)
-    if batch_size > n // shard_count:
+    if batch_size * shard_count > n:
         raise ValueError(
-            f"batch_size {batch_size} exceeds the {n // shard_count} training examples per shard "
+            f"batch_size {batch_size * shard_count} exceeds the {n} training examples "
             f"of {dataset.name!r}; lower --config.batch_size"
         )
     ds = grain.MapDataset.source(dataset.train)
-    if shard_count > 1:
-        ds = ds[shard_index::shard_count]
     ds = ds.shuffle(seed=seed).repeat(None)
     if dataset.augment is not None:
         ds = ds.random_map(dataset.augment, seed=seed + 1)
     ds = ds.map(dataset.preprocess).batch(batch_size, drop_remainder=True)
+    if shard_count > 1:  # this process's block of each global batch
+        ds = ds[shard_index::shard_count]
     return iter(ds.to_iter_dataset())
 
 

@@ -23,12 +23,18 @@ class CharRNNLM(nn.Module):
     embed_dim: int = 64
     dropout_rate: float = 0.0
     unroll: int = 1
+    fused_lstm: bool = True
 
     def setup(self):
         self.embed = nn.Embed(self.num_classes, self.embed_dim, name="embed")
         self.rnn = Recurrent(
-            self.hidden_size, self.num_layers, self.cell, dropout_rate=self.dropout_rate,
-            unroll=self.unroll, name="rnn",
+            self.hidden_size,
+            self.num_layers,
+            self.cell,
+            dropout_rate=self.dropout_rate,
+            unroll=self.unroll,
+            fused_lstm=self.fused_lstm,
+            name="rnn",
         )
         self.dropout = nn.Dropout(self.dropout_rate)
         self.head = nn.Dense(self.num_classes, name="head")

@@ -98,7 +98,7 @@ def get_cell(name: str):
 
 
 class Recurrent(nn.Module):
-    """Stacked (optionally bidirectional) recurrent layers; x (B, T, D) -> (ys (B, T, H*dirs), state).
+    """Stacked, optionally bidirectional layers; x (B, T, D) -> (ys (B, T, H*dirs), state).
 
     `state` is a tuple over layers of carries, each a pair (forward, backward) when bidirectional.
     With `lengths` (B,) or `mask` (B, T), padded steps leave the state untouched and give zero
@@ -111,6 +111,7 @@ class Recurrent(nn.Module):
     bidirectional: bool = False
     dropout_rate: float = 0.0
     unroll: int = 1
+    fused_lstm: bool = True  # unmasked LSTM layers use ops.lstm_sequence (hand-written backward)
 
     def setup(self):
         cls = get_cell(self.cell)
@@ -118,7 +119,9 @@ class Recurrent(nn.Module):
             raise ConfigError(f"Recurrent needs num_layers >= 1, got {self.num_layers}")
         self.fwd = [cls(self.hidden_size, name=f"layer_{i}") for i in range(self.num_layers)]
         if self.bidirectional:
-            self.bwd = [cls(self.hidden_size, name=f"layer_{i}_bwd") for i in range(self.num_layers)]
+            self.bwd = [
+                cls(self.hidden_size, name=f"layer_{i}_bwd") for i in range(self.num_layers)
+            ]
         self.dropout = nn.Dropout(self.dropout_rate)
 
     def initialize_carry(self, batch_size: int, dtype=jnp.float32):
@@ -128,7 +131,9 @@ class Recurrent(nn.Module):
 
     def _run(self, cell, x, carry, mask, reverse):
         xw = cell.project(x)  # (B, T, G*H): the input matmul of all steps at once
-        if self.cell == "lstm" and mask is None:  # hand-written backward pass, see lstm_sequence
+        if (
+            self.cell == "lstm" and self.fused_lstm and mask is None
+        ):  # hand-written backward pass, see lstm_sequence
             if reverse:
                 carry, ys = rops.lstm_sequence(xw[:, ::-1], carry, cell.w_h, unroll=self.unroll)
                 return carry, ys[:, ::-1]
@@ -142,7 +147,9 @@ class Recurrent(nn.Module):
             raise ValueError(f"Recurrent expects x (B, T, D), got {x.shape}")
         if lengths is not None:
             mask = rops.lengths_to_mask(lengths, x.shape[1])
-        state = self.initialize_carry(x.shape[0], x.dtype) if initial_state is None else initial_state
+        state = (
+            self.initialize_carry(x.shape[0], x.dtype) if initial_state is None else initial_state
+        )
         if len(state) != self.num_layers:
             raise ValueError(f"initial_state has {len(state)} layers, expected {self.num_layers}")
         finals = []

@@ -2,7 +2,11 @@
 
 from dlkit.ops.activations import gelu, get_activation, identity, relu, sigmoid, tanh
 from dlkit.ops.attention import attention_mask, attention_reference, dot_product_attention
+from dlkit.ops.chunked_attention import chunked_attention  # noqa: F401
+from dlkit.ops.conv import adaptive_avg_pool, conv2d, max_pool2d
 from dlkit.ops.linear import linear
+from dlkit.ops.recurrent import gru_step, lstm_sequence, lstm_step, rnn_step, scan_steps
+from dlkit.ops.word2vec import analogy, cosine_similarity, nearest_neighbours
 from dlkit.ops.losses import (
     accuracy,
     cross_entropy,
@@ -25,3 +29,6 @@ __all__ = [
     "dot_product_attention", "gelu", "get_activation", "identity", "linear", "log_softmax",
     "max_pool", "pool_output_size", "receptive_field", "relu", "sigmoid", "softmax", "tanh",
 ]
+__all__ += ["adaptive_avg_pool", "conv2d", "max_pool2d"]
+__all__ += ["analogy", "cosine_similarity", "nearest_neighbours"]
+__all__ += ["gru_step", "lstm_sequence", "lstm_step", "rnn_step", "scan_steps"]

@@ -136,8 +136,9 @@ def attention_lse_reference(q, k, v, **kw):
 
 
 IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "chunked", "pallas")
-# CPU: above this many score bytes (B * H * Sq * Sk * 4) "auto" streams keys instead (memory).
-CHUNKED_SCORE_BYTES = 64 * 2**20
+# CPU: above this many score bytes (B * H * Sq * Sk * 4) "auto" streams keys ("chunked"): it is
+# also faster there (benchmarks/attention_memory.py --speed; RESULTS.md).
+CHUNKED_SCORE_BYTES = 8 * 2**20
 
 
 def pallas_available() -> bool:

@@ -18,6 +18,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.max_checkpoints_to_keep = 3
     c.progress_bar = True
     c.init_from = config_dict.placeholder(str)
+    c.init_skip = config_dict.placeholder(tuple)  # regexes kept fresh (e.g. ("head/.*",))
+    c.init_rename = config_dict.placeholder(tuple)  # ("old_regex->replacement", ...) on ckpt paths
+    c.freeze = config_dict.placeholder(tuple)  # regexes of params (and state) not trained
+    c.backbone_lr_scale = config_dict.placeholder(float)  # lr factor for non-init_skip params
 
     c.model = ml_collections.ConfigDict({"name": "mlp"})
 
@@ -25,6 +29,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.name = "digits"
     c.data.dir = config_dict.placeholder(str)  # a directory of raw files (e.g. MNIST idx)
     c.data.tfds_dir = config_dict.placeholder(str)  # TFDS data_dir; default $TFDS_DATA_DIR or ~/
+    c.data.classes = config_dict.placeholder(tuple)  # keep these labels only (dlkit.data.subsets)
+    c.data.relabel = config_dict.placeholder(bool)  # classes[i] -> i (default True with classes)
+    c.data.num_train_examples = config_dict.placeholder(int)  # a seeded subset of the train split
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"

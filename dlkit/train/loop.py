@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from dlkit import data, models
-from dlkit.train import objectives
+from dlkit.train import objectives, transfer
 from dlkit.train.checkpoint import Checkpointer
 from dlkit.train.metrics import MetricWriter, Progress
 from dlkit.train.optim import make_optimizer
@@ -26,9 +26,9 @@ def build_model(config, dataset):
 
 def create_state(config, dataset, model) -> TrainState:
     """A fresh step-0 state: model.init on one example batch, optimizer from config."""
-    tx = make_optimizer(config.optimizer, config.num_train_steps)
+    tx = transfer.wrap_optimizer(config, make_optimizer(config.optimizer, config.num_train_steps))
     inputs = jnp.asarray(dataset.example_batch(1)["inputs"])
-    return create_train_state(model, tx, inputs, config.seed)
+    return transfer.prepare_state(config, create_train_state(model, tx, inputs, config.seed))
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -81,7 +81,7 @@ def _restore(ckpt, config, state, train_it, writer):
     """Resumes from the latest checkpoint if there is one: (state, start step, metric window)."""
     latest = ckpt.latest_step()
     if latest is None:
-        return state, 0, {}
+        return transfer.init_from(config, state), 0, {}
     ckpt.check_compatible(latest, config)
     tree, data_state = ckpt.restore(latest, state.checkpoint_tree())
     train_it.set_state(data_state["iterator"])

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from dlkit.errors import ConfigError
 from dlkit.ops.losses import cross_entropy_per_example
+from dlkit.ops.word2vec import negative_sampling_loss
 
 
 def _weights(batch: dict, shape) -> jnp.ndarray:
@@ -33,7 +34,16 @@ def cross_entropy(logits, batch):
     }
 
 
-OBJECTIVES = {"cross_entropy": cross_entropy}
+def negative_sampling(scores, batch):
+    """Word2vec: mean over rows of -log s(z_0) - sum_k log s(-z_k); scores (B, 1 + K)."""
+    per = negative_sampling_loss(scores)
+    w = _weights(batch, per.shape)
+    count, loss_sum = jnp.sum(w), jnp.sum(per * w)
+    beats = jnp.sum((scores[:, 0] > jnp.max(scores[:, 1:], -1)) * w)  # true pair ranks first
+    return loss_sum / jnp.maximum(count, 1.0), {"loss": loss_sum, "accuracy": beats, "count": count}
+
+
+OBJECTIVES = {"cross_entropy": cross_entropy, "negative_sampling": negative_sampling}
 
 
 def get(name: str):

@@ -1,39 +1,159 @@
-"""The one train step and eval step shared by every model."""
+"""The one train step and eval step shared by every model, and its options (config-driven).
 
+Options (`StepOptions.from_config`): gradient accumulation over micro-batches (`lax.scan`),
+DP-SGD (per-example clipping + Gaussian noise, `vmap`), bf16 compute with fp32 parameters,
+`axis_name` for the pmap path (gradients and metric sums reduced across devices), and
+`multi_step` for `steps_per_call` steps per dispatch (`lax.scan` over stacked batches).
+"""
+
+import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 
+from dlkit.errors import ConfigError
 from dlkit.train.state import TrainState
+from dlkit.train.vmap import add_noise, clipped_sum, per_example_grads
+
+NOISE_STREAM = 2**31 - 1  # DP noise key = fold_in(step key, NOISE_STREAM); devices use 0, 1, ...
 
 
-def train_step(state: TrainState, batch: dict, *, objective) -> tuple[TrainState, dict]:
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """Static train-step options; the defaults are the plain step."""
+
+    grad_accum_steps: int = 1
+    dp_clip_norm: float | None = None  # DP-SGD when set
+    dp_noise_multiplier: float = 0.0
+    compute_dtype: str | None = None  # "bfloat16": bf16 compute, fp32 params and optimizer state
+    axis_name: str | None = None  # pmap axis: psum of gradients and sums across devices
+
+    @classmethod
+    def from_config(cls, config) -> "StepOptions":
+        """grad_accum_steps, dp.{enabled,clip_norm,noise_multiplier}, mixed_precision."""
+        accum = int(config.get("grad_accum_steps", 1) or 1)
+        if accum < 1 or config.batch_size % accum:
+            raise ConfigError(
+                f"grad_accum_steps {accum} must be >= 1 and divide batch_size {config.batch_size}"
+            )
+        dp = config.get("dp") or {}
+        enabled = bool(dp.get("enabled", False))
+        if enabled and accum > 1:
+            raise ConfigError("dp.enabled with grad_accum_steps > 1 is not supported; pick one")
+        if enabled and dp.get("clip_norm", 0.0) <= 0:
+            raise ConfigError(f"dp.clip_norm must be > 0 with dp.enabled, got {dp['clip_norm']}")
+        return cls(
+            grad_accum_steps=accum,
+            dp_clip_norm=float(dp["clip_norm"]) if enabled else None,
+            dp_noise_multiplier=float(dp.get("noise_multiplier", 0.0)) if enabled else 0.0,
+            compute_dtype="bfloat16" if config.get("mixed_precision", False) else None,
+        )
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
+def _loss_fn(state, objective, options, rng, mutable):
+    """(params, batch) -> (loss sum, (metric sums, new model state)); logits in fp32."""
+
+    def loss_sum(params, batch):
+        variables, inputs = state.variables(params), batch["inputs"]
+        if options.compute_dtype:  # bf16 copies of params and inputs; grads flow back in fp32
+            variables = {**variables, "params": _cast_floats(params, options.compute_dtype)}
+            inputs = _cast_floats(inputs, options.compute_dtype)
+        logits, new_model_state = state.apply_fn(
+            variables, inputs, train=True, rngs={"dropout": rng}, mutable=mutable
+        )
+        loss, sums = objective(logits.astype(jnp.float32), batch)
+        return loss * lax.stop_gradient(sums["count"]), (sums, new_model_state)
+
+    return loss_sum
+
+
+def _grad_sum(state, batch, objective, options, rng):
+    """(sum over examples of d loss_i / d params, metric sums, new model state) on one batch."""
+    mutable = list(state.model_state)
+    loss_sum = _loss_fn(state, objective, options, rng, mutable)
+    if options.dp_clip_norm is None:
+        grads, (sums, new_ms) = jax.grad(loss_sum, has_aux=True)(state.params, batch)
+        return grads, sums, dict(new_ms) if mutable else state.model_state
+    if mutable:
+        raise ConfigError(f"DP-SGD needs per-example gradients; {mutable} couple the examples")
+    grads, (sums, _) = per_example_grads(loss_sum, state.params, batch, has_aux=True)
+    return grads, jax.tree.map(lambda s: jnp.sum(s, 0), sums), state.model_state
+
+
+def _accumulated(state, batch, objective, options, rng):
+    """_grad_sum over grad_accum_steps strided micro-batches (rows i A + j), summed by scan."""
+    a = options.grad_accum_steps
+    if a == 1:
+        return _grad_sum(state, batch, objective, options, rng)
+    micro = jax.tree.map(
+        lambda x: jnp.swapaxes(x.reshape(x.shape[0] // a, a, *x.shape[1:]), 0, 1), batch
+    )
+
+    def body(carry, xs):
+        grads, sums, model_state = carry
+        j, mb = xs
+        g, s, ms = _grad_sum(
+            state.replace(model_state=model_state),
+            mb,
+            objective,
+            options,
+            jax.random.fold_in(rng, j),
+        )
+        return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, sums, s), ms), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    g0, s0, ms0 = _grad_sum(state, first, objective, options, jax.random.fold_in(rng, 0))
+    rest = jax.tree.map(lambda x: x[1:], micro)
+    (grads, sums, model_state), _ = lax.scan(body, (g0, s0, ms0), (jnp.arange(1, a), rest))
+    return grads, sums, model_state
+
+
+def train_step(
+    state: TrainState, batch: dict, *, objective, options: StepOptions = StepOptions()
+) -> tuple[TrainState, dict]:
     """One optimizer step on `batch`; returns the next state and metric sums."""
     step_rng = jax.random.fold_in(state.rng, state.step)  # dropout key: a function of (rng, step)
-    mutable = list(state.model_state)  # e.g. ["batch_stats"]; [] for stateless models
-
-    def loss_fn(params):
-        logits, new_model_state = state.apply_fn(
-            state.variables(params),
-            batch["inputs"],
-            train=True,
-            rngs={"dropout": step_rng},
-            mutable=mutable,
-        )
-        loss, sums = objective(logits, batch)
-        return loss, (sums, new_model_state)
-
-    (_, (sums, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    rng = step_rng
+    if options.axis_name:  # pmap: a different dropout key per device
+        rng = jax.random.fold_in(step_rng, lax.axis_index(options.axis_name))
+    grads, sums, model_state = _accumulated(state, batch, objective, options, rng)
+    if options.dp_clip_norm is not None:  # per-example grads (B, ...) -> clipped sum
+        grads = clipped_sum(grads, options.dp_clip_norm)
+    if options.axis_name:  # gradient sums, metric sums and BatchNorm stats across devices
+        grads, sums = lax.psum((grads, sums), options.axis_name)
+        model_state = lax.pmean(model_state, options.axis_name)
+    if options.dp_clip_norm is not None:  # one draw of N(0, (sigma C)^2) per step, all devices
+        std = options.dp_noise_multiplier * options.dp_clip_norm
+        grads = add_noise(grads, std, jax.random.fold_in(step_rng, NOISE_STREAM))
+    grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1,
         params=optax.apply_updates(state.params, updates),
         opt_state=opt_state,
-        model_state=dict(new_model_state) if mutable else state.model_state,
+        model_state=model_state,
     )
     return new_state, {**sums, "grad_norm": optax.global_norm(grads) * sums["count"]}
+
+
+def multi_step(state: TrainState, batches: dict, *, step_fn) -> tuple[TrainState, dict]:
+    """K steps in one call: lax.scan of step_fn over batches stacked (K, B, ...); summed sums."""
+
+    def body(s, batch):
+        return step_fn(s, batch)
+
+    state, sums = lax.scan(body, state, batches)
+    return state, jax.tree.map(lambda x: jnp.sum(x, 0), sums)
 
 
 def eval_step(state: TrainState, batch: dict, *, objective) -> dict:
@@ -43,9 +163,10 @@ def eval_step(state: TrainState, batch: dict, *, objective) -> dict:
     return sums
 
 
-def make_steps(objective):
+def make_steps(objective, options: StepOptions = StepOptions()):
     """(train_step, eval_step) jitted; the train step donates the incoming state."""
-    train = jax.jit(functools.partial(train_step, objective=objective), donate_argnums=0)
+    step = functools.partial(train_step, objective=objective, options=options)
+    train = jax.jit(step, donate_argnums=0)
     evaluate = jax.jit(functools.partial(eval_step, objective=objective))
     return train, evaluate
 

@@ -1,0 +1,108 @@
+"""dlkit's `cnn` train step against PyTorch's eager CPU step for the same network, in one process.
+
+Network (the notes'): conv3x3(32, SAME)-ReLU-maxpool2-conv3x3(64, SAME)-ReLU-maxpool2-dense256-ReLU-
+dense10; batch 128 of 28x28x1, fp32, Adam, cross-entropy. The steps are timed round-robin (one
+step of each per round) so that load from other processes hits all of them alike; each figure is
+the median over rounds. Prints per-step milliseconds and the ratio torch_ms / dlkit_ms (>= 1.0
+means dlkit is at least as fast). PyTorch is a benchmark-only dependency.
+
+    JAX_PLATFORMS=cpu python benchmarks/cnn_cpu.py [--rounds 40] [--batch 128]
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+
+def dlkit_step(impl: str, x: np.ndarray, y: np.ndarray):
+    """A closure running one jitted dlkit train step (the shared train_step) on a fixed batch."""
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+
+    from dlkit import models
+    from dlkit.train import create_train_state, make_optimizer, make_steps, objectives
+
+    model = models.get("cnn", num_classes=10, impl=impl)
+    opt = ml_collections.ConfigDict(
+        {"name": "adam", "learning_rate": 1e-3, "schedule": "constant", "warmup_steps": 0,
+         "momentum": 0.9, "weight_decay": 0.0, "grad_clip_norm": 0.0}
+    )
+    state = create_train_state(model, make_optimizer(opt, 10**6), jnp.asarray(x[:1]), seed=0)
+    train, _ = make_steps(objectives.get("cross_entropy"))
+    batch = {"inputs": jnp.asarray(x), "targets": jnp.asarray(y, jnp.int32)}
+    box = [state]
+
+    def run():
+        box[0], sums = train(box[0], batch)
+        jax.block_until_ready(sums["loss"])
+
+    return run
+
+
+def torch_step(x: np.ndarray, y: np.ndarray):
+    """A closure running one eager PyTorch step of the same network (NCHW, Adam)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 256), nn.ReLU(), nn.Linear(256, 10),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    xb = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yb = torch.from_numpy(y.astype(np.int64))
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(net(xb), yb)
+        loss.backward()
+        opt.step()
+        float(loss)
+
+    return run
+
+
+def time_round_robin(steps: dict, rounds: int, warmup: int = 3) -> dict:
+    """Median seconds per call of each closure, calling them in turn `rounds` times."""
+    for run in steps.values():
+        for _ in range(warmup):
+            run()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, run in steps.items():
+            t = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=128)
+    args = parser.parse_args()
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.random((args.batch, 28, 28, 1), np.float32)
+    y = rng.integers(0, 10, args.batch)
+    steps = {
+        "torch_eager": torch_step(x, y),
+        "dlkit_fast": dlkit_step("fast", x, y),
+        "dlkit_reference": dlkit_step("reference", x, y),
+    }
+    ms = {k: 1e3 * v for k, v in time_round_robin(steps, args.rounds).items()}
+    print(f"cnn train step, batch {args.batch}, 28x28x1, fp32, CPU, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), median of {args.rounds} round-robin rounds")
+    for name, v in ms.items():
+        print(f"  {name:16s} {v:8.2f} ms/step")
+    print(f"ratio torch_eager / dlkit_fast      = {ms['torch_eager'] / ms['dlkit_fast']:.2f}")
+    print(f"ratio torch_eager / dlkit_reference = {ms['torch_eager'] / ms['dlkit_reference']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

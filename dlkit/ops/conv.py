@@ -1,0 +1,198 @@
+"""2-D convolution and max pooling over NHWC maps: the stock lax path and a fast CPU path.
+
+The fast path computes the same math with cheaper gradients on XLA:CPU:
+- `max_pool_fast`: non-overlapping k x k windows (stride k) as k*k strided slices and a max; the
+  backward routes each gradient to the first maximum of its window in row-major order, the same
+  choice as lax's select_and_scatter, with no select_and_scatter (slow on CPU).
+- `conv2d_fast`: lax's forward convolution; the weight gradient, when the patch is short
+  (kh * kw * C_in <= `IM2COL_MAX_PATCH`), is one matmul of im2col patches with the output gradient
+  instead of XLA:CPU's batch-contracting convolution.
+Anything the fast path does not cover falls back to the reference path.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+IM2COL_MAX_PATCH = 64  # kh * kw * C_in up to which the weight gradient uses im2col + matmul
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(i) for i in v)
+
+
+def explicit_padding(padding, kernel, stride=1, size=None) -> tuple[tuple[int, int], ...]:
+    """ "SAME" / "VALID" / int / ((lo, hi), (lo, hi)) -> ((lo, hi), (lo, hi)) for H and W."""
+    kh, kw = _pair(kernel)
+    if padding == "VALID":
+        return ((0, 0), (0, 0))
+    if padding == "SAME":
+        if size is None or _pair(stride) != (1, 1):
+            pads = lax.padtype_to_pads(size, (kh, kw), _pair(stride), "SAME")
+            return tuple(tuple(p) for p in pads)
+        return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in (kh, kw))
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    return tuple(_pair(p) for p in padding)
+
+
+def _check_conv(x, w):
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(
+            f"conv2d expects x (B, H, W, C_in) and w (kh, kw, C_in, C_out); got x "
+            f"{x.shape}, w {w.shape}"
+        )
+    if x.shape[-1] != w.shape[2]:
+        raise ValueError(
+            f"conv2d: x has {x.shape[-1]} channels but w {w.shape} expects {w.shape[2]}"
+        )
+
+
+def conv2d_reference(x, w, stride=1, padding="SAME"):
+    """y[b,i,j,o] = sum_{p,q,c} x[b, i*s+p, j*s+q, c] w[p,q,c,o]; x (B,H,W,Ci), w (kh,kw,Ci,Co)."""
+    _check_conv(x, w)
+    pads = explicit_padding(padding, w.shape[:2], stride, x.shape[1:3])
+    return lax.conv_general_dilated(x, w, _pair(stride), pads, dimension_numbers=DIMENSION_NUMBERS)
+
+
+def im2col(x, kernel, padding) -> jax.Array:
+    """Stride-1 patches (B, Ho, Wo, kh*kw*C), ordered (p, q, c) to match w.reshape(-1, Co)."""
+    kh, kw = kernel
+    (pt, pb), (pl, pr) = padding
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    cols = [xp[:, p : p + ho, q : q + wo, :] for p in range(kh) for q in range(kw)]
+    return jnp.concatenate(cols, axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv2d_s1(x, w, pads):
+    return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=DIMENSION_NUMBERS)
+
+
+def _conv2d_s1_fwd(x, w, pads):
+    return _conv2d_s1(x, w, pads), (x, w)
+
+
+def _conv2d_s1_bwd(pads, res, gy):
+    x, w = res
+    kh, kw, ci, co = w.shape
+    ref = lambda x, w: lax.conv_general_dilated(
+        x, w, (1, 1), pads, dimension_numbers=DIMENSION_NUMBERS
+    )
+    gx, gw = jax.vjp(ref, x, w)[1](gy)  # XLA drops whichever is unused
+    if kh * kw * ci <= IM2COL_MAX_PATCH:
+        cols = im2col(x, (kh, kw), pads).reshape(-1, kh * kw * ci)  # (B*Ho*Wo, kh*kw*Ci)
+        gw = (cols.T @ gy.reshape(-1, co)).reshape(kh, kw, ci, co)
+    return gx, gw
+
+
+_conv2d_s1.defvjp(_conv2d_s1_fwd, _conv2d_s1_bwd)
+
+
+def conv2d_fast(x, w, stride=1, padding="SAME"):
+    """conv2d_reference's math with an im2col weight gradient for short patches (stride 1)."""
+    _check_conv(x, w)
+    if _pair(stride) != (1, 1):
+        return conv2d_reference(x, w, stride, padding)
+    pads = explicit_padding(padding, w.shape[:2], 1, x.shape[1:3])
+    return _conv2d_s1(x, w, pads)
+
+
+def _window_slices(x, k):
+    """The k*k strided views x[:, p::k, q::k] of the cropped map, row-major in (p, q)."""
+    kh, kw = k
+    h, w = x.shape[1] // kh, x.shape[2] // kw
+    return [x[:, p : h * kh : kh, q : w * kw : kw] for p in range(kh) for q in range(kw)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_tiles(x, k):
+    return functools.reduce(jnp.maximum, _window_slices(x, k))
+
+
+def _max_pool_tiles_fwd(x, k):
+    y = _max_pool_tiles(x, k)
+    return y, (x, y)
+
+
+def _max_pool_tiles_bwd(k, res, gy):
+    x, y = res
+    kh, kw = k
+    taken = jnp.zeros(y.shape, bool)
+    grads = []
+    for view in _window_slices(x, k):  # the first maximum in row-major order gets the gradient
+        hit = (view == y) & ~taken
+        taken = taken | hit
+        grads.append(jnp.where(hit, gy, jnp.zeros_like(gy)))
+    b, h, w, c = gy.shape
+    rows = [
+        jnp.stack(grads[p * kw : (p + 1) * kw], axis=3).reshape(b, h, w * kw, c) for p in range(kh)
+    ]
+    gx = jnp.stack(rows, axis=2).reshape(b, h * kh, w * kw, c)
+    pad = ((0, 0), (0, x.shape[1] - h * kh), (0, x.shape[2] - w * kw), (0, 0))
+    return (jnp.pad(gx, pad),)
+
+
+_max_pool_tiles.defvjp(_max_pool_tiles_fwd, _max_pool_tiles_bwd)
+
+
+def max_pool_reference(x, window=2, stride=None, padding="VALID"):
+    """y[b,i,j,c] = max over the window at (i*s, j*s) via lax.reduce_window; x (B, H, W, C)."""
+    from dlkit.ops.pooling import max_pool
+
+    return max_pool(x, window, stride, padding)
+
+
+def max_pool_fast(x, window=2, stride=None, padding="VALID"):
+    """max_pool_reference's math; non-overlapping VALID windows use strided slices (cheap grads)."""
+    if x.ndim != 4:
+        raise ValueError(f"max_pool expects NHWC (B, H, W, C), got shape {x.shape}")
+    k = _pair(window)
+    s = _pair(stride if stride is not None else window)
+    if k != s or padding != "VALID" or x.shape[1] < k[0] or x.shape[2] < k[1]:
+        return max_pool_reference(x, window, stride, padding)
+    return _max_pool_tiles(x, k)
+
+
+CONV_IMPLS = {"reference": conv2d_reference, "fast": conv2d_fast}
+POOL_IMPLS = {"reference": max_pool_reference, "fast": max_pool_fast}
+
+
+def _choose(table: dict, impl: str, what: str):
+    if impl not in table:
+        from dlkit.errors import ConfigError
+
+        raise ConfigError(
+            f"unknown {what} implementation {impl!r}; choose one of: {', '.join(table)}"
+        )
+    return table[impl]
+
+
+def conv2d(x, w, b=None, stride=1, padding="SAME", impl="fast"):
+    """y = conv(x, w) + b; x (B, H, W, Ci), w (kh, kw, Ci, Co), b (Co,); impl fast|reference."""
+    y = _choose(CONV_IMPLS, impl, "conv2d")(x, w, stride, padding)
+    return y if b is None else y + b
+
+
+def max_pool2d(x, window=2, stride=None, padding="VALID", impl="fast"):
+    """Max pooling over NHWC windows; impl fast|reference (same values and gradients)."""
+    return _choose(POOL_IMPLS, impl, "max_pool")(x, window, stride, padding)
+
+
+def adaptive_avg_pool(x, output_size):
+    """PyTorch's AdaptiveAvgPool2d: cell (i, j) averages rows floor(iH/h)..ceil((i+1)H/h) (and
+    columns likewise); x (B, H, W, C) -> (B, h, w, C)."""
+    if x.ndim != 4:
+        raise ValueError(f"adaptive_avg_pool expects NHWC (B, H, W, C), got shape {x.shape}")
+    oh, ow = _pair(output_size)
+    b, h, w, c = x.shape
+    if h % oh == 0 and w % ow == 0:
+        return x.reshape(b, oh, h // oh, ow, w // ow, c).mean(axis=(2, 4))
+    rows = [(i * h // oh, -(-(i + 1) * h // oh)) for i in range(oh)]
+    cols = [(j * w // ow, -(-(j + 1) * w // ow)) for j in range(ow)]
+    cells = [[x[:, r0:r1, c0:c1].mean(axis=(1, 2)) for c0, c1 in cols] for r0, r1 in rows]
+    return jnp.stack([jnp.stack(row, axis=1) for row in cells], axis=1)

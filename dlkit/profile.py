@@ -1,0 +1,132 @@
+"""Cost of a jitted function: FLOPs and bytes from XLA's cost analysis, intensity, measured time.
+
+  intensity I = FLOPs / bytes accessed (FLOP per byte);  roofline: attainable FLOP/s =
+  min(peak FLOP/s, I * peak bytes/s); a kernel is memory-bound when I < peak FLOP/s / peak bytes/s.
+XLA counts a loop body (lax.scan, fori_loop, while) once, not once per trip: `Cost.has_loop` flags
+such functions, and `profile(..., flops=, bytes_accessed=)` takes counts worked out by hand.
+"""
+
+import dataclasses
+import math
+import time
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """One function's FLOPs, bytes accessed and median time (seconds) per call."""
+
+    name: str
+    flops: float
+    bytes_accessed: float
+    seconds: float = math.nan
+    has_loop: bool = False
+    source: str = "xla"  # "xla" (cost analysis) or "given" (counts passed in)
+
+    @property
+    def intensity(self) -> float:
+        """FLOP per byte accessed; 0 when nothing is read or written."""
+        return self.flops / self.bytes_accessed if self.bytes_accessed else 0.0
+
+    @property
+    def flops_per_sec(self) -> float:
+        return self.flops / self.seconds
+
+    @property
+    def bytes_per_sec(self) -> float:
+        return self.bytes_accessed / self.seconds
+
+
+def cost_analysis(fn, *args) -> dict:
+    """{"flops", "bytes_accessed", "has_loop"} of jax.jit(fn)(*args) as compiled by XLA."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    costs = compiled.cost_analysis()
+    if isinstance(costs, list | tuple):  # older jax: one dict per computation
+        costs = costs[0] if costs else {}
+    costs = costs or {}
+    return {
+        "flops": float(costs.get("flops", 0.0)),
+        "bytes_accessed": float(costs.get("bytes accessed", 0.0)),
+        "has_loop": " while(" in compiled.as_text(),
+    }
+
+
+def time_fn(fn, *args, repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall-clock seconds of one call of jax.jit(fn)(*args), compile excluded."""
+    if repeats < 1:
+        raise ValueError(f"time_fn: repeats must be >= 1, got {repeats}")
+    jitted = jax.jit(fn)
+    for _ in range(warmup):
+        jax.block_until_ready(jitted(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(jitted(*args))
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def profile(fn, *args, name: str = "", repeats: int = 10, flops=None, bytes_accessed=None) -> Cost:
+    """Cost of fn(*args): XLA's FLOPs and bytes (or the given ones) and the median time."""
+    counts = cost_analysis(fn, *args)
+    given = flops is not None or bytes_accessed is not None
+    return Cost(
+        name=name or getattr(fn, "__name__", "fn"),
+        flops=counts["flops"] if flops is None else float(flops),
+        bytes_accessed=counts["bytes_accessed"]
+        if bytes_accessed is None
+        else float(bytes_accessed),
+        seconds=time_fn(fn, *args, repeats=repeats) if repeats else math.nan,
+        has_loop=counts["has_loop"],
+        source="given" if given else "xla",
+    )
+
+
+def layer_calls(model, variables, *args, **kwargs) -> list[tuple]:
+    """[(path, module, its variables, its args)] for each leaf submodule call in model.apply."""
+    import flax.linen as nn
+
+    calls, stack = [], []
+
+    def interceptor(next_fun, call_args, call_kwargs, context):
+        if context.method_name != "__call__" or not context.module.path:
+            return next_fun(*call_args, **call_kwargs)
+        record = {"module": context.module, "args": call_args, "leaf": True}
+        if stack:
+            stack[-1]["leaf"] = False
+        stack.append(record)
+        try:
+            return next_fun(*call_args, **call_kwargs)
+        finally:
+            stack.pop()
+            if record["leaf"]:
+                mod = record["module"]
+                calls.append(("/".join(mod.path), mod, mod.variables, record["args"]))
+
+    with nn.intercept_methods(interceptor):
+        model.apply(variables, *args, **kwargs)
+    return calls
+
+
+def profile_layers(model, variables, *args, repeats: int = 10, **kwargs) -> list[Cost]:
+    """Cost of every leaf layer of model.apply(variables, *args), in call order; identity layers
+    (a deterministic Dropout) and layers that neither compute nor move data are left out."""
+    costs = []
+    for path, module, layer_vars, layer_args in layer_calls(model, variables, *args, **kwargs):
+        if getattr(module, "deterministic", None) is True:
+            continue
+        standalone = module.clone(parent=None)
+
+        def fn(v, *a, standalone=standalone):
+            return standalone.apply(v, *a)
+
+        c = profile(fn, dict(layer_vars), *layer_args, name=path, repeats=repeats)
+        if c.flops or c.bytes_accessed:
+            costs.append(dataclasses.replace(c, name=f"{path} ({type(module).__name__})"))
+    return costs
+
+
+def bound(cost: Cost, peak_flops: float, peak_bytes_per_sec: float) -> str:
+    """ "memory" if intensity < ridge = peak FLOP/s / peak bytes/s, else "compute"."""
+    return "memory" if cost.intensity < peak_flops / peak_bytes_per_sec else "compute"

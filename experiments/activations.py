@@ -1,0 +1,185 @@
+"""Activations in a deep MLP: per-layer gradient norms ||dL/dW_l|| at initialisation and during
+training for sigmoid, tanh and ReLU (vanishing gradients with sigmoid), and the fraction of dead
+ReLU units (z <= 0 on every probe example) over training. Gradients come from the hand-written
+backprop (dlkit.ops.backprop); training goes through the shared train step.
+
+  python experiments/activations.py --workdir=workdirs/activations
+"""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", "workdirs/activations", "Output directory.")
+_DATASET = flags.DEFINE_string("dataset", "digits", "Registered dataset (digits, mnist).")
+_DEPTH = flags.DEFINE_integer("depth", 20, "Hidden layers (plus the output layer).")
+_WIDTH = flags.DEFINE_integer("width", 64, "Units per hidden layer.")
+_ACTS = flags.DEFINE_list("activations", ["sigmoid", "tanh", "relu"], "Activations to compare.")
+_OPT = flags.DEFINE_string("optimizer", "momentum", "dlkit.train optimizer name.")
+_LR = flags.DEFINE_float("learning_rate", 0.003, "Learning rate of every run.")
+_HIGH_LR = flags.DEFINE_float("high_lr", 0.1, "An extra ReLU run at this rate (0: none).")
+_HE = flags.DEFINE_bool("he_init", True, "ReLU kernels scaled by sqrt(2) (He); else LeCun.")
+_STEPS = flags.DEFINE_integer("steps", 1500, "Training steps per run.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Mini-batch size.")
+_EVERY = flags.DEFINE_integer("snapshot_every", 50, "Gradient norms every this many steps.")
+_PROBE = flags.DEFINE_integer("probe_size", 512, "Training examples used for gradient norms.")
+_SEED = flags.DEFINE_integer("seed", 0, "Initialisation and shuffling seed.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny settings for tests: depth 6, 20 steps.")
+
+
+def snapshot(params, probe, activation) -> dict:
+    """Loss, per-layer ||dL/dW_l|| and the dead-unit fraction on the probe batch."""
+    from dlkit.ops import backprop
+
+    loss, grads = backprop.mlp_value_and_grad(params, probe["inputs"], probe["targets"], activation)
+    names = backprop.layer_names(params)
+    norms = [float(np.linalg.norm(grads[n]["kernel"])) for n in names]
+    _, cache = backprop.mlp_forward(params, probe["inputs"], activation)
+    dead = [np.all(np.asarray(z) <= 0, axis=0) for _, z in cache[:-1]]  # per hidden layer (D,)
+    return {"loss": float(loss), "norms": norms, "dead": float(np.mean(np.concatenate(dead)))}
+
+
+def run(activation, lr, dataset, probe, test, steps, every, depth, width):
+    """Trains one deep MLP; returns the snapshots {"step", "loss", "norms", "dead"} and accuracy."""
+    import jax
+    import ml_collections
+
+    from dlkit import data, models
+    from dlkit.train import create_train_state, evaluate, make_optimizer, make_steps, objectives
+    from dlkit.train.objectives import summarize
+    from dlkit.train.state import init_variables
+
+    model = models.get(
+        "mlp", num_classes=dataset.num_classes, hidden_sizes=(width,) * depth, activation=activation
+    )
+    x0 = probe["inputs"][:1]
+    params, _ = init_variables(model, x0, _SEED.value)
+    if activation == "relu" and _HE.value:  # LeCun var 1/n -> He var 2/n for the hidden layers
+        params = {
+            k: {**v, "kernel": v["kernel"] * math.sqrt(2.0)} if k != "head" else v
+            for k, v in params.items()
+        }
+    tx = make_optimizer(ml_collections.ConfigDict({"name": _OPT.value, "learning_rate": lr}), steps)
+    state = create_train_state(model, tx, x0, _SEED.value, params=params)
+    train_fn, eval_fn = make_steps(objectives.get("cross_entropy"))
+    it = data.train_iterator(dataset, _BATCH.value, _SEED.value)
+    snaps = []
+    for step in range(steps + 1):
+        if step % every == 0 or step == steps:
+            snaps.append(
+                {"step": step, **snapshot(jax.device_get(state.params), probe, activation)}
+            )
+        if step < steps:
+            state, _ = train_fn(state, next(it))
+    return snaps, summarize(evaluate(eval_fn, state, test))["accuracy"]
+
+
+def ratio(norms) -> float:
+    """||dW_1|| / ||dW_L||: how much smaller the first layer's gradient is than the last's."""
+    return norms[0] / norms[-1] if norms[-1] else "all 0 (dead)"
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    import ml_collections
+
+    from dlkit import data
+
+    smoke = _SMOKE.value
+    depth, width = (6, 16) if smoke else (_DEPTH.value, _WIDTH.value)
+    steps, every = (20, 10) if smoke else (_STEPS.value, _EVERY.value)
+    workdir = pathlib.Path(_WORKDIR.value)
+    dataset = data.load(ml_collections.ConfigDict({"name": _DATASET.value}))
+    probe = data.eval_batches(dataset, min(_PROBE.value, len(dataset.train)), split="train")[0]
+    test = data.eval_batches(dataset, 512)
+    runs = [(a, _LR.value) for a in _ACTS.value]
+    if _HIGH_LR.value and "relu" in _ACTS.value:
+        runs.append(("relu", _HIGH_LR.value))
+    results, rows = {}, []
+    for activation, lr in runs:
+        label = f"{activation} lr {lr:g}"
+        snaps, acc = run(activation, lr, dataset, probe, test, steps, every, depth, width)
+        results[label] = snaps
+        first, last = snaps[0], snaps[-1]
+        rows.append(
+            {
+                "run": label,
+                "norm dW_1 / norm dW_L at init": ratio(first["norms"]),
+                "norm dW_1 / norm dW_L at end": ratio(last["norms"]),
+                "norm dW_1 at init": first["norms"][0],
+                "final train loss": last["loss"],
+                "test accuracy": acc,
+                "dead ReLU at init": first["dead"] if activation == "relu" else "-",
+                "dead ReLU at end": last["dead"] if activation == "relu" else "-",
+            }
+        )
+        print(
+            f"{label:18s} ratio at init {rows[-1]['norm dW_1 / norm dW_L at init']:.3g}  "
+            f"loss {last['loss']:.3f}  acc {acc:.3f}  dead {last['dead']:.3f}",
+            flush=True,
+        )
+    write_outputs(workdir, results, rows, depth, width, steps)
+
+
+def write_outputs(workdir, results, rows, depth, width, steps):
+    """grad_norms.png (init, middle, end), training.png (loss, dead ReLU), table.md + json"""
+    from dlkit import plotting
+
+    layers = list(range(1, depth + 2))
+    mid = len(next(iter(results.values()))) // 2
+
+    def norms_at(i, title):
+        return {
+            "title": title,
+            "xlabel": "layer (1 = input side)",
+            "ylabel": "||dL/dW_l||",
+            "logy": True,
+            "series": {k: (layers, s[i]["norms"]) for k, s in results.items()},
+        }
+
+    snaps0 = next(iter(results.values()))
+    name = f"{depth}-hidden-layer MLP (width {width})"
+    plotting.line_plots(
+        workdir / "grad_norms.png",
+        [
+            norms_at(0, "at initialisation"),
+            norms_at(mid, f"after {snaps0[mid]['step']} steps"),
+            norms_at(-1, f"after {steps} steps"),
+        ],
+        ncols=3,
+        title=f"{name}: per-layer gradient norms",
+    )
+    relu = {k: s for k, s in results.items() if k.startswith("relu")}
+    panels = [
+        {
+            "title": "probe loss",
+            "xlabel": "step",
+            "ylabel": "loss",
+            "logy": True,
+            "series": {
+                k: ([x["step"] for x in s], [x["loss"] for x in s]) for k, s in results.items()
+            },
+        }
+    ]
+    if relu:
+        panels.append(
+            {
+                "title": "dead ReLU units (z <= 0 on every probe example)",
+                "xlabel": "step",
+                "ylabel": "fraction of hidden units",
+                "series": {
+                    k: ([x["step"] for x in s], [x["dead"] for x in s]) for k, s in relu.items()
+                },
+            }
+        )
+    plotting.line_plots(workdir / "training.png", panels, title=f"{name}: training")
+    print(plotting.write_table(workdir / "table.md", rows, title=f"{name}: activations"))
+    (workdir / "results.json").write_text(json.dumps({"rows": rows, "runs": results}, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,139 @@
+"""The fast CPU conv / max-pool path against the stock lax path; pooling and receptive fields."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dlkit import ConfigError
+from dlkit.ops import avg_pool, conv_output_size, max_pool, receptive_field
+from dlkit.ops.conv import (
+    adaptive_avg_pool,
+    conv2d,
+    conv2d_reference,
+    max_pool2d,
+    max_pool_fast,
+    max_pool_reference,
+)
+
+
+def _value_and_grads(fn, *args):
+    """f(args) and d/d(args) of sum(sin(f) * r) for a fixed random r: every output gets a weight."""
+    out = fn(*args)
+    r = jax.random.normal(jax.random.key(7), out.shape)
+    grads = jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a)) * r), argnums=tuple(range(len(args))))(
+        *args
+    )
+    return out, grads
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, cout, padding, stride",
+    [
+        ((2, 28, 28, 1), 3, 8, "SAME", 1),  # the cnn's first layer: im2col weight gradient
+        ((2, 14, 14, 32), 3, 16, "SAME", 1),  # long patch: lax weight gradient
+        ((3, 9, 7, 3), 5, 4, "VALID", 1),
+        ((2, 8, 8, 2), 3, 4, 2, 1),
+        ((2, 8, 8, 2), (2, 3), 4, ((1, 0), (2, 1)), 1),
+        ((2, 11, 11, 3), 3, 4, "SAME", 2),  # stride 2: falls back to the reference
+    ],
+)
+def test_fast_conv_matches_reference(shape, kernel, cout, padding, stride):
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = jax.random.normal(jax.random.key(0), shape)
+    w = jax.random.normal(jax.random.key(1), (kh, kw, shape[-1], cout)) * 0.3
+    b = jax.random.normal(jax.random.key(2), (cout,))
+    fast = _value_and_grads(lambda x, w, b: conv2d(x, w, b, stride, padding, impl="fast"), x, w, b)
+    ref = _value_and_grads(lambda x, w, b: conv2d(x, w, b, stride, padding, "reference"), x, w, b)
+    for a, r in zip(jax.tree.leaves(fast), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-4)
+
+
+def test_conv_reference_is_the_written_out_sum():
+    x = jax.random.normal(jax.random.key(0), (1, 5, 4, 2))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 2, 3))
+    y = conv2d_reference(x, w, 1, "VALID")
+    want = np.zeros((1, 3, 2, 3))
+    for i in range(3):
+        for j in range(2):
+            want[0, i, j] = np.einsum("pqc,pqco->o", x[0, i : i + 3, j : j + 3], w)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    assert y.shape[1] == conv_output_size(5, 3) and y.shape[2] == conv_output_size(4, 3)
+
+
+@pytest.mark.parametrize("window", [2, 3, (2, 3)])
+@pytest.mark.parametrize("hw", [(8, 8), (9, 7)])
+def test_fast_max_pool_matches_reference_with_ties(window, hw):
+    # integer values: many ties inside windows; the gradient must go to the same (first) element
+    x = jnp.round(jax.random.normal(jax.random.key(3), (2, *hw, 3)) * 1.5)
+    fast = _value_and_grads(lambda x: max_pool_fast(x, window), x)
+    ref = _value_and_grads(lambda x: max_pool_reference(x, window), x)
+    for a, r in zip(jax.tree.leaves(fast), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_array_equal(a, r)
+
+
+def test_fast_max_pool_gradient_goes_to_one_element_per_window():
+    x = jnp.zeros((1, 4, 4, 1))  # every window is a 4-way tie
+    g = jax.grad(lambda x: jnp.sum(max_pool_fast(x, 2)))(x)[0, :, :, 0]
+    np.testing.assert_array_equal(g, [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+
+
+def test_max_pool_overlapping_and_padded_fall_back_to_reference():
+    x = jax.random.normal(jax.random.key(4), (2, 9, 9, 2))
+    for kw in [dict(window=3, stride=2), dict(window=2, padding="SAME"), dict(window=3, stride=1)]:
+        np.testing.assert_array_equal(max_pool2d(x, **kw), max_pool2d(x, **kw, impl="reference"))
+
+
+def test_pooling_values_stride_and_padding():
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    np.testing.assert_array_equal(max_pool(x, 2)[0, :, :, 0], [[5, 7], [13, 15]])
+    np.testing.assert_array_equal(avg_pool(x, 2)[0, :, :, 0], [[2.5, 4.5], [10.5, 12.5]])
+    # overlapping 3x3 windows, stride 1: output (4 - 3) / 1 + 1 = 2
+    np.testing.assert_array_equal(max_pool(x, 3, 1)[0, :, :, 0], [[10, 11], [14, 15]])
+    # SAME padding with stride 2 on 5x5: ceil(5 / 2) = 3; padding is not counted in averages
+    y = jnp.ones((1, 5, 5, 1))
+    assert max_pool(y, 2, 2, "SAME").shape == (1, 3, 3, 1)
+    np.testing.assert_array_equal(avg_pool(y, 2, 2, "SAME"), jnp.ones((1, 3, 3, 1)))
+    assert conv_output_size(5, 2, 2, "SAME") == 3 and conv_output_size(5, 2, 2) == 2
+
+
+@pytest.mark.parametrize("pool", [max_pool, avg_pool])
+def test_two_small_pools_equal_one_large_pool(pool):
+    x = jax.random.normal(jax.random.key(5), (2, 8, 8, 3))
+    two = pool(pool(x, 2), 2)
+    one = pool(x, 4)
+    np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-6)
+    assert receptive_field([(2, 2), (2, 2)]) == receptive_field([(4, 4)]) == 4
+
+
+def test_receptive_fields_of_stacks():
+    assert receptive_field([(3, 1), (3, 1)]) == 5  # two 3x3 convs see as much as one 5x5
+    assert receptive_field([(3, 1)] * 3) == 7
+    assert receptive_field([(3, 1), (2, 2), (3, 1), (2, 2)]) == 10  # the cnn's conv/pool stack
+    # one output of a 3x3 max pool (stride 1) after a 3x3 conv depends on a 5x5 input patch
+    x = jnp.zeros((1, 9, 9, 1))
+    w = jnp.ones((3, 3, 1, 1))
+    g = jax.grad(lambda x: max_pool(conv2d_reference(x + 1.0, w, 1, "VALID"), 3, 1)[0, 0, 0, 0])
+    touched = np.argwhere(np.asarray(g(x))[0, :, :, 0] != 0)
+    assert touched.max(axis=0).tolist() <= [4, 4]
+
+
+def test_adaptive_avg_pool_matches_torch_windows():
+    x = jnp.arange(5.0).reshape(1, 5, 1, 1) * jnp.ones((1, 5, 5, 1))
+    y = adaptive_avg_pool(x, (3, 1))
+    # rows [0, 2), [1, 4), [3, 5): torch's floor(i*5/3) .. ceil((i+1)*5/3)
+    np.testing.assert_allclose(y[0, :, 0, 0], [0.5, 2.0, 3.5])
+    z = jax.random.normal(jax.random.key(6), (2, 12, 12, 4))
+    np.testing.assert_allclose(adaptive_avg_pool(z, 6), avg_pool(z, 2), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        adaptive_avg_pool(z[:, :1, :1], 6), jnp.tile(z[:, :1, :1], (1, 6, 6, 1))
+    )
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(ValueError, match=r"x has 3 channels but w \(3, 3, 2, 4\)"):
+        conv2d(jnp.zeros((1, 5, 5, 3)), jnp.zeros((3, 3, 2, 4)))
+    with pytest.raises(ValueError, match=r"NHWC.*\(5, 5\)"):
+        max_pool2d(jnp.zeros((5, 5)))
+    with pytest.raises(ConfigError, match="choose one of: reference, fast"):
+        conv2d(jnp.zeros((1, 5, 5, 3)), jnp.zeros((3, 3, 3, 4)), impl="turbo")

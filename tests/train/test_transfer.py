@@ -1,0 +1,209 @@
+"""Transfer learning: init_from by path, head replacement, freezing (params and BatchNorm
+statistics bit-identical), per-group learning rates, class subsets and exact resume."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from dlkit import data
+from dlkit.errors import ConfigError
+from dlkit.train import objectives, restore_latest, train_and_evaluate, transfer
+from dlkit.train.config import default_config
+from dlkit.train.state import create_train_state
+from dlkit.train.step import make_steps
+
+
+def mlp_config(**over):
+    c = default_config()
+    c.model.name = "mlp"
+    c.model.hidden_sizes = (16, 8)
+    c.data.name = "digits"
+    c.batch_size = 16
+    c.num_train_steps = 12
+    c.log_every_steps = 6
+    c.eval_every_steps = 12
+    c.checkpoint_every_steps = 6
+    c.progress_bar = False
+    for k, v in over.items():
+        c[k] = v
+    return c
+
+
+def finetune_config(source, **over):
+    c = mlp_config(**over)
+    c.init_from = str(source)
+    c.init_skip = ("head/.*",)
+    c.data.classes = (5, 6, 7, 8, 9)
+    c.data.num_train_examples = 100
+    return c
+
+
+def params_of(workdir):
+    return restore_latest(workdir, items=("state",))["state"]["params"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A 10-class mlp trained for 12 steps on the digits."""
+    workdir = tmp_path_factory.mktemp("pretrained")
+    train_and_evaluate(mlp_config(), workdir)
+    return workdir
+
+
+def test_match_variables_loads_skips_and_reports():
+    target = {
+        ("params", "body/kernel"): np.zeros((3, 4)),
+        ("params", "head/kernel"): np.zeros((4, 5)),
+    }
+    source = {
+        ("params", "enc/kernel"): np.ones((3, 4)),
+        ("params", "head/kernel"): np.ones((4, 10)),
+    }
+    new, rows = transfer.match_variables(
+        target, source, skip=("head/.*",), rename=("enc/(.*)->body/\\1",)
+    )
+    np.testing.assert_array_equal(new[("params", "body/kernel")], np.ones((3, 4)))
+    np.testing.assert_array_equal(new[("params", "head/kernel")], np.zeros((4, 5)))
+    status = {r[1]: r[3] for r in rows}
+    assert status == {"body/kernel": "loaded", "head/kernel": "skipped"}
+    table = transfer.format_table(rows)
+    assert "loaded" in table and "<- enc" in table and "skipped" in table
+
+
+def test_shape_mismatch_names_path_and_both_shapes():
+    target = {("params", "head/kernel"): np.zeros((4, 5))}
+    source = {("params", "head/kernel"): np.ones((4, 10))}
+    with pytest.raises(ConfigError, match=r"params:head/kernel is \(4, 10\).*but \(4, 5\)"):
+        transfer.match_variables(target, source)
+
+
+def test_head_replaced_and_frozen_body_bit_identical(pretrained, tmp_path, capsys):
+    c = finetune_config(pretrained, freeze=("hidden_.*",))
+    train_and_evaluate(c, tmp_path)
+    table = capsys.readouterr().out
+    assert "hidden_0" in table and "loaded" in table and "skipped" in table
+    before, after = params_of(pretrained), params_of(tmp_path)
+    assert before["head"]["kernel"].shape == (8, 10)
+    assert after["head"]["kernel"].shape == (8, 5)  # new head, 5 classes
+    for layer in ("hidden_0", "hidden_1"):
+        for name in ("kernel", "bias"):
+            np.testing.assert_array_equal(after[layer][name], before[layer][name])
+    assert not np.array_equal(after["head"]["bias"], np.zeros(5))  # the head trained
+
+
+def test_other_architecture_without_mapping_fails_clearly(pretrained, tmp_path):
+    c = finetune_config(pretrained)
+    c.model.hidden_sizes = (16,)  # no hidden_1, and head is (16, 5)
+    with pytest.raises(ConfigError, match=r"does not fit this model.*hidden_1/kernel.*init_skip"):
+        train_and_evaluate(c, tmp_path)
+    c = finetune_config(pretrained)
+    c.model.hidden_sizes = (32, 8)
+    with pytest.raises(ConfigError, match=r"hidden_0/kernel is \(64, 16\).*but \(64, 32\)"):
+        train_and_evaluate(c, tmp_path / "b")
+
+
+def test_finetuned_run_resumes_exactly(pretrained, tmp_path):
+    over = {"num_train_steps": 14, "backbone_lr_scale": 0.1, "freeze": ("hidden_0/.*",)}
+    full, split = tmp_path / "full", tmp_path / "split"
+    m_full = train_and_evaluate(finetune_config(pretrained, **over), full)
+    train_and_evaluate(finetune_config(pretrained, **over), split, stop_after_step=9)
+    m_split = train_and_evaluate(finetune_config(pretrained, **over), split)
+    a, b = restore_latest(full, items=("state",)), restore_latest(split, items=("state",))
+    assert a["step"] == b["step"] == 14
+    for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert m_full == m_split
+
+
+def test_backbone_lr_scale_and_set_to_zero():
+    c = default_config()
+    c.optimizer.name, c.optimizer.learning_rate = "sgd", 0.5
+    c.freeze, c.init_skip, c.backbone_lr_scale = ("frozen/.*",), ("head/.*",), 0.1
+    base = optax.sgd(0.5)
+    tx = transfer.wrap_optimizer(c, base)
+    params = {k: {"w": jnp.ones(3)} for k in ("frozen", "body", "head")}
+    updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+    np.testing.assert_allclose(updates["head"]["w"], -0.5)
+    np.testing.assert_allclose(updates["body"]["w"], -0.05, rtol=1e-6)
+    np.testing.assert_array_equal(updates["frozen"]["w"], 0.0)
+    c.init_skip = None
+    with pytest.raises(ConfigError, match="backbone_lr_scale needs config.init_skip"):
+        transfer.wrap_optimizer(c, base)
+
+
+class BNNet(nn.Module):
+    """dense -> BN -> relu -> dense -> BN -> relu -> head: two BatchNorms to freeze one of."""
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        x = x.reshape(x.shape[0], -1)
+        for i in range(2):
+            x = nn.Dense(8, name=f"dense_{i}")(x)
+            x = nn.relu(nn.BatchNorm(use_running_average=not train, name=f"bn_{i}")(x))
+        return nn.Dense(3, name="head")(x)
+
+
+def test_frozen_batchnorm_statistics_bit_identical_and_inference_mode():
+    c = default_config()
+    c.freeze = ("dense_0/.*", "bn_0/.*")
+    x = jax.random.normal(jax.random.PRNGKey(0), (16, 5))
+    batch = {"inputs": x, "targets": jnp.arange(16) % 3}
+    tx = transfer.wrap_optimizer(c, optax.sgd(0.1))
+    state = transfer.prepare_state(c, create_train_state(BNNet(), tx, x[:1], seed=0))
+    # make the running statistics non-trivial, so inference mode is distinguishable
+    stats = jax.tree.map(lambda a: a + 0.5, state.model_state)
+    state = state.replace(model_state=stats)
+    before = jax.tree.map(np.asarray, {"params": state.params, **state.model_state})
+    train_fn, _ = make_steps(objectives.get("cross_entropy"))
+    for _ in range(3):
+        state, _ = train_fn(state, batch)
+    after = {"params": state.params, **state.model_state}
+    for col, layer in [("params", "dense_0"), ("params", "bn_0"), ("batch_stats", "bn_0")]:
+        for k in before[col][layer]:
+            np.testing.assert_array_equal(np.asarray(after[col][layer][k]), before[col][layer][k])
+    assert not np.array_equal(
+        np.asarray(after["batch_stats"]["bn_1"]["mean"]), before["batch_stats"]["bn_1"]["mean"]
+    )
+    assert not np.array_equal(
+        np.asarray(after["params"]["dense_1"]["kernel"]), before["params"]["dense_1"]["kernel"]
+    )
+    # bn_0 normalises with its running statistics in training: the activations after bn_0 in
+    # train mode equal those in eval mode.
+    variables = {"params": state.params, **state.model_state}
+    inter = lambda train: state.apply_fn(  # noqa: E731
+        variables,
+        x,
+        train=train,
+        mutable=["batch_stats", "intermediates"],
+        capture_intermediates=lambda m, _: m.name == "bn_0",
+    )[1]["intermediates"]["bn_0"]["__call__"][0]
+    np.testing.assert_array_equal(np.asarray(inter(True)), np.asarray(inter(False)))
+
+
+def test_freeze_pattern_matching_nothing_is_an_error():
+    c = default_config()
+    c.freeze = ("backbone/.*",)
+    x = jnp.zeros((1, 5))
+    state = create_train_state(BNNet(), optax.sgd(0.1), x, seed=0)
+    with pytest.raises(ConfigError, match=r"freeze pattern 'backbone/\.\*' matches no parameter"):
+        transfer.prepare_state(c, state)
+
+
+def test_class_subset_relabels_and_samples():
+    c = mlp_config()
+    c.data.classes = (5, 6, 7, 8, 9)
+    c.data.num_train_examples = 100
+    ds = data.load(c.data)
+    assert ds.num_classes == 5 and len(ds.train) == 100
+    train_t = [int(ds.preprocess(ds.train[i])["targets"]) for i in range(len(ds.train))]
+    test_raw = [int(ds.test[i]["label"]) for i in range(len(ds.test))]
+    assert set(train_t) == set(range(5)) and set(test_raw) == {5, 6, 7, 8, 9}
+    assert int(ds.preprocess(ds.test[0])["targets"]) == test_raw[0] - 5
+    again = data.load(c.data)
+    assert list(again.train.indices) == list(ds.train.indices)
+    c.data.num_train_examples = 10_000
+    with pytest.raises(ConfigError, match="num_train_examples=10000 must be in"):
+        data.load(c.data)
