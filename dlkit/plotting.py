@@ -81,25 +81,31 @@ def image_grid(path, images, titles=(), ncols: int = 5, cmap: str = "RdBu_r", dp
     return _save(fig, path, dpi)
 
 
-def roofline(path, peak_flops: float, peak_bytes_per_sec: float, points, dpi: int = 90):
-    """Roofline min(peak, I * bandwidth) on log-log axes with points (label, intensity, FLOP/s)."""
+def roofline(
+    path, peak_flops, peak_bytes_per_sec, points, extra_roofs=None, title="", dpi: int = 90
+):
+    """Roofline min(peak, I * bandwidth) on log-log axes with points (label, intensity, FLOP/s);
+    extra_roofs {label: bytes/s} (e.g. a cache's bandwidth) are drawn dashed."""
     plt = pyplot()
     ridge = peak_flops / peak_bytes_per_sec
     xs = [p[1] for p in points if p[1] > 0] + [ridge]
-    lo, hi = min(xs) / 4, max(xs) * 4
-    grid = np.geomspace(lo, hi, 200)
+    grid = np.geomspace(min(xs) / 4, max(xs) * 4, 200)
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    ax.plot(grid, np.minimum(peak_flops, grid * peak_bytes_per_sec), "k-", lw=2, label="roofline")
+    ax.plot(
+        grid, np.minimum(peak_flops, grid * peak_bytes_per_sec), "k-", lw=2, label="memory roof"
+    )
+    for label, bw in (extra_roofs or {}).items():
+        ax.plot(grid, np.minimum(peak_flops, grid * bw), "k--", lw=1, label=label)
     ax.axvline(ridge, color="gray", ls=":", lw=1)
     ax.text(ridge, peak_flops * 1.15, f"ridge {ridge:.1f} FLOP/B", ha="center", fontsize=8)
     markers = "osD^v<>pPX*h"
     for i, (label, intensity, flops_per_sec) in enumerate(points):
         if intensity > 0 and flops_per_sec > 0:
             ax.plot([intensity], [flops_per_sec], markers[i % len(markers)], ms=7, label=label)
-    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP / byte)")
+    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP / byte)", title=title)
     ax.set_ylabel("FLOP/s")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return _save(fig, path, dpi)
 

@@ -10,7 +10,7 @@ character tokenizer of --text (to see the plumbing, not learned attention).
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with checkpoints.")
@@ -88,6 +88,8 @@ def render(weights, tokens, layers, heads, out):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
     import jax.numpy as jnp
     import numpy as np
 

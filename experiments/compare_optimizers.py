@@ -67,20 +67,18 @@ def batches(arrays: dict, batch_size: int, seed: int):
             yield {k: v[idx] for k, v in arrays.items()}
 
 
-def run_one(key, dataset, arrays, eval_train, eval_test, steps, eval_every, seed, hidden, bs):
+def run_one(key, model, params, arrays, eval_train, eval_test, steps, eval_every, seed, bs):
     """Trains one run from the shared initial weights; returns its curves and summary."""
     import jax
     import ml_collections
 
-    from dlkit import models
     from dlkit.train import create_train_state, evaluate, make_optimizer, make_steps, objectives
     from dlkit.train.objectives import summarize
 
     label, batch_size, opt = RUNS[key]
     batch_size = bs if batch_size is None else batch_size
-    model = models.get("mlp", num_classes=dataset.num_classes, hidden_sizes=hidden)
     tx = make_optimizer(ml_collections.ConfigDict(opt), steps)
-    state = create_train_state(model, tx, arrays["inputs"][:1], seed)
+    state = create_train_state(model, tx, arrays["inputs"][:1], seed, params=params)
     train_fn, eval_fn = make_steps(objectives.get("cross_entropy"))
     stream = batches(arrays, batch_size, seed)
     first = next(stream)
@@ -128,7 +126,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import ml_collections
 
-    from dlkit import data, plotting
+    from dlkit import data, models, plotting
+    from dlkit.train.state import init_variables
 
     unknown = [r for r in _RUNS.value if r not in RUNS]
     if unknown:
@@ -141,6 +140,8 @@ def main(argv):
     arrays = train_arrays(dataset)
     eval_train = data.eval_batches(dataset, 512, split="train")
     eval_test = data.eval_batches(dataset, 512)
+    model = models.get("mlp", num_classes=dataset.num_classes, hidden_sizes=hidden)
+    params, _ = init_variables(model, arrays["inputs"][:1], _SEED.value)  # shared by every run
     curves, rows = {}, []
     for key in _RUNS.value:
         label, curve, row = run_one(
@@ -178,8 +179,6 @@ def main(argv):
             "series": {k: (c["seconds"], c["loss"]) for k, c in curves.items()},
         },
     ]
-    plotting.line_plots(workdir / "loss_vs_steps.png", panels[:1], title=title)
-    plotting.line_plots(workdir / "loss_vs_time.png", panels[1:], title=title)
     plotting.line_plots(workdir / "optimizers.png", panels, title=title)
     print(plotting.write_table(workdir / "table.md", rows, title=title))
     (workdir / "results.json").write_text(json.dumps({"rows": rows, "curves": curves}, indent=1))

@@ -13,32 +13,33 @@ from absl import app, flags
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/roofline", "Output directory.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 1024, "Peak FLOP/s: n x n @ n x n float32.")
-_STREAM_MB = flags.DEFINE_integer("stream_mb", 64, "Peak bandwidth: y = 2 x + 1 on this many MB.")
+_STREAM_MB = flags.DEFINE_integer("stream_mb", 128, "Memory bandwidth: sum(x) over this many MB.")
+_CACHE_MB = flags.DEFINE_float("cache_mb", 4, "Cache bandwidth: sum(x) over this many MB.")
 _BATCH = flags.DEFINE_integer("batch", 512, "Batch size of the MLP and CNN layers.")
 _SEQ = flags.DEFINE_integer("seq_len", 1024, "Attention sequence length (B=1, H=4, D=64).")
 _BLOCK = flags.DEFINE_integer("block_k", 256, "Chunked attention key block.")
-_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls per function (the median is kept).")
+_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls per function (the best is kept).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny settings for tests.")
 
 
-def peaks(n: int, stream_mb: int, repeats: int) -> dict:
-    """Measured peak FLOP/s (matmul) and bytes/s (an elementwise stream), best of a few sizes."""
+def peaks(n: int, stream_mb: int, cache_mb: float, repeats: int) -> dict:
+    """Measured peaks, best of `repeats` calls: FLOP/s of float32 matmuls up to n x n, and the
+    read bandwidth of sum(x) over stream_mb MB (beyond the caches) and over cache_mb MB."""
     import jax
     import jax.numpy as jnp
 
     from dlkit import profile
 
     flops = 0.0
-    for m in (n // 2, n):
+    for m in sorted({min(256, n), n // 2, n}):
         a = jax.random.normal(jax.random.PRNGKey(0), (m, m))
-        flops = max(flops, profile.profile(jnp.matmul, a, a, repeats=repeats).flops_per_sec)
-    x = jnp.ones((stream_mb * 2**20 // 4,), jnp.float32)
-    stream = profile.profile(lambda v: 2.0 * v + 1.0, x, repeats=repeats)
-    return {
-        "flops_per_sec": flops,
-        "bytes_per_sec": stream.bytes_per_sec,
-        "stream_bytes": stream.bytes_accessed,
-    }
+        c = profile.profile(jnp.matmul, a, a, repeats=repeats, stat="min")
+        flops = max(flops, c.flops_per_sec)
+    out = {"flops_per_sec": flops}
+    for key, mb in (("bytes_per_sec", stream_mb), ("cache_bytes_per_sec", cache_mb)):
+        x = jnp.ones((int(mb * 2**20) // 4,), jnp.float32)
+        out[key] = profile.profile(jnp.sum, x, repeats=repeats, stat="min").bytes_per_sec
+    return out
 
 
 def mlp_costs(batch: int, repeats: int, hidden=(128, 64)):
@@ -50,9 +51,13 @@ def mlp_costs(batch: int, repeats: int, hidden=(128, 64)):
 
     model = models.get("mlp", num_classes=10, hidden_sizes=hidden)
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, 784))
-    costs = profile.profile_layers(model, model.init(jax.random.PRNGKey(1), x), x, repeats=repeats)
+    costs = profile.profile_layers(
+        model, model.init(jax.random.PRNGKey(1), x), x, repeats=repeats, stat="min"
+    )
     h = jnp.ones((batch, hidden[0]))
-    return costs + [profile.profile(ops.relu, h, name=f"relu {h.shape}", repeats=repeats)]
+    return costs + [
+        profile.profile(ops.relu, h, name=f"relu {h.shape}", repeats=repeats, stat="min")
+    ]
 
 
 def cnn_costs(batch: int, repeats: int):
@@ -68,7 +73,9 @@ def cnn_costs(batch: int, repeats: int):
 
         model = CNN(num_classes=10)
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, 28, 28, 1))
-    return profile.profile_layers(model, model.init(jax.random.PRNGKey(1), x), x, repeats=repeats)
+    return profile.profile_layers(
+        model, model.init(jax.random.PRNGKey(1), x), x, repeats=repeats, stat="min"
+    )
 
 
 def attention_costs(seq: int, block: int, repeats: int, b=1, h=4, d=64):
@@ -76,12 +83,18 @@ def attention_costs(seq: int, block: int, repeats: int, b=1, h=4, d=64):
     import jax
 
     from dlkit import profile
-    from dlkit.ops.attention import attention_reference
+    from dlkit.ops.attention import attention_reference, pallas_available
     from dlkit.ops.chunked_attention import chunked_attention
 
     q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, b, seq, h, d))
     ref = profile.profile(
-        attention_reference, q, k, v, name=f"attention reference S={seq}", repeats=repeats
+        attention_reference,
+        q,
+        k,
+        v,
+        name=f"attention reference S={seq}",
+        repeats=repeats,
+        stat="min",
     )
     nblocks = -(-seq // block)
     io = 4 * (4 * b * seq * h * d)  # read q, k, v, write out (float32)
@@ -94,10 +107,28 @@ def attention_costs(seq: int, block: int, repeats: int, b=1, h=4, d=64):
         v,
         name=f"attention chunked S={seq} block={block}",
         repeats=repeats,
+        stat="min",
         flops=flops,
         bytes_accessed=io + state,
     )
-    return [ref, chunked]
+    costs = [ref, chunked]
+    if jax.default_backend() == "gpu" and pallas_available():  # the Pallas flash kernel
+        from dlkit.kernels.flash_attention import flash_attention
+
+        costs.append(
+            profile.profile(
+                flash_attention,
+                q,
+                k,
+                v,
+                name=f"attention flash S={seq}",
+                repeats=repeats,
+                stat="min",
+                flops=flops,
+                bytes_accessed=io,
+            )
+        )
+    return costs
 
 
 def main(argv):
@@ -108,19 +139,27 @@ def main(argv):
     from dlkit import plotting, profile
 
     smoke = _SMOKE.value
-    n, mb, batch, seq, reps = (
-        (128, 4, 16, 128, 2)
+    n, mb, cache_mb, batch, seq, reps = (
+        (128, 4, 0.5, 16, 128, 2)
         if smoke
-        else (_MATMUL.value, _STREAM_MB.value, _BATCH.value, _SEQ.value, _REPEATS.value)
+        else (
+            _MATMUL.value,
+            _STREAM_MB.value,
+            _CACHE_MB.value,
+            _BATCH.value,
+            _SEQ.value,
+            _REPEATS.value,
+        )
     )
     block = min(_BLOCK.value, seq // 2)
     workdir = pathlib.Path(_WORKDIR.value)
-    peak = peaks(n, mb, reps)
+    peak = peaks(n, mb, cache_mb, reps)
     ridge = peak["flops_per_sec"] / peak["bytes_per_sec"]
     device = f"{jax.default_backend()} ({jax.devices()[0].device_kind})"
     print(
         f"{device}: peak {peak['flops_per_sec'] / 1e9:.1f} GFLOP/s, "
-        f"{peak['bytes_per_sec'] / 1e9:.1f} GB/s, ridge {ridge:.1f} FLOP/byte",
+        f"{peak['bytes_per_sec'] / 1e9:.1f} GB/s memory, "
+        f"{peak['cache_bytes_per_sec'] / 1e9:.1f} GB/s cache, ridge {ridge:.1f} FLOP/byte",
         flush=True,
     )
     groups = {
@@ -148,11 +187,18 @@ def main(argv):
             )
             points.append((f"{group}: {c.name}", c.intensity, c.flops_per_sec))
     plotting.roofline(
-        workdir / "roofline.png", peak["flops_per_sec"], peak["bytes_per_sec"], points
+        workdir / "roofline.png",
+        peak["flops_per_sec"],
+        peak["bytes_per_sec"],
+        points,
+        extra_roofs={f"cache ({cache_mb:g} MB sum)": peak["cache_bytes_per_sec"]},
+        title=f"{device}: {mb} MB memory roof (solid), cache roof (dashed)",
     )
     title = (
         f"Roofline on {device}: peak {peak['flops_per_sec'] / 1e9:.1f} GFLOP/s (matmul), "
-        f"{peak['bytes_per_sec'] / 1e9:.1f} GB/s (stream), ridge {ridge:.1f} FLOP/byte"
+        f"{peak['bytes_per_sec'] / 1e9:.1f} GB/s (sum over {mb} MB), "
+        f"{peak['cache_bytes_per_sec'] / 1e9:.1f} GB/s (sum over {cache_mb:g} MB, cache), "
+        f"ridge {ridge:.1f} FLOP/byte; times are the best of {reps} calls"
     )
     print(plotting.write_table(workdir / "table.md", rows, title=title))
     (workdir / "results.json").write_text(

@@ -105,7 +105,9 @@ def _ids(plan, batch, segment_ids, kv_lengths):
     if kv_lengths is not None:
         lengths = jnp.asarray(kv_lengths)
         if lengths.shape != (batch,):
-            raise ValueError(f"flash_attention: kv_lengths must be (B,) = ({batch},), got {lengths.shape}")
+            raise ValueError(
+                f"flash_attention: kv_lengths must be (B,) = ({batch},), got {lengths.shape}"
+            )
         visible = jnp.arange(plan.sk)[None, :] < lengths[:, None]
         kv_ids = jnp.where(visible, kv_ids, fk.KV_PAD)
     q_ids = jnp.pad(q_ids, ((0, 0), (0, plan.sq_pad - plan.sq)), constant_values=fk.Q_PAD)
@@ -151,9 +153,7 @@ def _flash_bwd(plan, res, cts):
 _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("causal", "scale", "block_q", "block_k", "interpret")
-)
+@functools.partial(jax.jit, static_argnames=("causal", "scale", "block_q", "block_k", "interpret"))
 def _attention(q, k, v, segment_ids, kv_lengths, *, causal, scale, block_q, block_k, interpret):
     """Plans, pads, runs the custom_vjp kernels and slices back: (out, lse)."""
     b, sq, _, d = q.shape

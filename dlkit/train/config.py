@@ -22,6 +22,18 @@ def default_config() -> ml_collections.ConfigDict:
     c.init_rename = config_dict.placeholder(tuple)  # ("old_regex->replacement", ...) on ckpt paths
     c.freeze = config_dict.placeholder(tuple)  # regexes of params (and state) not trained
     c.backbone_lr_scale = config_dict.placeholder(float)  # lr factor for non-init_skip params
+    c.init_vectors = config_dict.placeholder(str)  # word2vec vectors.npz (or its workdir)
+    c.init_vectors_param = config_dict.placeholder(str)  # the table they set: "embed/embedding"
+    c.steps_per_call = 1  # train steps per dispatch (lax.scan over K batches); same results
+    c.grad_accum_steps = 1  # micro-batches per step (lax.scan); equals the large-batch step
+    c.mixed_precision = False  # bf16 compute; fp32 params and optimizer state
+    c.ensemble_size = 1  # K members, seeds seed .. seed + K - 1, one vmapped step
+    c.dp = ml_collections.ConfigDict({"enabled": False, "clip_norm": 1.0, "noise_multiplier": 1.0})
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.kind = "sharded"  # sharded | fsdp | pmap | none (dlkit.train.parallel)
+    c.parallel.coordinator_address = config_dict.placeholder(str)  # multi-host "host:port"
+    c.parallel.num_processes = config_dict.placeholder(int)
+    c.parallel.process_id = config_dict.placeholder(int)
 
     c.model = ml_collections.ConfigDict({"name": "mlp"})
 
@@ -32,6 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.classes = config_dict.placeholder(tuple)  # keep these labels only (dlkit.data.subsets)
     c.data.relabel = config_dict.placeholder(bool)  # classes[i] -> i (default True with classes)
     c.data.num_train_examples = config_dict.placeholder(int)  # a seeded subset of the train split
+    c.data.subset_seed = config_dict.placeholder(int)  # which examples (default 0)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"

@@ -11,8 +11,9 @@ from dlkit.train import objectives, transfer
 from dlkit.train.checkpoint import Checkpointer
 from dlkit.train.metrics import MetricWriter, Progress
 from dlkit.train.optim import make_optimizer
+from dlkit.train.parallel import Runner, ensemble_state, initialize_distributed, steps_this_call
 from dlkit.train.state import TrainState, create_train_state
-from dlkit.train.step import evaluate, make_steps
+from dlkit.train.step import evaluate
 
 log = logging.getLogger("dlkit")
 
@@ -28,7 +29,8 @@ def create_state(config, dataset, model) -> TrainState:
     """A fresh step-0 state: model.init on one example batch, optimizer from config."""
     tx = transfer.wrap_optimizer(config, make_optimizer(config.optimizer, config.num_train_steps))
     inputs = jnp.asarray(dataset.example_batch(1)["inputs"])
-    return transfer.prepare_state(config, create_train_state(model, tx, inputs, config.seed))
+    state = create_train_state(model, tx, inputs, config.seed)
+    return transfer.prepare_state(config, state, dataset)
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -48,16 +50,25 @@ def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -
     run were stopped; rerunning the same config in the same workdir continues exactly.
     """
     workdir = pathlib.Path(workdir)
+    initialize_distributed(config.get("parallel"))  # multi-host: before any computation
     dataset = data.load(config.data)
     model = build_model(config, dataset)
     objective = objectives.get(config.loss)
-    state = create_state(config, dataset, model)
-    train_fn, eval_fn = make_steps(objective)
-    train_it = data.train_iterator(dataset, config.batch_size, config.seed)
+    runner = Runner.from_config(config, objective)  # devices, hosts, step options
+    state = runner.place(ensemble_state(config, lambda c: create_state(c, dataset, model)))
+    train_fn, eval_fn, procs = runner, runner.eval, jax.process_count()
+    train_it = data.train_iterator(
+        dataset,
+        config.batch_size // procs,
+        config.seed,
+        shard_index=jax.process_index(),
+        shard_count=procs,
+    )
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_checkpoints_to_keep)
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     try:
         state, start, window = _restore(ckpt, config, state, train_it, writer)
+        state = runner.to_run(runner.place(state))
         final = _run(
             config,
             dataset,
@@ -97,8 +108,11 @@ def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckp
     eval_data = data.eval_batches(dataset, config.eval_batch_size)
     progress = Progress(start, total, enabled=config.progress_bar and jax.process_index() == 0)
     final, saved = {}, ckpt.latest_step()
-    for step in range(start + 1, last + 1):
-        state, sums = train_fn(state, next(train_it))
+    step = start
+    while step < last:  # steps_per_call steps per dispatch, cut at every log/eval/save step
+        k = steps_this_call(config, step, last)
+        state, sums = train_fn.train(state, [next(train_it) for _ in range(k)])
+        step += k
         window = sums if not window else jax.tree.map(jnp.add, window, sums)
         progress.update(step)
         if _due(step, config.log_every_steps, total):
@@ -114,7 +128,13 @@ def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckp
                 "iterator": train_it.get_state(),
                 "window": {k: float(v) for k, v in jax.device_get(window).items()},
             }
-            ckpt.save(step, state.checkpoint_tree(), data_state, config, dataset.assets)
+            ckpt.save(
+                step,
+                train_fn.canonical(state).checkpoint_tree(),
+                data_state,
+                config,
+                dataset.assets,
+            )
             saved = step
     progress.close()
     if start >= total:  # already finished: report, write nothing

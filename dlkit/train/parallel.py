@@ -8,6 +8,7 @@ Checkpoints always hold the canonical layout (whole arrays, no device axis), so 
 any number of devices.
 """
 
+import copy
 import dataclasses
 import functools
 import math
@@ -162,10 +163,6 @@ class Runner:
             raise ConfigError("ensemble_size > 1 runs with parallel.kind sharded, fsdp or none")
         return cls(kind, mesh, objective, steps.StepOptions.from_config(config), size)
 
-    @property
-    def local_batch_size(self) -> int:
-        return self.mesh.devices.size // jax.process_count()
-
     def place(self, state):
         """A fresh or host state -> the canonical layout (on the mesh, replicated or FSDP)."""
         self._shardings = state_shardings(state, self.mesh, fsdp=self.kind == "fsdp")
@@ -236,7 +233,10 @@ class Runner:
 
         batch = pad_batch(batch, size)
         rows = size // procs
-        local = {k: v[jax.process_index() * rows : (jax.process_index() + 1) * rows] for k, v in batch.items()}
+        local = {
+            k: v[jax.process_index() * rows : (jax.process_index() + 1) * rows]
+            for k, v in batch.items()
+        }
         if "eval" not in self._fns:
             self._fns["eval"] = self._build_eval()
         if self.kind == "pmap":
@@ -250,12 +250,32 @@ class Runner:
         else:
             fn = functools.partial(steps.eval_step, objective=self.objective)
         if self.kind == "pmap":
-            return jax.pmap(
-                lambda s, b: jax.lax.psum(fn(s, b), AXIS), axis_name=AXIS
-            )
+            return jax.pmap(lambda s, b: jax.lax.psum(fn(s, b), AXIS), axis_name=AXIS)
         return jax.jit(fn, out_shardings=NamedSharding(self.mesh, P()))
 
 
 def steps_stack(batches: list[dict]) -> dict:
     """K batches -> one dict of arrays (K, B, ...)."""
     return {k: np.stack([np.asarray(b[k]) for b in batches]) for k in batches[0]}
+
+
+def ensemble_state(config, create):
+    """create(config), or K = config.ensemble_size members (seeds seed + k) stacked on axis 0."""
+    size = int(config.get("ensemble_size", 1) or 1)
+    if size == 1:
+        return create(config)
+    members = []
+    for k in range(size):
+        member_config = copy.deepcopy(config)
+        member_config.seed = config.seed + k
+        members.append(create(member_config))
+    return members[0].replace(**vmap.stack([m.checkpoint_tree() for m in members]))
+
+
+def steps_this_call(config, step: int, last: int) -> int:
+    """Steps in the next dispatch: steps_per_call, cut at the next log/eval/checkpoint step."""
+    k = min(int(config.get("steps_per_call", 1) or 1), last - step)
+    for every in (config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps):
+        if every > 0:
+            k = min(k, every - step % every)
+    return max(k, 1)

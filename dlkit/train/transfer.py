@@ -205,6 +205,8 @@ def init_from(config, state):
     source_path = config.get("init_from")
     if not source_path:
         return state
+    if int(config.get("ensemble_size", 1) or 1) > 1:
+        raise ConfigError("init_from with ensemble_size > 1 is not supported; train one model")
     step, source = read_checkpoint(source_path)
     target = flatten({"params": state.params, **state.model_state})
     new, rows = match_variables(
@@ -316,8 +318,11 @@ def frozen_apply_fn(apply_fn, freeze):
     return apply
 
 
-def prepare_state(config, state):
-    """Checks config.freeze against the model and wraps apply_fn for frozen state (if any)."""
+def prepare_state(config, state, dataset=None):
+    """Checks config.freeze against the model and wraps apply_fn for frozen state (if any);
+    sets the embedding from config.init_vectors (if set) for dataset's tokenizer."""
+    if config.get("init_vectors"):
+        state = init_vectors(config, state, dataset)
     freeze = patterns(config.get("freeze"))
     if not freeze:
         return state
@@ -330,3 +335,39 @@ def prepare_state(config, state):
     if all(matches(path, freeze) for path in paths):
         raise ConfigError(f"config.freeze {list(freeze)} matches every parameter; nothing trains")
     return state.replace(apply_fn=frozen_apply_fn(state.apply_fn, freeze))
+
+
+# ---------------------------------------------------------------------------- word vectors
+
+
+def init_vectors(config, state, dataset):
+    """state with params[config.init_vectors_param] (V, D) built from saved word2vec vectors
+    (dlkit.train.embeddings.embedding_table) for the dataset's tokenizer vocabulary."""
+    from dlkit.data.tokenizers import Tokenizer
+    from dlkit.train.embeddings import embedding_table
+
+    assets = getattr(dataset, "assets", None) or {}
+    if "tokenizer" not in assets:
+        raise ConfigError("init_vectors needs a text dataset (its assets hold no tokenizer)")
+    param = config.get("init_vectors_param") or "embed/embedding"
+    flat = flatten({"params": state.params})
+    if ("params", param) not in flat:
+        paths = [p for _, p in flat]
+        raise ConfigError(f"init_vectors_param {param!r} is not a parameter: {_few(paths, 8)}")
+    like = flat[("params", param)]
+    tokenizer = Tokenizer.from_dict(assets["tokenizer"])
+    table, report = embedding_table(tokenizer, config.init_vectors, seed=config.seed)
+    if table.shape != like.shape:
+        raise ConfigError(
+            f"init_vectors: the table is {table.shape} (vocabulary, vector size) but {param} is "
+            f"{tuple(like.shape)}; set the model's embedding size to {table.shape[1]}"
+        )
+    flat[("params", param)] = jnp.asarray(table, like.dtype)
+    params = unflatten(flat)["params"]
+    if jax.process_index() == 0:
+        print(
+            f"init_vectors {config.init_vectors} -> {param}: {report['matched']} of "
+            f"{report['vocab_size']} tokens found (missing e.g. {report['missing_examples'][:5]})",
+            flush=True,
+        )
+    return state.replace(params=params, opt_state=state.tx.init(params))

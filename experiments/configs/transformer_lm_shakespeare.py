@@ -1,4 +1,9 @@
-"""Character-level decoder-only Transformer on Tiny Shakespeare (the shared corpus)."""
+"""Character-level decoder-only Transformer (rotary positions, tied embeddings) on Tiny Shakespeare.
+
+Sample with experiments/sample.py (KV-cache decoding); rotary positions put no limit on the length.
+"""
+
+from ml_collections import config_dict
 
 from dlkit.train.config import default_config
 
@@ -12,13 +17,16 @@ def get_config():
     c.model.mlp_dim = 512
     c.model.max_len = 128
     c.model.dropout_rate = 0.1
-    c.model.positional = "learned"
+    c.model.positional = "rope"
     c.model.tie_embeddings = True
     c.model.implementation = "auto"
     c.data.name = "tiny_shakespeare"
     c.data.seq_len = 128
+    c.data.train_stride = 32
+    c.data.eval_fraction = 0.1
+    c.data.path = config_dict.placeholder(str)
     c.batch_size = 32
-    c.eval_batch_size = 64
+    c.eval_batch_size = 128
     c.num_train_steps = 3000
     c.log_every_steps = 100
     c.eval_every_steps = 500

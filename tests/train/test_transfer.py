@@ -207,3 +207,27 @@ def test_class_subset_relabels_and_samples():
     c.data.num_train_examples = 10_000
     with pytest.raises(ConfigError, match="num_train_examples=10000 must be in"):
         data.load(c.data)
+
+
+def test_init_vectors_sets_the_embedding_by_vocabulary(tmp_path):
+    from dlkit.data.text import tokenizer_from_assets
+    from dlkit.train import build_model, create_state
+    from dlkit.train.embeddings import save_vectors
+
+    c = default_config()
+    c.model.name, c.model.hidden_size, c.model.num_layers, c.model.embed_dim = "char_gru", 8, 1, 4
+    c.data.name, c.data.seq_len, c.data.eval_fraction = "pydoc", 16, 0.01
+    ds = data.load(c.data)
+    vocab = tokenizer_from_assets(ds.assets).vocab
+    words = [w for w in vocab if w != "x"]  # one character has no vector: drawn at random
+    vectors = np.arange(len(words) * 4, dtype=np.float32).reshape(-1, 4)
+    save_vectors(tmp_path, words, vectors)
+    c.init_vectors = str(tmp_path)
+    table = np.asarray(create_state(c, ds, build_model(c, ds)).params["embed"]["embedding"])
+    for row, tok in enumerate(vocab):
+        if tok != "x":
+            np.testing.assert_array_equal(table[row], vectors[words.index(tok)])
+    assert not np.any(np.all(table[vocab.index("x")] == vectors, axis=1))
+    c.model.embed_dim = 6
+    with pytest.raises(ConfigError, match=r"init_vectors: the table is \(\d+, 4\).*\(\d+, 6\)"):
+        create_state(c, ds, build_model(c, ds))

@@ -1,0 +1,167 @@
+"""Language models at equal wall-clock: held-out loss of each config after the same training time.
+
+  python experiments/compare_lm.py --budget_seconds=300 \
+      --configs=transformer_lm_shakespeare,char_lstm_pydoc --workdir=workdirs/compare_lm
+
+Every config trains on the first config's data section (same corpus, windows and held-out split).
+Each model's step time is measured first (after compilation); its num_train_steps is then
+budget / step time, so the learning-rate schedule spans the budget. Prints a markdown table with
+the measured training time, steps, held-out loss (nats/char) and bits per character.
+"""
+
+import pathlib
+import sys
+import time
+
+from absl import app, flags, logging
+
+_CONFIGS = flags.DEFINE_list(
+    "configs", ["transformer_lm_shakespeare", "char_lstm_pydoc"], "Config names in configs/."
+)
+_BUDGET = flags.DEFINE_float("budget_seconds", 300.0, "Training time per model.")
+_CALIBRATION = flags.DEFINE_integer("calibration_steps", 5, "Timed steps to measure step time.")
+_WORKDIR = flags.DEFINE_string("workdir", "workdirs/compare_lm", "One subdirectory per config.")
+_OVERRIDES = flags.DEFINE_multi_string(
+    "set", [], "key=value applied to every config, e.g. --set=data.path=/x/input.txt"
+)
+
+_HERE = pathlib.Path(__file__).resolve().parent
+
+
+def load_config(name: str):
+    """get_config() of experiments/configs/<name>.py."""
+    import importlib.util
+
+    from dlkit.errors import ConfigError
+
+    path = _HERE / "configs" / f"{name}.py"
+    if not path.exists():
+        raise ConfigError(f"no config {path}; choose files in {path.parent}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def apply_overrides(config, overrides):
+    """Sets dotted keys from "key=value" strings (values parsed as Python literals if possible)."""
+    import ast
+
+    for item in overrides:
+        key, _, value = item.partition("=")
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+
+
+def step_seconds(config, dataset, steps: int) -> float:
+    """Seconds per training step of config's model, measured after one compiling step."""
+    import jax
+
+    from dlkit import data
+    from dlkit.train import build_model, create_state, make_steps, objectives
+
+    state = create_state(config, dataset, build_model(config, dataset))
+    train_fn, _ = make_steps(objectives.get(config.loss))
+    it = data.train_iterator(dataset, config.batch_size, config.seed)
+    state, _ = train_fn(state, next(it))
+    jax.block_until_ready(state.params)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, _ = train_fn(state, next(it))  # the loop's data cost counts too
+    jax.block_until_ready(state.params)
+    return (time.perf_counter() - start) / steps
+
+
+def run_one(name, data_section, budget, calibration, workdir):
+    """Trains one config for ~budget seconds; returns a row of the table."""
+    from dlkit import data
+    from dlkit.train import train_and_evaluate
+
+    config = load_config(name)
+    config.data = data_section
+    apply_overrides(config, _OVERRIDES.value)
+    config.progress_bar = False
+    dataset = data.load(config.data)
+    per_step = step_seconds(config, dataset, calibration)
+    steps = max(1, int(budget / per_step))
+    config.num_train_steps = steps
+    config.eval_every_steps = config.checkpoint_every_steps = steps
+    config.log_every_steps = max(1, steps // 5)
+    start = time.perf_counter()
+    metrics = train_and_evaluate(config, workdir)
+    wall = time.perf_counter() - start
+    params = _count_params(workdir)
+    return {
+        "config": name,
+        "model": config.model.name,
+        "params": params,
+        "step_s": per_step,
+        "steps": steps,
+        "wall_s": wall,
+        "eval_loss": metrics["eval_loss"],
+        "eval_bits": metrics.get("eval_bits", metrics["eval_loss"] / 0.6931471805599453),
+    }
+
+
+def _count_params(workdir) -> int:
+    import jax
+
+    from dlkit.train import restore_latest
+
+    state = restore_latest(workdir, items=("state",))["state"]
+    return int(sum(x.size for x in jax.tree.leaves(state["params"])))
+
+
+def table(rows) -> str:
+    lines = [
+        "| config | model | params | s/step | steps | wall s (all) | held-out loss | bits/char |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['config']} | {r['model']} | {r['params']:,} | {r['step_s']:.3f} | {r['steps']} "
+            f"| {r['wall_s']:.0f} | {r['eval_loss']:.4f} | {r['eval_bits']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    import jax
+
+    from dlkit.errors import ConfigError
+
+    try:
+        first = load_config(_CONFIGS.value[0])
+        apply_overrides(first, _OVERRIDES.value)
+        rows = []
+        for name in _CONFIGS.value:
+            workdir = pathlib.Path(_WORKDIR.value) / name
+            if workdir.exists() and any(workdir.iterdir()):
+                raise ConfigError(
+                    f"{workdir} is not empty (a resumed run would not be timed); "
+                    "use a new --workdir"
+                )
+            rows.append(run_one(name, first.data, _BUDGET.value, _CALIBRATION.value, workdir))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    print(
+        f"\nEqual wall-clock budget {_BUDGET.value:.0f} s per model, data {first.data.name}, "
+        f"jax {jax.__version__}, {jax.devices()[0].device_kind}"
+    )
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,56 @@
+"""transformer_lm end to end: train.py (smoke config) -> sample.py -> attention_maps.py, and
+compare_lm.py's equal-wall-clock table."""
+
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXP = ROOT / "experiments"
+SMOKE = f"--config={EXP / 'configs' / 'transformer_lm_smoke.py'}"
+
+
+def run(script, *args):
+    out = subprocess.run(
+        [sys.executable, str(EXP / script), *args], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_train_sample_and_attention_maps(tmp_path):
+    work = tmp_path / "lm"
+    out = run("train.py", SMOKE, f"--workdir={work}", "--config.num_train_steps=6")
+    assert "final: step=6" in out and "eval_loss=" in out
+    text = run("sample.py", f"--workdir={work}", "--prompt=def ", "--num_chars=40", "--seed=1")
+    assert text.startswith("def ") and len(text.rstrip("\n")) >= 40
+    png = tmp_path / "maps.png"
+    out = run("attention_maps.py", f"--workdir={work}", "--text=def f(x):", f"--out={png}")
+    assert "layers [0] x heads [0, 1], 9 tokens" in out and png.stat().st_size > 1000
+
+
+def test_compare_lm_prints_a_table(tmp_path):
+    out = run(
+        "compare_lm.py",
+        "--configs=transformer_lm_smoke",
+        "--budget_seconds=0.3",
+        "--calibration_steps=2",
+        f"--workdir={tmp_path}",
+    )
+    header, rule, row = out.strip().splitlines()[-3:]
+    assert header.startswith("| config | model | params") and rule.startswith("|---")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["transformer_lm_smoke", "transformer_lm"]
+    assert int(cells[4]) >= 1 and 0 < float(cells[6]) < 10
+    again = subprocess.run(
+        [
+            sys.executable,
+            str(EXP / "compare_lm.py"),
+            "--configs=transformer_lm_smoke",
+            f"--workdir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode != 0 and "is not empty" in again.stderr.strip().splitlines()[-1]
