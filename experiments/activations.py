@@ -6,12 +6,16 @@ backprop (dlkit.ops.backprop); training goes through the shared train step.
   python experiments/activations.py --workdir=workdirs/activations
 """
 
+import functools
 import json
 import math
 import pathlib
 
-import numpy as np
+import jax
+import jax.numpy as jnp
 from absl import app, flags
+
+from dlkit.ops import backprop
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/activations", "Output directory.")
 _DATASET = flags.DEFINE_string("dataset", "digits", "Registered dataset (digits, mnist).")
@@ -32,17 +36,21 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny settings for tests: depth 6, 20
 
 def snapshot(params, probe, activation) -> dict:
     """Loss, per-layer ||dL/dW_l|| and the dead-unit fraction on the probe batch."""
-    from dlkit.ops import backprop
-
-    loss, grads = backprop.mlp_value_and_grad(params, probe["inputs"], probe["targets"], activation)
-    names = backprop.layer_names(params)
-    norms = [float(np.linalg.norm(grads[n]["kernel"])) for n in names]
-    _, cache = backprop.mlp_forward(params, probe["inputs"], activation)
-    dead = [np.all(np.asarray(z) <= 0, axis=0) for _, z in cache[:-1]]  # per hidden layer (D,)
-    return {"loss": float(loss), "norms": norms, "dead": float(np.mean(np.concatenate(dead)))}
+    loss, norms, dead = _probe_stats(params, probe["inputs"], probe["targets"], activation)
+    return {"loss": float(loss), "norms": [float(n) for n in norms], "dead": float(dead)}
 
 
-def run(activation, lr, dataset, probe, test, steps, every, depth, width):
+@functools.partial(jax.jit, static_argnums=3)
+def _probe_stats(params, x, y, activation):
+    """(loss, ||dW_l|| per layer (L,), fraction of hidden units with z <= 0 on every example)."""
+    loss, grads = backprop.mlp_value_and_grad(params, x, y, activation)
+    norms = jnp.stack([jnp.linalg.norm(grads[n]["kernel"]) for n in backprop.layer_names(params)])
+    _, cache = backprop.mlp_forward(params, x, activation)
+    dead = jnp.concatenate([jnp.all(z <= 0, axis=0) for _, z in cache[:-1]])  # hidden units
+    return loss, norms, jnp.mean(dead.astype(jnp.float32))
+
+
+def run(activation, lr, params, dataset, probe, test, steps, every, depth, width):
     """Trains one deep MLP; returns the snapshots {"step", "loss", "norms", "dead"} and accuracy."""
     import jax
     import ml_collections
@@ -50,13 +58,12 @@ def run(activation, lr, dataset, probe, test, steps, every, depth, width):
     from dlkit import data, models
     from dlkit.train import create_train_state, evaluate, make_optimizer, make_steps, objectives
     from dlkit.train.objectives import summarize
-    from dlkit.train.state import init_variables
 
     model = models.get(
         "mlp", num_classes=dataset.num_classes, hidden_sizes=(width,) * depth, activation=activation
     )
     x0 = probe["inputs"][:1]
-    params, _ = init_variables(model, x0, _SEED.value)
+    params = jax.tree.map(jnp.array, params)  # a copy: the train step donates (deletes) its input
     if activation == "relu" and _HE.value:  # LeCun var 1/n -> He var 2/n for the hidden layers
         params = {
             k: {**v, "kernel": v["kernel"] * math.sqrt(2.0)} if k != "head" else v
@@ -87,7 +94,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import ml_collections
 
-    from dlkit import data
+    from dlkit import data, models
+    from dlkit.train.state import init_variables
 
     smoke = _SMOKE.value
     depth, width = (6, 16) if smoke else (_DEPTH.value, _WIDTH.value)
@@ -96,13 +104,16 @@ def main(argv):
     dataset = data.load(ml_collections.ConfigDict({"name": _DATASET.value}))
     probe = data.eval_batches(dataset, min(_PROBE.value, len(dataset.train)), split="train")[0]
     test = data.eval_batches(dataset, 512)
-    runs = [(a, _LR.value) for a in _ACTS.value]
-    if _HIGH_LR.value and "relu" in _ACTS.value:
+    acts = ["sigmoid", "relu"] if smoke else _ACTS.value
+    runs = [(a, _LR.value) for a in acts]
+    if _HIGH_LR.value and "relu" in acts and not smoke:
         runs.append(("relu", _HIGH_LR.value))
+    model = models.get("mlp", num_classes=dataset.num_classes, hidden_sizes=(width,) * depth)
+    params, _ = init_variables(model, probe["inputs"][:1], _SEED.value)  # the same for every run
     results, rows = {}, []
     for activation, lr in runs:
         label = f"{activation} lr {lr:g}"
-        snaps, acc = run(activation, lr, dataset, probe, test, steps, every, depth, width)
+        snaps, acc = run(activation, lr, params, dataset, probe, test, steps, every, depth, width)
         results[label] = snaps
         first, last = snaps[0], snaps[-1]
         rows.append(

@@ -68,7 +68,7 @@ def batches(arrays: dict, batch_size: int, seed: int):
 
 
 def run_one(key, model, params, arrays, eval_train, eval_test, steps, eval_every, seed, bs):
-    """Trains one run from the shared initial weights; returns its curves and summary."""
+    """Trains one run from the shared initial params; returns its curves and summary."""
     import jax
     import ml_collections
 
@@ -78,6 +78,7 @@ def run_one(key, model, params, arrays, eval_train, eval_test, steps, eval_every
     label, batch_size, opt = RUNS[key]
     batch_size = bs if batch_size is None else batch_size
     tx = make_optimizer(ml_collections.ConfigDict(opt), steps)
+    params = jax.tree.map(np.array, params)  # a copy: the train step donates (deletes) its input
     state = create_train_state(model, tx, arrays["inputs"][:1], seed, params=params)
     train_fn, eval_fn = make_steps(objectives.get("cross_entropy"))
     stream = batches(arrays, batch_size, seed)
@@ -146,14 +147,14 @@ def main(argv):
     for key in _RUNS.value:
         label, curve, row = run_one(
             key,
-            dataset,
+            model,
+            params,
             arrays,
             eval_train,
             eval_test,
             steps,
             eval_every,
             _SEED.value,
-            hidden,
             _BATCH.value,
         )
         curves[label], rows = curve, [*rows, row]

@@ -28,18 +28,20 @@ _SEED = flags.DEFINE_integer("seed", 0, "Initialisation and shuffling seed.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny settings for tests: 20 steps, rates 0.1 and 100.")
 
 
-def sweep_one(lr, dataset, eval_train, steps, eval_every, factor, hidden):
+def sweep_one(lr, model, params, dataset, eval_train, steps, eval_every, factor):
     """Trains at rate lr; returns (curve, diverged_at or None, loss at divergence or None)."""
+    import jax
     import ml_collections
+    import numpy as np
 
-    from dlkit import data, models
+    from dlkit import data
     from dlkit.train import create_train_state, evaluate, make_optimizer, make_steps, objectives
     from dlkit.train.objectives import summarize
 
     cfg = ml_collections.ConfigDict({"name": _OPTIMIZER.value, "learning_rate": lr})
-    model = models.get("mlp", num_classes=dataset.num_classes, hidden_sizes=hidden)
     x0 = dataset.example_batch(1)["inputs"]
-    state = create_train_state(model, make_optimizer(cfg, steps), x0, _SEED.value)
+    params = jax.tree.map(np.array, params)  # a copy: the train step donates (deletes) its input
+    state = create_train_state(model, make_optimizer(cfg, steps), x0, _SEED.value, params=params)
     train_fn, eval_fn = make_steps(objectives.get("cross_entropy"))
     it = data.train_iterator(dataset, _BATCH.value, _SEED.value)
     curve = {"step": [0], "loss": [summarize(evaluate(eval_fn, state, eval_train))["loss"]]}
@@ -71,7 +73,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import ml_collections
 
-    from dlkit import data, plotting
+    from dlkit import data, models, plotting
+    from dlkit.train.state import init_variables
 
     smoke = _SMOKE.value
     rates = [0.1, 100.0] if smoke else [float(r) for r in _RATES.value]
@@ -80,10 +83,12 @@ def main(argv):
     workdir = pathlib.Path(_WORKDIR.value)
     dataset = data.load(ml_collections.ConfigDict({"name": _DATASET.value}))
     eval_train = data.eval_batches(dataset, 512, split="train")
+    model = models.get("mlp", num_classes=dataset.num_classes, hidden_sizes=hidden)
+    params, _ = init_variables(model, dataset.example_batch(1)["inputs"], _SEED.value)
     series, marks, rows, results = {}, {}, [], []
     for lr in rates:
         curve, at, there = sweep_one(
-            lr, dataset, eval_train, steps, eval_every, _FACTOR.value, hidden
+            lr, model, params, dataset, eval_train, steps, eval_every, _FACTOR.value
         )
         verdict = status(curve, at, there, _SLOW.value)
         steps_shown, losses_shown = list(curve["step"]), list(curve["loss"])

@@ -16,7 +16,7 @@ import re
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 _DEFAULT_SENTENCES = (
     "I will go with you to the king.|It is the king's will that you depart.|"
@@ -117,7 +117,7 @@ def compare(word, sentences, words, vectors, model, variables, tokenizer, layer=
     return {
         "word": word,
         "sentences": list(sentences),
-        "layer": layer,
+        "layer": layer % len(per_layer),
         "static": static.tolist(),
         "contextual": chosen.tolist(),
         "static_mean": _off_diagonal_mean(static),
@@ -153,13 +153,19 @@ def plot(result: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     n = len(result["sentences"])
+    low = min(np.min(result["contextual"]), np.min(result["static"]))
+    low = max(-1.0, np.floor((low - 0.05) * 20) / 20)  # colour range [low, 1] shows the spread
     for ax, key, title in (
         (axes[0], "static", "word2vec (static)"),
         (axes[1], "contextual", f"Transformer layer {result['layer']} (contextual)"),
     ):
-        im = ax.imshow(np.asarray(result[key]), vmin=-1, vmax=1, cmap="RdBu_r")
+        m = np.asarray(result[key])
+        im = ax.imshow(m, vmin=low, vmax=1, cmap="viridis")
+        for (i, j), v in np.ndenumerate(m):
+            shade = "k" if v > (low + 1) / 2 else "w"
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color=shade)
         ax.set_title(f"{title}\nmean off-diagonal {result[key + '_mean']:.3f}")
         ax.set_xticks(range(n))
         ax.set_yticks(range(n))
@@ -168,6 +174,7 @@ def plot(result: dict, path) -> None:
     fig.colorbar(im, ax=axes[:2].tolist(), shrink=0.8, label="cosine")
     layers = range(len(result["per_layer_mean"]))
     axes[2].plot(layers, result["per_layer_mean"], "o-", label="Transformer")
+    axes[2].set_xticks(list(layers))
     axes[2].axhline(result["static_mean"], color="k", ls="--", label="word2vec")
     axes[2].set(xlabel="layer (0 = embeddings)", ylabel="mean cosine across contexts")
     axes[2].set_ylim(min(-0.05, min(result["per_layer_mean"]) - 0.05), 1.05)
@@ -180,8 +187,10 @@ def plot(result: dict, path) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
     from dlkit.errors import ConfigError
-    from dlkit.nn.transformer import load_trained
+    from dlkit.nn.sampling import load_from_workdir
     from dlkit.train.embeddings import load_vectors
 
     sentences = [s.strip() for s in _SENTENCES.value.split("|") if s.strip()]
@@ -191,9 +200,9 @@ def main(argv):
         words, vectors = load_vectors(_VECTORS.value)
         if not (lm / "checkpoints").is_dir():
             raise ConfigError(f"no checkpoints in {lm}; train a transformer_lm there first")
-        model, variables, tokenizer = load_trained(lm)
-        if tokenizer is None:
-            raise ConfigError(f"the checkpoint in {lm} saved no tokenizer")
+        model, variables, tokenizer = load_from_workdir(lm)
+        if not hasattr(model, "hidden_states"):
+            raise ConfigError(f"the model in {lm} has no hidden_states(); train a transformer_lm")
         result = compare(
             _WORD.value,
             sentences,

@@ -12,7 +12,6 @@ import re
 
 import numpy as np
 
-from dlkit.data.dataset import shared_data_dir
 from dlkit.data.tokenizers import Tokenizer, build_tokenizer
 from dlkit.errors import ConfigError
 
@@ -21,20 +20,13 @@ CORPORA = ("pydoc", "tiny_shakespeare")
 
 
 def corpus_text(corpus: str) -> str:
-    """Text of "pydoc" (CPython's pydoc_data.topics), "tiny_shakespeare" (shared data) or a path."""
-    if corpus == "pydoc":
-        from pydoc_data import topics
+    """Text of "pydoc" (CPython help topics), "tiny_shakespeare" (shared data or TFDS) or a path."""
+    from dlkit.data import text
 
-        return "\n".join(topics.topics[k] for k in sorted(topics.topics))
+    if corpus == "pydoc":
+        return text.pydoc_text()
     if corpus == "tiny_shakespeare":
-        root = shared_data_dir()
-        path = root / "tinyshakespeare" / "input.txt" if root else None
-        if path is None or not path.is_file():
-            raise ConfigError(
-                "tiny_shakespeare needs ../shared/data/tinyshakespeare/input.txt "
-                "(set DLKIT_SHARED_DATA) or pass the file's path as the corpus"
-            )
-        return path.read_text(encoding="utf-8")
+        return text.shakespeare_text()
     path = pathlib.Path(corpus).expanduser()
     if not path.is_file():
         raise ConfigError(f"corpus {corpus!r} is neither one of {', '.join(CORPORA)} nor a file")

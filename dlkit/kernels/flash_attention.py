@@ -42,8 +42,10 @@ def check_inputs(q, k, v, block_q, block_k) -> None:
             raise ValueError(f"flash_attention: {name}={blk} must be a power of two >= 16")
 
 
-def _gpu_launch(dp: int):
-    """(block_q, block_k, warps, stages) forward and backward for padded head_dim dp on GPU."""
+def launch_params(dp: int, interpret: bool):
+    """((block_q, block_k, warps, stages) forward, same backward) for padded head_dim dp."""
+    if interpret:  # big blocks are cheapest in interpret mode
+        return (128, 128, 4, 3), (128, 128, 4, 2)
     if dp <= 64:
         return (128, 128, 4, 3), (64, 64, 4, 2)
     if dp <= 128:
@@ -57,9 +59,7 @@ def make_plan(q, k, *, causal, scale, block_q, block_k, interpret, use_ids, sani
     sk, hkv = k.shape[1], k.shape[2]
     if interpret is None:
         interpret = jax.default_backend() != "gpu"
-    fwd, bwd = _gpu_launch(_pow2(d))
-    if interpret:  # big blocks are cheapest in interpret mode
-        fwd, bwd = (128, 128) + fwd[2:], (128, 128) + bwd[2:]
+    fwd, bwd = launch_params(_pow2(d), interpret)
     if block_q or block_k:
         fwd = (block_q or fwd[0], block_k or fwd[1]) + fwd[2:]
         bwd = (block_q or bwd[0], block_k or bwd[1]) + bwd[2:]

@@ -124,20 +124,24 @@ def fwd_kernel(*refs, plan: Plan):
     c = plan.scale * LOG2E
 
     def body(j, carry, masked):
-        acc, m, l = carry
+        acc, m, den = carry
         sl = pl.ds(pl.multiple_of(j * bk, bk), bk)
         k, v, kid = _load_kv(plan, k_ref, v_ref, kid_ref, sl)
         s = _dot_nt(q, k) * c
+        mask = None
         if masked:
             kpos = j * bk + lax.broadcasted_iota(jnp.int32, (bk,), 0)
-            s = jnp.where(_mask(plan, qpos, kpos, qid, kid, pad_k=True), s, -jnp.inf)
+            mask = _mask(plan, qpos, kpos, qid, kid, pad_k=True)
+        masked = mask is not None  # no mask kind applies: the loop below is empty anyway
+        if masked:
+            s = jnp.where(mask, s, -jnp.inf)
         m_new = jnp.maximum(m, jnp.max(s, axis=1))
         m_use = jnp.where(m_new == -jnp.inf, 0.0, m_new) if masked else m_new
         alpha = jnp.exp2(m - m_use)
         p = jnp.exp2(s - m_use[:, None])
-        l = alpha * l + jnp.sum(p, axis=1)
+        den = alpha * den + jnp.sum(p, axis=1)
         acc = acc * alpha[:, None] + _dot_nn(p.astype(v.dtype), v)
-        return acc, m_new, l
+        return acc, m_new, den
 
     n_free, n_end = _kv_loop_bounds(plan, i, bq, bk, pad_k=True)
     carry = (
@@ -146,10 +150,10 @@ def fwd_kernel(*refs, plan: Plan):
         jnp.zeros((bq,), jnp.float32),
     )
     carry = lax.fori_loop(0, n_free, functools.partial(body, masked=False), carry)
-    acc, m, l = lax.fori_loop(n_free, n_end, functools.partial(body, masked=True), carry)
-    empty = l == 0.0  # only possible with id masks: no visible key -> zeros, lse2 = -inf
-    o_ref[...] = (acc / jnp.where(empty, 1.0, l)[:, None]).astype(o_ref.dtype)
-    lse_ref[...] = jnp.where(empty, -jnp.inf, m + jnp.log2(jnp.where(empty, 1.0, l)))
+    acc, m, den = lax.fori_loop(n_free, n_end, functools.partial(body, masked=True), carry)
+    empty = den == 0.0  # only possible with id masks: no visible key -> zeros, lse2 = -inf
+    o_ref[...] = (acc / jnp.where(empty, 1.0, den)[:, None]).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(empty, -jnp.inf, m + jnp.log2(jnp.where(empty, 1.0, den)))
 
 
 def _probs_and_ds(plan, q, k, v, do, lse2, delta, mask):

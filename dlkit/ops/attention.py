@@ -167,8 +167,8 @@ def choose_implementation(q, k, *, mask=None, segment_ids=None, platform=None) -
         if _cudnn_eligible(q, k, mask, segment_ids):
             return "cudnn"
         return "pallas" if mask is None and pallas_available() and k.shape[1] >= 1024 else "xla"
-    if platform == "tpu":
-        return "pallas" if mask is None and pallas_available() else "xla"
+    if platform != "cpu":  # TPU etc.: dlkit's Pallas kernel targets GPUs (interprets elsewhere)
+        return "xla"
     b, sq, h, _ = q.shape
     return "chunked" if b * h * sq * k.shape[1] * 4 > CHUNKED_SCORE_BYTES else "xla"
 

@@ -139,10 +139,19 @@ class Checkpointer:
         self.manager.close()
 
 
+def _local_target(path):
+    """Shape/dtype structs on this process's first device for a saved state (any topology)."""
+    meta = ocp.StandardCheckpointer().metadata(path)
+    meta = getattr(meta, "item_metadata", meta)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+
+
 def restore_latest(workdir, *, items=("config", "assets")) -> dict:
     """Reads the latest checkpoint of a workdir without a target: {"step", item: ...}.
 
-    The state comes back as saved (numpy arrays on the host), for sampling and inspection.
+    The state comes back on this process's first device (whatever topology saved it), for
+    sampling and inspection.
     """
     directory = pathlib.Path(workdir) / "checkpoints"
     if not directory.is_dir():
@@ -153,7 +162,7 @@ def restore_latest(workdir, *, items=("config", "assets")) -> dict:
         raise ConfigError(f"no finished checkpoint in {directory}; train first")
     args = {i: ocp.args.JsonRestore() for i in items if i != "state"}
     if "state" in items:
-        args["state"] = ocp.args.StandardRestore()
+        args["state"] = ocp.args.StandardRestore(_local_target(directory / str(step) / "state"))
     out = dict(manager.restore(step, args=ocp.args.Composite(**args)))
     manager.close()
     return {"step": step, **out}

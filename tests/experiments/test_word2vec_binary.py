@@ -114,6 +114,20 @@ def test_binary_writes_projector_files(tmp_path):
     assert lines[1] == "zzzz: not in the vocabulary"
     assert lines[2].startswith("class - def + function: ")
 
+    svc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "static_vs_contextual.py"),
+            f"--vectors={tmp_path}",
+            f"--lm_workdir={tmp_path / 'no_lm'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # the vectors load; the missing Transformer is reported in one line
+    assert svc.returncode != 0 and "Traceback" not in svc.stderr
+    assert svc.stderr.strip().splitlines()[-1].startswith("error: no checkpoints in ")
+
     bad = subprocess.run(
         [*BINARY, f"--corpus={tmp_path / 'missing.txt'}", f"--workdir={tmp_path / 'x'}"],
         capture_output=True,

@@ -65,7 +65,7 @@ def test_static_is_constant_contextual_varies(tmp_path):
 
     lines = exp.report_lines(result)
     assert lines[4].startswith("word2vec: cos(Will, Will) across contexts: [0,1] 1.000")
-    assert any(line.startswith("transformer layer -1: mean ") for line in lines)
+    assert any(line.startswith("transformer layer 1: mean ") for line in lines)
     exp.plot(result, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -38,6 +38,7 @@ def masks(kind, b, sq, sk, h, seed=1):
         "segments": {"segment_ids": seg},
         "mask": {"mask": arbitrary},
         "all": {"causal": True, "kv_lengths": lengths, "segment_ids": seg, "mask": arbitrary},
+        "no_mask": {"causal": True, "kv_lengths": lengths, "segment_ids": seg},
     }[kind]
 
 
@@ -76,16 +77,20 @@ def reference_fp32(shape, kind):
     return loss_and_grads(lambda *a: attention_reference(*a, **kw), *qkv(*shape))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("kind", ["none", "causal", "lengths", "segments", "mask", "all"])
+KINDS = ["none", "causal", "lengths", "segments", "mask", "all"]
+# Pallas runs in interpret mode on CPU (slow): every shape, the mask kinds it takes, composed.
+PALLAS_CASES = [("pallas", shape, kind) for shape in SHAPES for kind in ("none", "no_mask")]
+
+
+@pytest.mark.parametrize(
+    "backend, shape, kind",
+    [(b, s, k) for b in ("xla", "chunked") for s in SHAPES for k in KINDS] + PALLAS_CASES,
+    ids=lambda x: "x".join(map(str, x)) if isinstance(x, tuple) else str(x),
+)
 def test_backend_matches_reference_fp32(backend, shape, kind):
     needs(backend)
-    b, sq, sk, h, hkv, d = shape
-    kw = masks(kind, b, sq, sk, h)
-    if backend == "pallas" and "mask" in kw:
-        pytest.skip("the Pallas kernel takes no arbitrary mask (tested to raise below)")
     q, k, v = qkv(*shape)
+    kw = masks(kind, *shape[:4])
     want = reference_fp32(shape, kind)
     got = loss_and_grads(
         lambda *a: dot_product_attention(*a, implementation=backend, **kw), q, k, v
@@ -99,8 +104,7 @@ def test_backend_matches_reference_fp32(backend, shape, kind):
 def test_backend_matches_reference_bf16(backend):
     needs(backend)
     shape = (2, 6, 10, 4, 2, 16)
-    kw = masks("all", *shape[:4])
-    kw.pop("mask") if backend == "pallas" else None
+    kw = masks("no_mask" if backend == "pallas" else "all", *shape[:4])
     q, k, v = qkv(*shape, dtype=jnp.bfloat16)
     q32, k32, v32 = (x.astype(jnp.float32) for x in (q, k, v))
     want = loss_and_grads(lambda *a: attention_reference(*a, **kw), q32, k32, v32)
@@ -137,7 +141,7 @@ def test_reference_weights_rows_sum_to_one_and_respect_causal():
     assert_close(w[..., 0, 0], 1.0, 1e-6)  # the first query only sees the first key
 
 
-@pytest.mark.parametrize("block_k", [1, 4, 64])
+@pytest.mark.parametrize("block_k", [3, 64])
 def test_chunked_block_sizes_agree(block_k):
     q, k, v = qkv(1, 6, 11, 2, 2, 4)
     want = attention_reference(q, k, v, causal=True)
@@ -168,8 +172,10 @@ def test_auto_choice_is_reported_and_depends_on_size():
     assert_close(out, attention_reference(q, k, v, causal=True), 1e-5)
     big = jax.ShapeDtypeStruct((1, 16384, 1, 16), jnp.float32)
     assert choose_implementation(big, big, platform="cpu") == "chunked"
-    assert choose_implementation(q, k, platform="tpu") in ("xla", "pallas")
-    assert choose_implementation(q, k, mask=jnp.ones((1, 1, 8, 8), bool), platform="tpu") == "xla"
+    assert choose_implementation(big, big, platform="tpu") == "xla"
+    assert (
+        choose_implementation(big, big, mask=jnp.ones((1, 1, 1, 1), bool), platform="gpu") == "xla"
+    )
 
 
 def test_bad_input_raises_with_shapes():

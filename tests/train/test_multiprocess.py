@@ -11,6 +11,7 @@ import sys
 import jax
 import numpy as np
 
+from dlkit import data
 from dlkit.train import restore_latest, train_and_evaluate
 from dlkit.train.config import default_config
 
@@ -73,6 +74,7 @@ def launch_pair(workdir, stop: int, tfds_dir) -> list[str]:
 
 
 def test_two_processes_train_save_resume_match_one(tmp_path, tfds_data_dir):
+    data.load(tiny_config().data)  # prepare the TFDS files once, before two processes open them
     work = tmp_path / "two"
     first = launch_pair(work, 3, tfds_data_dir)  # steps 1-3, saved by both processes
     assert "Stopped at step 3" in first[0] and "Stopped" not in first[1]  # only process 0 logs

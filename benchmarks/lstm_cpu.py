@@ -1,0 +1,155 @@
+"""dlkit's `char_lstm` train step against PyTorch's nn.LSTM step, same sizes, in one process.
+
+Network: embedding (65 -> 64) -> 2-layer LSTM (256 units) -> dense (256 -> 65); batch 32 of 128
+characters, fp32, Adam, cross-entropy over every position. dlkit runs the shared jitted
+`train_step`; "dlkit_fused" is the default (input projection hoisted out of the scan, the four gates
+in one matmul, a hand-written backward pass: dlkit.ops.recurrent.lstm_sequence), "dlkit_scan" the
+same model differentiated by JAX through lax.scan, "flax_nn_rnn" flax's own
+nn.RNN(OptimizedLSTMCell) stack (the issue's 0.6x baseline). The steps are timed round-robin
+(one step of each per round) so load from other processes hits all alike; each figure is the
+median over rounds. Prints ms/step and torch_ms / other_ms (>= 1.0: at least as fast as PyTorch).
+
+    JAX_PLATFORMS=cpu python benchmarks/lstm_cpu.py [--rounds 30]
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+V, E, H, LAYERS, B, T = 65, 64, 256, 2, 32, 128
+
+
+def _optimizer():
+    import ml_collections
+
+    from dlkit.train import make_optimizer
+
+    opt = ml_collections.ConfigDict(
+        {
+            "name": "adam",
+            "learning_rate": 1e-3,
+            "schedule": "constant",
+            "warmup_steps": 0,
+            "momentum": 0.9,
+            "weight_decay": 0.0,
+            "grad_clip_norm": 0.0,
+        }
+    )
+    return make_optimizer(opt, 10**6)
+
+
+def jax_step(model, x: np.ndarray, y: np.ndarray):
+    """A closure running one step of the shared jitted train_step for `model` on a fixed batch."""
+    import jax
+    import jax.numpy as jnp
+
+    from dlkit.train import create_train_state, make_steps, objectives
+
+    state = create_train_state(model, _optimizer(), jnp.asarray(x[:1]), seed=0)
+    train, _ = make_steps(objectives.get("cross_entropy"))
+    batch = {"inputs": jnp.asarray(x), "targets": jnp.asarray(y)}
+    box = [state]
+
+    def run():
+        box[0], sums = train(box[0], batch)
+        jax.block_until_ready(sums["loss"])
+
+    return run
+
+
+def flax_rnn_model():
+    """The same network with flax's nn.RNN(OptimizedLSTMCell) layers (the issue's baseline)."""
+    import flax.linen as nn
+
+    class FlaxCharLSTM(nn.Module):
+        num_classes: int = V
+
+        @nn.compact
+        def __call__(self, tokens, *, train=False):
+            x = nn.Embed(self.num_classes, E)(tokens)
+            for _ in range(LAYERS):
+                x = nn.RNN(nn.OptimizedLSTMCell(H))(x)
+            return nn.Dense(self.num_classes)(x)
+
+    return FlaxCharLSTM()
+
+
+def torch_step(x: np.ndarray, y: np.ndarray):
+    """A closure running one eager PyTorch step: nn.Embedding -> nn.LSTM -> nn.Linear, Adam."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(V, E)
+            self.lstm = nn.LSTM(E, H, num_layers=LAYERS, batch_first=True)
+            self.head = nn.Linear(H, V)
+
+        def forward(self, tokens):
+            return self.head(self.lstm(self.embed(tokens))[0])
+
+    net = Net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    xb, yb = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(net(xb).reshape(-1, V), yb.reshape(-1))
+        loss.backward()
+        opt.step()
+        float(loss)
+
+    return run
+
+
+def time_round_robin(steps: dict, rounds: int, warmup: int = 3) -> dict:
+    """Median seconds per call of each closure, calling them in turn `rounds` times."""
+    for run in steps.values():
+        for _ in range(warmup):
+            run()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, run in steps.items():
+            t = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--no_flax", action="store_true", help="skip the nn.RNN baseline")
+    args = parser.parse_args()
+    import torch
+
+    from dlkit import models
+
+    rng = np.random.default_rng(0)
+    text = rng.integers(0, V, (B, T + 1)).astype(np.int32)
+    x, y = text[:, :-1], text[:, 1:]
+    kw = dict(num_classes=V, hidden_size=H, num_layers=LAYERS, embed_dim=E)
+    steps = {
+        "torch_nn_lstm": torch_step(x, y),
+        "dlkit_fused": jax_step(models.get("char_lstm", **kw), x, y),
+        "dlkit_scan": jax_step(models.get("char_lstm", fused_lstm=False, **kw), x, y),
+    }
+    if not args.no_flax:
+        steps["flax_nn_rnn"] = jax_step(flax_rnn_model(), x, y)
+    ms = {k: 1e3 * v for k, v in time_round_robin(steps, args.rounds).items()}
+    print(
+        f"char_lstm train step: {LAYERS} layers x {H} units, batch {B} x {T} chars, fp32, CPU, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"median of {args.rounds} round-robin rounds"
+    )
+    for name, v in ms.items():
+        print(f"  {name:14s} {v:8.1f} ms/step   torch/this = {ms['torch_nn_lstm'] / v:.2f}")
+    print(f"ratio torch_nn_lstm / dlkit_fused = {ms['torch_nn_lstm'] / ms['dlkit_fused']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
