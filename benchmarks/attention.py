@@ -207,7 +207,7 @@ def main(argv=None):
 
         return 0 if run_checks(smoke=args.smoke, json_path=args.json) else 1
     if args.smoke:
-        args.seqs, args.head_dims, args.batch, args.heads = [32, 80], [32], 1, 2
+        args.seqs, args.head_dims, args.batch, args.heads = [40], [32], 1, 2
         args.min_time, args.max_iters = 0.0, 1
     meta, rows = run_table(args)
     table = markdown(meta, rows) + "\n" + goal_summary(rows) + "\n"

@@ -10,6 +10,7 @@ means dlkit is at least as fast). PyTorch is a benchmark-only dependency.
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -26,8 +27,15 @@ def dlkit_step(impl: str, x: np.ndarray, y: np.ndarray):
 
     model = models.get("cnn", num_classes=10, impl=impl)
     opt = ml_collections.ConfigDict(
-        {"name": "adam", "learning_rate": 1e-3, "schedule": "constant", "warmup_steps": 0,
-         "momentum": 0.9, "weight_decay": 0.0, "grad_clip_norm": 0.0}
+        {
+            "name": "adam",
+            "learning_rate": 1e-3,
+            "schedule": "constant",
+            "warmup_steps": 0,
+            "momentum": 0.9,
+            "weight_decay": 0.0,
+            "grad_clip_norm": 0.0,
+        }
     )
     state = create_train_state(model, make_optimizer(opt, 10**6), jnp.asarray(x[:1]), seed=0)
     train, _ = make_steps(objectives.get("cross_entropy"))
@@ -48,9 +56,16 @@ def torch_step(x: np.ndarray, y: np.ndarray):
 
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 256), nn.ReLU(), nn.Linear(256, 10),
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 256),
+        nn.ReLU(),
+        nn.Linear(256, 10),
     )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     xb = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -61,7 +76,7 @@ def torch_step(x: np.ndarray, y: np.ndarray):
         loss = nn.functional.cross_entropy(net(xb), yb)
         loss.backward()
         opt.step()
-        float(loss)
+        float(loss.detach())
 
     return run
 
@@ -95,13 +110,23 @@ def main():
         "dlkit_fast": dlkit_step("fast", x, y),
         "dlkit_reference": dlkit_step("reference", x, y),
     }
+    load_before = os.getloadavg()[0]
     ms = {k: 1e3 * v for k, v in time_round_robin(steps, args.rounds).items()}
-    print(f"cnn train step, batch {args.batch}, 28x28x1, fp32, CPU, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), median of {args.rounds} round-robin rounds")
+    load = max(load_before, os.getloadavg()[0])
+    print(
+        f"cnn train step, batch {args.batch}, 28x28x1, fp32, CPU, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), median of {args.rounds} round-robin rounds, "
+        f"{os.cpu_count()} CPUs, 1-min load average {load:.1f}"
+    )
     for name, v in ms.items():
         print(f"  {name:16s} {v:8.2f} ms/step")
     print(f"ratio torch_eager / dlkit_fast      = {ms['torch_eager'] / ms['dlkit_fast']:.2f}")
     print(f"ratio torch_eager / dlkit_reference = {ms['torch_eager'] / ms['dlkit_reference']:.2f}")
+    if load > 1.5:
+        print(
+            "warning: other processes were using the CPUs; eager PyTorch (OpenMP) slows down far "
+            "more than XLA under contention, so these ratios flatter dlkit; rerun when idle"
+        )
 
 
 if __name__ == "__main__":

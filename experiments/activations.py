@@ -24,7 +24,8 @@ _WIDTH = flags.DEFINE_integer("width", 64, "Units per hidden layer.")
 _ACTS = flags.DEFINE_list("activations", ["sigmoid", "tanh", "relu"], "Activations to compare.")
 _OPT = flags.DEFINE_string("optimizer", "momentum", "dlkit.train optimizer name.")
 _LR = flags.DEFINE_float("learning_rate", 0.003, "Learning rate of every run.")
-_HIGH_LR = flags.DEFINE_float("high_lr", 0.1, "An extra ReLU run at this rate (0: none).")
+_HIGH_LR = flags.DEFINE_float("high_lr", 0.5, "An extra ReLU run at this rate (0: none).")
+_HIGH_OPT = flags.DEFINE_string("high_lr_optimizer", "sgd", "Optimizer of the extra ReLU run.")
 _HE = flags.DEFINE_bool("he_init", True, "ReLU kernels scaled by sqrt(2) (He); else LeCun.")
 _STEPS = flags.DEFINE_integer("steps", 1500, "Training steps per run.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Mini-batch size.")
@@ -50,8 +51,9 @@ def _probe_stats(params, x, y, activation):
     return loss, norms, jnp.mean(dead.astype(jnp.float32))
 
 
-def run(activation, lr, params, dataset, probe, test, steps, every, depth, width):
-    """Trains one deep MLP; returns the snapshots {"step", "loss", "norms", "dead"} and accuracy."""
+def run(activation, opt, lr, params, dataset, probe, test, steps, every, depth, width):
+    """Trains one deep MLP; returns its snapshots {"step", "loss", "norms", "dead"}, the test
+    accuracy and the step where the loss stopped being finite (None if it never did)."""
     import jax
     import ml_collections
 
@@ -69,19 +71,39 @@ def run(activation, lr, params, dataset, probe, test, steps, every, depth, width
             k: {**v, "kernel": v["kernel"] * math.sqrt(2.0)} if k != "head" else v
             for k, v in params.items()
         }
-    tx = make_optimizer(ml_collections.ConfigDict({"name": _OPT.value, "learning_rate": lr}), steps)
+    tx = make_optimizer(ml_collections.ConfigDict({"name": opt, "learning_rate": lr}), steps)
     state = create_train_state(model, tx, x0, _SEED.value, params=params)
     train_fn, eval_fn = make_steps(objectives.get("cross_entropy"))
     it = data.train_iterator(dataset, _BATCH.value, _SEED.value)
     snaps = []
     for step in range(steps + 1):
         if step % every == 0 or step == steps:
-            snaps.append(
-                {"step": step, **snapshot(jax.device_get(state.params), probe, activation)}
-            )
+            snap = snapshot(jax.device_get(state.params), probe, activation)
+            if not all(map(math.isfinite, [snap["loss"], *snap["norms"]])):
+                return snaps, summarize(evaluate(eval_fn, state, test))["accuracy"], step
+            snaps.append({"step": step, **snap})
         if step < steps:
             state, _ = train_fn(state, next(it))
-    return snaps, summarize(evaluate(eval_fn, state, test))["accuracy"]
+    return snaps, summarize(evaluate(eval_fn, state, test))["accuracy"], None
+
+
+def table_row(label, activation, snaps, acc, diverged) -> dict:
+    """One table row: gradient ratios at init and at the last finite snapshot, loss, dead units."""
+    first, last = snaps[0], snaps[-1]
+    relu = activation == "relu"
+    return {
+        "run": label,
+        "norm dW_1 / norm dW_L at init": ratio(first["norms"]),
+        "norm dW_1 / norm dW_L at end": ratio(last["norms"]),
+        "norm dW_1 at init": first["norms"][0],
+        "last train loss": last["loss"],
+        "test accuracy": acc,
+        "dead ReLU at init": first["dead"] if relu else "-",
+        "dead ReLU at end": last["dead"] if relu else "-",
+        "status": "trained"
+        if diverged is None
+        else f"diverged (loss not finite at step {diverged})",
+    }
 
 
 def ratio(norms) -> float:
@@ -105,32 +127,25 @@ def main(argv):
     probe = data.eval_batches(dataset, min(_PROBE.value, len(dataset.train)), split="train")[0]
     test = data.eval_batches(dataset, 512)
     acts = ["sigmoid", "relu"] if smoke else _ACTS.value
-    runs = [(a, _LR.value) for a in acts]
+    runs = [(a, _OPT.value, _LR.value) for a in acts]
     if _HIGH_LR.value and "relu" in acts and not smoke:
-        runs.append(("relu", _HIGH_LR.value))
+        runs.append(("relu", _HIGH_OPT.value, _HIGH_LR.value))
     model = models.get("mlp", num_classes=dataset.num_classes, hidden_sizes=(width,) * depth)
     params, _ = init_variables(model, probe["inputs"][:1], _SEED.value)  # the same for every run
     results, rows = {}, []
-    for activation, lr in runs:
-        label = f"{activation} lr {lr:g}"
-        snaps, acc = run(activation, lr, params, dataset, probe, test, steps, every, depth, width)
+    for activation, opt, lr in runs:
+        label = f"{activation} {opt} lr {lr:g}"
+        args = (params, dataset, probe, test, steps, every, depth, width)
+        snaps, acc, diverged = run(activation, opt, lr, *args)
+        if not snaps:
+            print(f"{label}: the loss is not finite at initialisation; left out", flush=True)
+            continue
         results[label] = snaps
-        first, last = snaps[0], snaps[-1]
-        rows.append(
-            {
-                "run": label,
-                "norm dW_1 / norm dW_L at init": ratio(first["norms"]),
-                "norm dW_1 / norm dW_L at end": ratio(last["norms"]),
-                "norm dW_1 at init": first["norms"][0],
-                "final train loss": last["loss"],
-                "test accuracy": acc,
-                "dead ReLU at init": first["dead"] if activation == "relu" else "-",
-                "dead ReLU at end": last["dead"] if activation == "relu" else "-",
-            }
-        )
+        rows.append(table_row(label, activation, snaps, acc, diverged))
         print(
-            f"{label:18s} ratio at init {rows[-1]['norm dW_1 / norm dW_L at init']:.3g}  "
-            f"loss {last['loss']:.3f}  acc {acc:.3f}  dead {last['dead']:.3f}",
+            " ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()
+            ),
             flush=True,
         )
     write_outputs(workdir, results, rows, depth, width, steps)
@@ -141,25 +156,27 @@ def write_outputs(workdir, results, rows, depth, width, steps):
     from dlkit import plotting
 
     layers = list(range(1, depth + 2))
-    mid = len(next(iter(results.values()))) // 2
+    snaps0 = next(iter(results.values()))
+    mid = snaps0[len(snaps0) // 2]["step"]
 
-    def norms_at(i, title):
+    def norms_at(step, title):  # runs that diverged before `step` are left out
         return {
             "title": title,
             "xlabel": "layer (1 = input side)",
             "ylabel": "||dL/dW_l||",
             "logy": True,
-            "series": {k: (layers, s[i]["norms"]) for k, s in results.items()},
+            "series": {
+                k: (layers, x["norms"]) for k, s in results.items() for x in s if x["step"] == step
+            },
         }
 
-    snaps0 = next(iter(results.values()))
     name = f"{depth}-hidden-layer MLP (width {width})"
     plotting.line_plots(
         workdir / "grad_norms.png",
         [
             norms_at(0, "at initialisation"),
-            norms_at(mid, f"after {snaps0[mid]['step']} steps"),
-            norms_at(-1, f"after {steps} steps"),
+            norms_at(mid, f"after {mid} steps"),
+            norms_at(steps, f"after {steps} steps"),
         ],
         ncols=3,
         title=f"{name}: per-layer gradient norms",

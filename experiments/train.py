@@ -25,6 +25,14 @@ _WORKDIR = flags.DEFINE_string(
     "Checkpoints, metrics and TensorBoard events go here (default: "
     "workdirs/<config name>). Rerunning with the same workdir resumes.",
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-host: host:port of process 0's coordinator (jax.distributed); same on every process. "
+    "Without it, SLURM / Open MPI / JAX_COORDINATOR_ADDRESS environments are detected.",
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id, 0..N-1.")
 
 
 def main(argv):
@@ -37,11 +45,23 @@ def main(argv):
 
     config_name = pathlib.Path(flags.FLAGS["config"].config_filename).stem
     workdir = _WORKDIR.value or str(pathlib.Path("workdirs") / config_name)
+    config = _CONFIG.value
+    for flag, key in [
+        (_COORDINATOR, "coordinator_address"),
+        (_NUM_PROCESSES, "num_processes"),
+        (_PROCESS_ID, "process_id"),
+    ]:
+        if flag.value is not None:
+            config.parallel[key] = flag.value
     start = time.perf_counter()
     try:
-        metrics = train_and_evaluate(_CONFIG.value, workdir)
+        metrics = train_and_evaluate(config, workdir)
     except ConfigError as e:
         sys.exit(f"error: {e}")
+    import jax
+
+    if jax.process_index() != 0:  # multi-host: only process 0 reports
+        return
     print(
         "final: "
         + " ".join(

@@ -4,9 +4,11 @@ Corpora: `pydoc` (CPython's pydoc_data.topics, offline everywhere, the default),
 `tiny_shakespeare` (config `data.path`, else <shared data>/tinyshakespeare/input.txt, else TFDS
 `tiny_shakespeare` prepared as array_record under `data.tfds_dir`) and `text_file` (`data.path`).
 The last `eval_fraction` of the token ids is held out; training windows start every
-`train_stride` ids, held-out windows do not overlap. An example is
-{"inputs": ids[s:s+T], "targets": ids[s+1:s+T+1]}, both (T,) int32. The tokenizer's `to_dict()`
-is the Dataset's `assets["tokenizer"]`, saved with every checkpoint.
+`train_stride` ids. An example is {"inputs": ids[s:s+T], "targets": ids[s+1:s+T+1]}, both (T,)
+int32. Held-out windows score disjoint stretches of T characters; with `eval_context` C > 0 each
+is preceded by the C characters before it (mask 0: they only warm the state up), so every scored
+character has at least C characters of history. The tokenizer's `to_dict()` is the Dataset's
+`assets["tokenizer"]`, saved with every checkpoint.
 """
 
 import pathlib
@@ -19,30 +21,44 @@ from dlkit.errors import ConfigError
 
 
 class WindowSource:
-    """Random-access windows of a 1-D id array: [i] -> inputs ids[s:s+T], targets shifted by one."""
+    """Random-access windows of a 1-D id array: [i] -> inputs ids[s:s+L], targets shifted by one.
 
-    def __init__(self, ids: np.ndarray, seq_len: int, stride: int):
-        if seq_len < 1 or stride < 1:
-            raise ConfigError(f"seq_len ({seq_len}) and stride ({stride}) must be >= 1")
-        if len(ids) < seq_len + 1:
+    L = context + seq_len; with context > 0 the example also has "mask" (L,) that is 0 on the first
+    `context` positions: they only warm the recurrent state up and are not scored.
+    """
+
+    def __init__(self, ids: np.ndarray, seq_len: int, stride: int, context: int = 0):
+        if seq_len < 1 or stride < 1 or context < 0:
             raise ConfigError(
-                f"text of {len(ids)} tokens is too short for windows of seq_len={seq_len} (+1); "
-                "use a smaller data.seq_len or data.eval_fraction"
+                f"seq_len ({seq_len}) and stride ({stride}) must be >= 1, context ({context}) >= 0"
+            )
+        self.length = context + seq_len
+        if len(ids) < self.length + 1:
+            raise ConfigError(
+                f"text of {len(ids)} tokens is too short for windows of seq_len={seq_len} "
+                f"(+{context} context, +1); use a smaller data.seq_len or data.eval_fraction"
             )
         self.ids, self.seq_len, self.stride = np.asarray(ids, np.int32), seq_len, stride
+        self.context = context
 
     def __len__(self) -> int:
-        return (len(self.ids) - self.seq_len - 1) // self.stride + 1
+        return (len(self.ids) - self.length - 1) // self.stride + 1
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"window {index} out of range [0, {len(self)})")
         s = int(index) * self.stride
-        w = self.ids[s : s + self.seq_len + 1]
-        return {"inputs": w[:-1], "targets": w[1:]}
+        w = self.ids[s : s + self.length + 1]
+        out = {"inputs": w[:-1], "targets": w[1:]}
+        if self.context:
+            out["mask"] = (np.arange(self.length) >= self.context).astype(np.float32)
+        return out
 
     def __repr__(self) -> str:
-        return f"WindowSource({len(self.ids)} ids, seq_len={self.seq_len}, stride={self.stride})"
+        return (
+            f"WindowSource({len(self.ids)} ids, seq_len={self.seq_len}, stride={self.stride}, "
+            f"context={self.context})"
+        )
 
 
 def pydoc_text() -> str:
@@ -97,6 +113,7 @@ def make_text_dataset(name: str, text: str, cfg):
     seq_len = int(_field(cfg, "seq_len", 128))
     stride = int(_field(cfg, "train_stride", seq_len))
     frac = float(_field(cfg, "eval_fraction", 0.1))
+    context = int(_field(cfg, "eval_context", 0))
     if not 0.0 < frac < 1.0:
         raise ConfigError(f"data.eval_fraction must be in (0, 1), got {frac}")
     if _field(cfg, "tokenizer", "char") != "char":
@@ -107,7 +124,7 @@ def make_text_dataset(name: str, text: str, cfg):
     return Dataset(
         name=name,
         train=WindowSource(ids[:split], seq_len, stride),
-        test=WindowSource(ids[split:], seq_len, seq_len),
+        test=WindowSource(ids[split:], seq_len, seq_len, context),
         num_classes=tok.vocab_size,
         preprocess=_identity,
         assets={"tokenizer": tok.to_dict()},
@@ -115,7 +132,7 @@ def make_text_dataset(name: str, text: str, cfg):
 
 
 def _identity(example: dict) -> dict:
-    return {"inputs": example["inputs"], "targets": example["targets"]}
+    return dict(example)
 
 
 def tokenizer_from_assets(assets: dict) -> Tokenizer:

@@ -165,7 +165,10 @@ class Runner:
 
     def place(self, state):
         """A fresh or host state -> the canonical layout (on the mesh, replicated or FSDP)."""
-        self._shardings = state_shardings(state, self.mesh, fsdp=self.kind == "fsdp")
+        shardings = state_shardings(state, self.mesh, fsdp=self.kind == "fsdp")
+        if jax.tree.structure(shardings) != jax.tree.structure(self._shardings):
+            self._fns.clear()  # another model or optimizer: new compiled steps
+        self._shardings = shardings
         return put(state, self._shardings)
 
     def to_run(self, state):

@@ -22,15 +22,16 @@ def get_config():
     c.data.seq_len = 128
     c.data.train_stride = 8  # a window starts every 8 characters: ~125k distinct windows
     c.data.eval_fraction = 0.1  # the last 10% (111,540 characters) is held out
+    c.data.eval_context = 128  # held-out windows: 128 warm-up characters, then the scored ones
     c.batch_size = 32
     c.eval_batch_size = 128
-    c.num_train_steps = 1500
+    c.num_train_steps = 1000
     c.log_every_steps = 50
-    c.eval_every_steps = 500
+    c.eval_every_steps = 250
     c.checkpoint_every_steps = 250
     c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 4e-3
+    c.optimizer.learning_rate = 1e-2
     c.optimizer.schedule = "warmup_cosine"
-    c.optimizer.warmup_steps = 50
+    c.optimizer.warmup_steps = 20
     c.optimizer.grad_clip_norm = 1.0
     return c

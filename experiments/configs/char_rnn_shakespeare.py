@@ -17,6 +17,7 @@ def get_config():
     c.data.seq_len = 64  # shorter windows: a tanh RNN's gradients fade over long ones anyway
     c.data.train_stride = 8
     c.data.eval_fraction = 0.1
+    c.data.eval_context = 128  # held-out windows: 128 warm-up characters, then the scored ones
     c.batch_size = 64
     c.eval_batch_size = 128
     c.num_train_steps = 2000

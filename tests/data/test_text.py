@@ -19,6 +19,22 @@ def test_windows_are_shifted_by_one():
         src[5]
     with pytest.raises(ConfigError, match="too short for windows of seq_len=30"):
         text.WindowSource(ids, seq_len=30, stride=1)
+    assert "mask" not in src[0]
+
+
+def test_context_windows_score_only_their_last_seq_len_targets():
+    ids = np.arange(20, dtype=np.int32)
+    src = text.WindowSource(ids, seq_len=4, stride=4, context=3)
+    assert len(src) == 4  # windows of 7 at 0, 4, 8, 12 (12 + 7 + 1 <= 20)
+    ex = src[1]
+    np.testing.assert_array_equal(ex["inputs"], [4, 5, 6, 7, 8, 9, 10])
+    np.testing.assert_array_equal(ex["mask"], [0, 0, 0, 1, 1, 1, 1])
+    scored = np.concatenate([src[i]["targets"][src[i]["mask"] > 0] for i in range(len(src))])
+    np.testing.assert_array_equal(scored, np.arange(4, 20))  # each target once, none twice
+    ds = data.load({"name": "pydoc", "seq_len": 32, "eval_context": 16})
+    batch = data.eval_batches(ds, 8)[0]
+    assert batch["inputs"].shape == (8, 48) and batch["mask"][:, :16].sum() == 0
+    assert ds.example_batch(2)["inputs"].shape == (2, 32)  # training windows have no context
 
 
 def test_pydoc_corpus_split_and_tokenizer_assets():

@@ -61,9 +61,9 @@ def test_activations_sigmoid_gradients_vanish(tmp_path):
     check_outputs(tmp_path, ["grad_norms.png", "training.png"], rows=2)
     rows = {r["run"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
     key = "norm dW_1 / norm dW_L at init"
-    sig, relu = rows["sigmoid lr 0.003"][key], rows["relu lr 0.003"][key]
+    sig, relu = rows["sigmoid momentum lr 0.003"][key], rows["relu momentum lr 0.003"][key]
     assert sig < 0.01 * relu, (sig, relu)  # 6 sigmoid layers: sigma' <= 1/4 each
-    assert 0.0 <= rows["relu lr 0.003"]["dead ReLU at end"] <= 1.0
+    assert 0.0 <= rows["relu momentum lr 0.003"]["dead ReLU at end"] <= 1.0
 
 
 def test_linear_templates_digits(tmp_path):

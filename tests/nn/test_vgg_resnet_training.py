@@ -1,4 +1,4 @@
-"""BatchNorm and dropout through the one loop: exact resume, and augmented CIFAR (mocked TFDS)."""
+"""BatchNorm, dropout and augmentation through the one loop: resume stays bitwise exact."""
 
 import jax
 import numpy as np
@@ -40,16 +40,12 @@ def assert_resume_is_exact(tmp_path, config):
     return a
 
 
-def test_resume_is_bitwise_exact_with_batchnorm_and_dropout(tmp_path):
-    vgg = dict(name="vgg11_bn", depths=(1, 1, 1), widths=(4, 8, 8), hidden=16, pool_size=1)
-    config = tiny_config(vgg, dict(name="digits"))
-    saved = assert_resume_is_exact(tmp_path, config)
-    init = jax.tree.leaves(saved["state"]["model_state"]["batch_stats"])
-    assert any(np.abs(np.asarray(v)).sum() > 0 for v in init)  # the running means moved
-
-
-def test_resume_is_exact_on_augmented_cifar10(tmp_path):
-    resnet = dict(name="resnet18", stage_sizes=(1, 1), width=4, cifar_stem=True)
+def test_resume_is_bitwise_exact_with_batchnorm_dropout_and_augmentation(tmp_path):
+    # vgg11_bn: BatchNorm statistics in model_state, dropout keyed by (rng, step); CIFAR-10
+    # (mocked TFDS) with random crops and flips drawn from per-example seeds
+    vgg = dict(name="vgg11_bn", depths=(1, 1), widths=(4, 8), hidden=16, pool_size=1)
     data = dict(name="cifar10", tfds_dir=str(tmp_path / "tfds"), augment=True)
     with tfds.testing.mock_data(num_examples=20):
-        assert_resume_is_exact(tmp_path, tiny_config(resnet, data))
+        saved = assert_resume_is_exact(tmp_path, tiny_config(vgg, data))
+    stats = saved["state"]["model_state"]["batch_stats"]
+    assert all(np.abs(np.asarray(s["mean"])).max() > 0 for s in stats.values())  # moved from 0

@@ -80,20 +80,6 @@ def test_shape_mismatch_names_path_and_both_shapes():
         transfer.match_variables(target, source)
 
 
-def test_head_replaced_and_frozen_body_bit_identical(pretrained, tmp_path, capsys):
-    c = finetune_config(pretrained, freeze=("hidden_.*",))
-    train_and_evaluate(c, tmp_path)
-    table = capsys.readouterr().out
-    assert "hidden_0" in table and "loaded" in table and "skipped" in table
-    before, after = params_of(pretrained), params_of(tmp_path)
-    assert before["head"]["kernel"].shape == (8, 10)
-    assert after["head"]["kernel"].shape == (8, 5)  # new head, 5 classes
-    for layer in ("hidden_0", "hidden_1"):
-        for name in ("kernel", "bias"):
-            np.testing.assert_array_equal(after[layer][name], before[layer][name])
-    assert not np.array_equal(after["head"]["bias"], np.zeros(5))  # the head trained
-
-
 def test_other_architecture_without_mapping_fails_clearly(pretrained, tmp_path):
     c = finetune_config(pretrained)
     c.model.hidden_sizes = (16,)  # no hidden_1, and head is (16, 5)
@@ -105,12 +91,22 @@ def test_other_architecture_without_mapping_fails_clearly(pretrained, tmp_path):
         train_and_evaluate(c, tmp_path / "b")
 
 
-def test_finetuned_run_resumes_exactly(pretrained, tmp_path):
+def test_finetune_new_head_frozen_layer_and_exact_resume(pretrained, tmp_path, capsys):
     over = {"num_train_steps": 14, "backbone_lr_scale": 0.1, "freeze": ("hidden_0/.*",)}
     full, split = tmp_path / "full", tmp_path / "split"
     m_full = train_and_evaluate(finetune_config(pretrained, **over), full)
+    table = capsys.readouterr().out
+    assert "hidden_0" in table and "loaded" in table and "skipped" in table
+    before, after = params_of(pretrained), params_of(full)
+    assert before["head"]["kernel"].shape == (8, 10)
+    assert after["head"]["kernel"].shape == (8, 5)  # new head, 5 classes
+    for name in ("kernel", "bias"):  # frozen: bit-identical; backbone at lr/10: trained
+        np.testing.assert_array_equal(after["hidden_0"][name], before["hidden_0"][name])
+        assert not np.array_equal(after["hidden_1"][name], before["hidden_1"][name])
+
     train_and_evaluate(finetune_config(pretrained, **over), split, stop_after_step=9)
-    m_split = train_and_evaluate(finetune_config(pretrained, **over), split)
+    m_split = train_and_evaluate(finetune_config(pretrained, **over), split)  # resumes at 9
+    assert "Resuming from the checkpoint at step 9" in capsys.readouterr().out
     a, b = restore_latest(full, items=("state",)), restore_latest(split, items=("state",))
     assert a["step"] == b["step"] == 14
     for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
@@ -231,3 +227,25 @@ def test_init_vectors_sets_the_embedding_by_vocabulary(tmp_path):
     c.model.embed_dim = 6
     with pytest.raises(ConfigError, match=r"init_vectors: the table is \(\d+, 4\).*\(\d+, 6\)"):
         create_state(c, ds, build_model(c, ds))
+
+
+def test_resnet_frozen_batchnorm_through_the_loop(tmp_path):
+    from dlkit.train import build_model, create_state
+
+    c = mlp_config(num_train_steps=3, checkpoint_every_steps=3, eval_every_steps=3)
+    c.model = default_config().model
+    c.model.name, c.model.stage_sizes, c.model.width = "resnet18", (1, 1), 4
+    c.model.cifar_stem = True
+    c.freeze = ("stage_0.*",)
+    train_and_evaluate(c, tmp_path)
+    ds = data.load(c.data)
+    init = create_state(c, ds, build_model(c, ds))  # the run's step-0 state (same seed)
+    end = restore_latest(tmp_path, items=("state",))["state"]
+    flat0 = transfer.flatten({"params": init.params, **init.model_state})
+    flat1 = transfer.flatten({"params": end["params"], **end["model_state"]})
+    frozen = [k for k in flat1 if transfer.matches(k[1], c.freeze)]
+    assert any(k[0] == "batch_stats" for k in frozen) and any(k[0] == "params" for k in frozen)
+    for k in frozen:
+        np.testing.assert_array_equal(flat1[k], np.asarray(flat0[k]))
+    trained = [k for k in flat1 if k not in frozen]
+    assert all(not np.array_equal(flat1[k], np.asarray(flat0[k])) for k in trained if "bn" in k[1])
