@@ -18,6 +18,8 @@ import time
 GIB = 2**30
 GOAL = dict(batch=2, heads=16, head_dim=128, seqs=(4096, 16384))  # the H200 goal
 IMPLS = ("pallas", "cudnn", "xla", "reference")
+# Opt-in peer: jax's own Mosaic GPU (Hopper wgmma/TMA) attention example, to measure that route.
+EXTRA_IMPLS = ("jax_mgpu",)
 
 
 def flops(b, h, sq, sk, d, causal, backward):
@@ -34,6 +36,14 @@ def attention_fn(impl, causal):
         from dlkit.kernels import flash_attention
 
         return lambda q, k, v: flash_attention(q, k, v, causal=causal)
+    if impl == "jax_mgpu":
+        from jax.experimental.pallas.ops.gpu import attention_mgpu as mgpu
+
+        cfg = mgpu.TuningConfig(
+            block_q=64, block_kv=128, max_concurrent_steps=2, causal=causal,
+            block_q_dkv=64, block_kv_dkv=64, block_q_dq=64, block_kv_dq=64,
+        )  # fmt: skip
+        return lambda q, k, v: mgpu.attention(q, k, v, cfg)
     if impl == "reference":
         from dlkit.ops.attention import attention_reference
 
@@ -73,8 +83,8 @@ def bench_point(impl, b, h, s, d, causal, backward, args):
     import jax.numpy as jnp
 
     row = dict(impl=impl, pass_="fwd+bwd" if backward else "fwd", S=s, D=d, causal=causal)
-    if impl == "cudnn" and jax.default_backend() != "gpu":
-        return dict(row, skipped="cudnn needs a GPU")
+    if impl in ("cudnn", "jax_mgpu") and jax.default_backend() != "gpu":
+        return dict(row, skipped=f"{impl} needs a GPU")
     score_gib = b * h * s * s * 4 / GIB
     if impl in ("xla", "reference") and score_gib > args.max_score_gib:
         return dict(row, skipped=f"S x S scores {score_gib:.0f} GiB > --max-score-gib")
@@ -194,7 +204,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=GOAL["batch"])
     p.add_argument("--heads", type=int, default=GOAL["heads"])
     p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS + EXTRA_IMPLS)
     p.add_argument("--max-score-gib", type=float, default=16.0)
     p.add_argument("--min-time", type=float, default=0.3, help="seconds of timed calls per point")
     p.add_argument("--max-iters", type=int, default=50)

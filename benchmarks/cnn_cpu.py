@@ -6,7 +6,7 @@ step of each per round) so that load from other processes hits all of them alike
 the median over rounds. Prints per-step milliseconds and the ratio torch_ms / dlkit_ms (>= 1.0
 means dlkit is at least as fast). PyTorch is a benchmark-only dependency.
 
-    JAX_PLATFORMS=cpu python benchmarks/cnn_cpu.py [--rounds 40] [--batch 128]
+    JAX_PLATFORMS=cpu python benchmarks/cnn_cpu.py [--rounds 40] [--batch 128] [--threads 1]
 """
 
 import argparse
@@ -99,8 +99,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="pin to this many CPUs and use that many threads in both (0: all CPUs, defaults); "
+        "--threads 1 compares single-threaded steps, which other load slows alike",
+    )
     args = parser.parse_args()
+    if args.threads:
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
+        if args.threads == 1:  # before jax is imported
+            os.environ["XLA_FLAGS"] = (
+                os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+            )
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rng = np.random.default_rng(0)
     x = rng.random((args.batch, 28, 28, 1), np.float32)
@@ -116,7 +132,7 @@ def main():
     print(
         f"cnn train step, batch {args.batch}, 28x28x1, fp32, CPU, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), median of {args.rounds} round-robin rounds, "
-        f"{os.cpu_count()} CPUs, 1-min load average {load:.1f}"
+        f"{len(os.sched_getaffinity(0))} CPUs, 1-min load average {load:.1f}"
     )
     for name, v in ms.items():
         print(f"  {name:16s} {v:8.2f} ms/step")
@@ -124,8 +140,9 @@ def main():
     print(f"ratio torch_eager / dlkit_reference = {ms['torch_eager'] / ms['dlkit_reference']:.2f}")
     if load > 1.5:
         print(
-            "warning: other processes were using the CPUs; eager PyTorch (OpenMP) slows down far "
-            "more than XLA under contention, so these ratios flatter dlkit; rerun when idle"
+            f"warning: the CPUs were busy (load {load:.1f}): timings are unreliable; with all "
+            "threads, eager PyTorch (OpenMP) slows down far more than XLA under contention, which "
+            "flatters dlkit; rerun when idle, or compare single-threaded with --threads 1"
         )
 
 

@@ -49,7 +49,7 @@ def launch_params(dp: int, interpret: bool):
     if dp <= 64:
         return (128, 128, 4, 3), (64, 64, 4, 2)
     if dp <= 128:
-        return (128, 64, 8, 3), (64, 64, 4, 2)
+        return (128, 64, 8, 3), (64, 64, 8, 2)
     return (64, 32, 8, 2), (32, 32, 8, 1)
 
 

@@ -98,6 +98,18 @@ def _split_refs(plan, refs, n_in):
     return refs[:n_in], None, None, refs[n_in:]
 
 
+def _min(a, b):
+    """min of loop bounds: a Python int when both are (static loops stay static)."""
+    return min(a, b) if isinstance(a, int) and isinstance(b, int) else jnp.minimum(a, b)
+
+
+def _loop(lo, hi, body, carry):
+    """fori_loop over [lo, hi), emitting nothing when the bounds are static and the range empty."""
+    if isinstance(lo, int) and isinstance(hi, int) and lo >= hi:
+        return carry
+    return lax.fori_loop(lo, hi, body, carry)
+
+
 def _kv_loop_bounds(plan, i, bq, bk, *, pad_k):
     """(n_free, n_end) for query block i: blocks [0, n_free) need no mask, [.., n_end) do."""
     n_real = pl.cdiv(plan.sk, bk)
@@ -109,7 +121,7 @@ def _kv_loop_bounds(plan, i, bq, bk, *, pad_k):
     if plan.use_ids:
         n_free = 0
     elif pad_k and plan.sk % bk:
-        n_free = jnp.minimum(n_free, plan.sk // bk)
+        n_free = _min(n_free, plan.sk // bk)
     return n_free, n_end
 
 
@@ -149,8 +161,8 @@ def fwd_kernel(*refs, plan: Plan):
         jnp.full((bq,), -jnp.inf, jnp.float32),
         jnp.zeros((bq,), jnp.float32),
     )
-    carry = lax.fori_loop(0, n_free, functools.partial(body, masked=False), carry)
-    acc, m, den = lax.fori_loop(n_free, n_end, functools.partial(body, masked=True), carry)
+    carry = _loop(0, n_free, functools.partial(body, masked=False), carry)
+    acc, m, den = _loop(n_free, n_end, functools.partial(body, masked=True), carry)
     empty = den == 0.0  # only possible with id masks: no visible key -> zeros, lse2 = -inf
     o_ref[...] = (acc / jnp.where(empty, 1.0, den)[:, None]).astype(o_ref.dtype)
     lse_ref[...] = jnp.where(empty, -jnp.inf, m + jnp.log2(jnp.where(empty, 1.0, den)))
@@ -186,8 +198,8 @@ def dq_kernel(*refs, plan: Plan):
     # Padded keys need no mask here: they are zero, so ds * k adds exact zeros to dq.
     n_free, n_end = _kv_loop_bounds(plan, i, bq, bk, pad_k=False)
     dq = jnp.zeros(q.shape, jnp.float32)
-    dq = lax.fori_loop(0, n_free, functools.partial(body, masked=False), dq)
-    dq = lax.fori_loop(n_free, n_end, functools.partial(body, masked=True), dq)
+    dq = _loop(0, n_free, functools.partial(body, masked=False), dq)
+    dq = _loop(n_free, n_end, functools.partial(body, masked=True), dq)
     dq_ref[...] = (dq * plan.scale).astype(dq_ref.dtype)
 
 
@@ -224,8 +236,8 @@ def dkv_kernel(*refs, plan: Plan):
     if plan.use_ids:
         mid = n_real
     carry = (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
-    carry = lax.fori_loop(lo, mid, functools.partial(body, masked=True), carry)
-    dk, dv = lax.fori_loop(mid, n_real, functools.partial(body, masked=False), carry)
+    carry = _loop(lo, mid, functools.partial(body, masked=True), carry)
+    dk, dv = _loop(mid, n_real, functools.partial(body, masked=False), carry)
     dk_ref[...] = (dk * plan.scale).astype(dk_ref.dtype)
     dv_ref[...] = dv.astype(dv_ref.dtype)
 

@@ -100,6 +100,8 @@ def put(tree, shardings):
     """Places a pytree of whole (host-equal on every process) arrays with the given shardings."""
 
     def one(x, sharding):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x  # already placed
         value = _host(x)
         return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
 

@@ -124,13 +124,13 @@ def test_ensemble_members_equal_separately_trained_twins():
     c.batch_size = 8
     c.parallel.kind = "none"
     c.optimizer.learning_rate = 1e-2
-    k = 3
+    k = 2
     c.ensemble_size = k
     objective = objectives.get("cross_entropy")
     create = lambda cfg: mlp_state(seed=cfg.seed, dropout=0.2)  # noqa: E731
     runner = Runner.from_config(c, objective)
     ens = runner.place(ensemble_state(c, create))
-    data = [batch(seed=i) for i in range(3)]
+    data = [batch(seed=i) for i in range(2)]
     for b in data:
         ens, sums = runner.train(ens, [jax.device_get(b)])
     assert sums["loss"].shape == ()
@@ -160,7 +160,7 @@ def test_ensemble_config_trains_and_evaluates(tmp_path):
     spec.loader.exec_module(module)
     c = module.get_config()
     c.num_train_steps, c.log_every_steps, c.eval_every_steps = 4, 2, 4
-    c.checkpoint_every_steps, c.progress_bar = 4, False
+    c.checkpoint_every_steps, c.progress_bar, c.ensemble_size = 4, False, 2
     metrics = train_and_evaluate(c, tmp_path)
     assert metrics["step"] == 4 and 0.0 <= metrics["eval_accuracy"] <= 1.0
     from dlkit.train import restore_latest
