@@ -195,6 +195,49 @@ def goal_summary(rows):
     return "\n".join(out)
 
 
+# Launch candidates (block_q, block_k, warps, stages) for D=128 on GPU; the first is the default.
+FWD_CANDIDATES = [
+    (128, 64, 8, 3),
+    (128, 128, 8, 3),
+    (128, 64, 4, 3),
+    (128, 64, 8, 4),
+    (64, 64, 4, 3),
+]
+BWD_CANDIDATES = [(64, 64, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 8, 2), (32, 64, 4, 3)]
+
+
+def sweep(args):
+    """Times the pallas kernel per launch candidate (forward, then forward + backward with the
+    default forward) by swapping dlkit's `launch_params`; returns rows with a `launch` field."""
+    import importlib
+
+    import jax
+
+    fa = importlib.import_module("dlkit.kernels.flash_attention")
+    default, rows, start = fa.launch_params, [], time.time()
+    try:
+        for s in args.seqs:
+            for causal in (False, True):
+                for backward, cands in ((False, FWD_CANDIDATES), (True, BWD_CANDIDATES)):
+                    for cand in cands:
+                        if time.time() - start > args.time_budget:
+                            return rows
+                        d0 = default(128, False)
+                        pair = (d0[0], cand) if backward else (cand, d0[1])
+                        fa.launch_params = lambda dp, interpret, pair=pair: pair
+                        jax.clear_caches()  # the plan is fixed when _attention is traced
+                        d = args.head_dims[0]
+                        r = bench_point(
+                            "pallas", args.batch, args.heads, s, d, causal, backward, args
+                        )
+                        rows.append(dict(r, launch=list(cand)))
+                        print(json.dumps(rows[-1]), flush=True)
+    finally:
+        fa.launch_params = default
+        jax.clear_caches()
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny shapes (CPU, interpret mode)")
@@ -211,7 +254,24 @@ def main(argv=None):
     p.add_argument("--time-budget", type=float, default=1e9, help="seconds; later points skip")
     p.add_argument("--json")
     p.add_argument("--markdown")
+    p.add_argument("--sweep", action="store_true", help="pallas launch candidates (GPU tuning)")
     args = p.parse_args(argv)
+    if args.sweep:
+        if args.smoke:
+            args.seqs, args.head_dims, args.batch, args.heads = [40], [32], 1, 2
+            args.min_time, args.max_iters = 0.0, 1
+        rows = sweep(args)
+        best = {}
+        for r in rows:
+            k = (r["S"], r["causal"], r["pass_"])
+            if "ms" in r and (k not in best or r["ms"] < best[k]["ms"]):
+                best[k] = r
+        for k, r in sorted(best.items()):
+            print(f"best S={k[0]} causal={k[1]} {k[2]}: launch {r['launch']} {r['ms']:.3f} ms")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return 0
     if args.check:
         from dlkit.kernels.flash_check import run_checks
 

@@ -20,7 +20,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+        logging.set_verbosity(logging.ERROR)  # Orbax warns about metadata on every restore
     from dlkit.errors import ConfigError
     from dlkit.nn.sampling import generate_text, load_from_workdir
 

@@ -149,11 +149,12 @@ def run_all(root, *, smoke: bool, pretrain_steps: int, steps: int, eval_every: i
     return {"pretrain": pre, "curves": curves}
 
 
-def text_config(kind: str, smoke: bool, corpus: str, steps: int, eval_every: int, vectors):
+def text_config(kind: str, smoke: bool, corpus: str, steps: int, eval_every: int, vectors, seed=0):
     """A char_lstm on `corpus` whose embedding starts from `vectors` (word2vec) or at random."""
     from dlkit.train.config import default_config
 
     c = default_config()
+    c.seed = seed
     c.model.name = "char_lstm"
     c.model.num_layers = 1
     c.model.hidden_size, c.model.embed_dim = (16, 8) if smoke else (128, 32)
@@ -201,33 +202,40 @@ def char_vectors(config, root, *, features: int, steps: int) -> pathlib.Path:
     return out / "vectors.npz"
 
 
-def run_text(root, *, smoke: bool, corpus: str, steps: int, eval_every: int, w2v_steps: int):
-    """Char vectors, then the two LM runs: {kind: {step: held-out loss}}."""
+def run_text(root, *, smoke, corpus, steps, eval_every, w2v_steps, seeds):
+    """Char vectors, then the two LM runs per seed: {kind: [{step: held-out loss}, ...]}."""
     from dlkit.train import train_and_evaluate
 
     root = pathlib.Path(root)
     base = text_config("random", smoke, corpus, steps, eval_every, None)
     vectors = char_vectors(base, root, features=base.model.embed_dim, steps=w2v_steps)
-    curves = {}
-    for kind in TEXT_RUNS:
-        train_and_evaluate(
-            text_config(kind, smoke, corpus, steps, eval_every, vectors), root / kind
-        )
-        curves[kind] = eval_curve(root / kind, "eval_loss")
+    curves = {kind: [] for kind in TEXT_RUNS}
+    for seed in range(seeds):
+        for kind in TEXT_RUNS:
+            cfg = text_config(kind, smoke, corpus, steps, eval_every, vectors, seed)
+            train_and_evaluate(cfg, root / f"{kind}_s{seed}")
+            curves[kind].append(eval_curve(root / f"{kind}_s{seed}", "eval_loss"))
     return curves
 
 
 def text_main(root, smoke: bool):
-    curves = run_text(
+    runs = run_text(
         root,
+        seeds=1 if smoke else _SEEDS.value,
         smoke=smoke,
         corpus="pydoc" if smoke else _CORPUS.value,
         steps=12 if smoke else _STEPS.value,
         eval_every=4 if smoke else _EVAL_EVERY.value,
         w2v_steps=10 if smoke else _W2V_STEPS.value,
     )
-    print(f"char_lstm on {_CORPUS.value}: held-out loss (nats/char), embedding start:")
+    curves = mean_curves(runs)
+    n = len(runs["random"])
+    print(f"char_lstm on {_CORPUS.value}, held-out loss (nats/char, mean of {n} seeds) by start:")
     print(table(curves, "{:.4f}"))
+    print(
+        "last step, per seed: "
+        + "; ".join(f"{k}: " + ", ".join(f"{r[max(r)]:.4f}" for r in rs) for k, rs in runs.items())
+    )
     png = plot(pathlib.Path(root) / "transfer_text.png", curves, "char LM", "held-out loss")
     print(f"plot: {png}")
 

@@ -72,7 +72,6 @@ def make_plan(q, k, *, causal, scale, block_q, block_k, interpret, use_ids, sani
         sk=sk,
         sq_pad=-(-sq // max(bq, bqb)) * max(bq, bqb),
         sk_pad=-(-sk // max(bk, bkb)) * max(bk, bkb),
-        heads=h,
         groups=h // hkv,
         block_q=bq,
         block_k=bk,

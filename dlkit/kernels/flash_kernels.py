@@ -31,7 +31,6 @@ class Plan:
     sk: int
     sq_pad: int
     sk_pad: int
-    heads: int
     groups: int  # query heads per kv head
     block_q: int
     block_k: int

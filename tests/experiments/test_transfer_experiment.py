@@ -48,5 +48,5 @@ def test_text_smoke_word2vec_start_vs_random(tmp_path):
     assert "| step | word2vec | random |" in out.stdout
     assert "init_vectors" in out.stdout and (tmp_path / "transfer_text.png").is_file()
     w2v = np.load(tmp_path / "char_vectors" / "vectors.npz")
-    start = restore_latest(tmp_path / "word2vec", items=("state",))["state"]["params"]
+    start = restore_latest(tmp_path / "word2vec_s0", items=("state",))["state"]["params"]
     assert start["embed"]["embedding"].shape == w2v["vectors"].shape

@@ -267,3 +267,34 @@ def test_forward_and_backward_blocks_may_differ(monkeypatch):
     seg = (_segments(1, 35, 2, 3), _segments(1, 50, 2, 4))
     _check(q, k, v, ct, {"segment_ids": seg}, causal=True)
     _check(q[:, :, :, :16], k[:, :35, :, :16], v[:, :35, :, :16], ct[..., :16], causal=True)
+
+
+LOWERINGS = {  # name: (B, Sq, Sk, H, Hkv, D, dtype, causal, segment ids, kv_lengths)
+    "goal_bf16_causal": (2, 4096, 4096, 16, 16, 128, jnp.bfloat16, True, False, False),
+    "goal_bf16": (2, 16384, 16384, 16, 16, 128, jnp.bfloat16, False, False, False),
+    "d64_fp16_gqa": (2, 1000, 1000, 8, 2, 64, jnp.float16, True, False, True),
+    "d72_fp32_masks": (1, 113, 200, 4, 1, 72, jnp.float32, True, True, True),
+    "d256_len1": (1, 1, 1, 2, 2, 256, jnp.bfloat16, False, True, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOWERINGS))
+def test_gpu_path_lowers_to_triton(name):
+    # Cross-platform lowering runs the Pallas Triton lowering rules here, without a GPU: block
+    # shapes, primitives and launch parameters of all three kernels must be accepted.
+    b, sq, sk, h, hkv, d, dtype, causal, seg, lengths = LOWERINGS[name]
+    q, kv = jax.ShapeDtypeStruct((b, sq, h, d), dtype), jax.ShapeDtypeStruct((b, sk, hkv, d), dtype)
+    ids = (jax.ShapeDtypeStruct((b, sq), jnp.int32), jax.ShapeDtypeStruct((b, sk), jnp.int32))
+    lens = jax.ShapeDtypeStruct((b,), jnp.int32)
+
+    def grads(q, k, v, ids, lens):
+        kw = dict(segment_ids=ids if seg else None, kv_lengths=lens if lengths else None)
+        fn = lambda q, k, v: flash_attention(q, k, v, causal=causal, interpret=False, **kw)  # noqa: E731
+        out, vjp = jax.vjp(fn, q, k, v)
+        return vjp(out)
+
+    lowered = jax.jit(grads).trace(q, kv, kv, ids, lens).lower(lowering_platforms=("cuda",))
+    text = lowered.as_text()
+    assert text.count("custom_call @__gpu$xla.gpu.triton(") == 3, "fwd, dq, dk/dv"
+    for kernel in ("dlkit_flash_fwd", "dlkit_flash_dq", "dlkit_flash_dkv"):
+        assert kernel in text

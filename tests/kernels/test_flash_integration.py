@@ -62,3 +62,5 @@ def test_gpu_check_script_smoke(tmp_path):
     assert pallas and all(r["ms"] > 0 and r["tflops"] > 0 for r in pallas)
     assert {r["pass_"] for r in pallas} == {"fwd", "fwd+bwd"}
     assert "| S | D | causal | pass |" in (tmp_path / "attention.md").read_text()
+    sweep = json.loads((tmp_path / "attention_sweep.json").read_text())
+    assert sweep and all(r["launch"] and r["ms"] > 0 for r in sweep)

@@ -70,8 +70,11 @@ def test_lm_is_causal_and_packs_segments():
 
 
 def test_tied_embeddings_drop_the_head():
-    untied = lm()[1]["params"]
-    tied = lm(tie_embeddings=True)[1]["params"]
+    def params(**kw):
+        model = TransformerLM(num_classes=V, embed_dim=16, num_heads=4, **kw)
+        return jax.eval_shape(model.init, jax.random.key(0), tokens(1, 4))["params"]
+
+    untied, tied = params(), params(tie_embeddings=True)
     assert "head" in untied and "head" not in tied
     count = lambda p: sum(x.size for x in jax.tree.leaves(p))  # noqa: E731
     assert count(untied) - count(tied) == 16 * V + V
@@ -139,20 +142,22 @@ def test_positional_encodings():
     dots = [float(jnp.sum(rot(q, m) * rot(k, m - 3))) for m in (3, 7, 20)]
     np.testing.assert_allclose(dots, dots[0], rtol=1e-4)  # depends on m - n only
     np.testing.assert_allclose(float(jnp.linalg.norm(rot(q, 5))), float(jnp.linalg.norm(q)), 1e-5)
+    model, variables = lm()
     with pytest.raises(ValueError, match="max_len"):
-        lm()[0].apply(lm()[1], tokens(1, 17))
+        jax.eval_shape(model.apply, variables, tokens(1, 17))
 
 
 def test_classifier_on_padded_tokens_and_images():
     clf = TransformerClassifier(num_classes=3, vocab_size=V, pad_id=0, embed_dim=16, num_heads=2)
     x = jnp.asarray([[3, 4, 5, 0, 0], [6, 7, 0, 0, 0]], jnp.int32)
-    variables = clf.init(jax.random.key(0), x)
-    out = clf.apply(variables, x)
+    variables = jax.jit(clf.init)(jax.random.key(0), x)
+    out = jax.jit(clf.apply)(variables, x)
     assert out.shape == (2, 3)
-    np.testing.assert_allclose(np.asarray(clf.apply(variables, x[:, :3])), np.asarray(out), 1e-5)
+    np.testing.assert_allclose(np.asarray(jax.jit(clf.apply)(variables, x[:, :3])), out, 1e-5)
     img = dlkit.models.get("transformer_classifier", num_classes=10, embed_dim=16, num_heads=2)
-    images = jnp.ones((2, 8, 8, 1))
-    assert img.apply(img.init(jax.random.key(0), images), images).shape == (2, 10)
+    images = jnp.ones((2, 8, 8, 1))  # rows as tokens; trained on digits in test_transformer_train
+    shape = jax.eval_shape(lambda x: img.apply(img.init(jax.random.key(0), x), x), images)
+    assert shape.shape == (2, 10)
     with pytest.raises(dlkit.ConfigError, match="vocab_size"):
         TransformerClassifier(num_classes=3).init(jax.random.key(0), x)
 
