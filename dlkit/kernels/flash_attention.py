@@ -29,7 +29,9 @@ def check_inputs(q, k, v, block_q, block_k) -> None:
     """Fails fast, naming the shapes, on rank/layout/dtype/head-count/block-size errors."""
     check_qkv(q, k, v)
     if q.dtype not in DTYPES:
-        raise ValueError(f"flash_attention: dtype {q.dtype} of q {q.shape} not in float32/16, bf16")
+        raise ValueError(
+            f"flash_attention: dtype {q.dtype} of q {q.shape} must be float32, float16 or bfloat16"
+        )
     if q.shape[1] < 1 or k.shape[1] < 1:
         raise ValueError(f"flash_attention: empty sequence: q {q.shape}, k {k.shape}")
     if q.shape[3] > MAX_HEAD_DIM:
