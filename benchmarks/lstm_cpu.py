@@ -7,12 +7,15 @@ in one matmul, a hand-written backward pass: dlkit.ops.recurrent.lstm_sequence),
 same model differentiated by JAX through lax.scan, "flax_nn_rnn" flax's own
 nn.RNN(OptimizedLSTMCell) stack (the issue's 0.6x baseline). The steps are timed round-robin
 (one step of each per round) so load from other processes hits all alike; each figure is the
-median over rounds. Prints ms/step and torch_ms / other_ms (>= 1.0: at least as fast as PyTorch).
+median over rounds. Prints wall and process-CPU ms/step and torch_ms / other_ms (>= 1.0: at least
+as fast as PyTorch). On a loaded machine PyTorch's OpenMP threads degrade badly (spin-waiting
+for a core); `--threads 1` compares single-threaded steps, where CPU time is load-independent.
 
-    JAX_PLATFORMS=cpu python benchmarks/lstm_cpu.py [--rounds 30]
+    JAX_PLATFORMS=cpu python benchmarks/lstm_cpu.py [--rounds 30] [--threads 1]
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -101,31 +104,45 @@ def torch_step(x: np.ndarray, y: np.ndarray):
         loss = nn.functional.cross_entropy(net(xb).reshape(-1, V), yb.reshape(-1))
         loss.backward()
         opt.step()
-        float(loss)
+        float(loss.detach())
 
     return run
 
 
 def time_round_robin(steps: dict, rounds: int, warmup: int = 3) -> dict:
-    """Median seconds per call of each closure, calling them in turn `rounds` times."""
+    """Median (wall, process CPU) seconds per call of each closure, in turn `rounds` times."""
     for run in steps.values():
         for _ in range(warmup):
             run()
     times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, run in steps.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             run()
-            times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(ts)) for name, ts in times.items()}
+            times[name].append((time.perf_counter() - t, time.process_time() - c))
+    return {name: tuple(np.median(np.array(ts), axis=0)) for name, ts in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--no_flax", action="store_true", help="skip the nn.RNN baseline")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="1: PyTorch and XLA single-threaded (robust on a loaded machine); 0: their defaults",
+    )
     args = parser.parse_args()
+    if args.threads == 1:  # must precede the first jax import
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        )
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from dlkit import models
 
@@ -140,15 +157,24 @@ def main():
     }
     if not args.no_flax:
         steps["flax_nn_rnn"] = jax_step(flax_rnn_model(), x, y)
-    ms = {k: 1e3 * v for k, v in time_round_robin(steps, args.rounds).items()}
+    timed = time_round_robin(steps, args.rounds)
+    wall = {k: 1e3 * v[0] for k, v in timed.items()}
+    cpu = {k: 1e3 * v[1] for k, v in timed.items()}
     print(
         f"char_lstm train step: {LAYERS} layers x {H} units, batch {B} x {T} chars, fp32, CPU, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"median of {args.rounds} round-robin rounds"
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), XLA threads "
+        f"{'1' if args.threads == 1 else 'default'}, median of {args.rounds} round-robin rounds"
     )
-    for name, v in ms.items():
-        print(f"  {name:14s} {v:8.1f} ms/step   torch/this = {ms['torch_nn_lstm'] / v:.2f}")
-    print(f"ratio torch_nn_lstm / dlkit_fused = {ms['torch_nn_lstm'] / ms['dlkit_fused']:.2f}")
+    for name in steps:
+        print(
+            f"  {name:14s} wall {wall[name]:8.1f} ms/step "
+            f"(torch/this {wall['torch_nn_lstm'] / wall[name]:.2f})   "
+            f"cpu {cpu[name]:8.1f} ms/step (torch/this {cpu['torch_nn_lstm'] / cpu[name]:.2f})"
+        )
+    print(
+        "ratio torch_nn_lstm / dlkit_fused = "
+        f"{wall['torch_nn_lstm'] / wall['dlkit_fused']:.2f} (wall)"
+    )
 
 
 if __name__ == "__main__":

@@ -25,15 +25,16 @@ def _pair(v) -> tuple[int, int]:
 
 
 def explicit_padding(padding, kernel, stride=1, size=None) -> tuple[tuple[int, int], ...]:
-    """ "SAME" / "VALID" / int / ((lo, hi), (lo, hi)) -> ((lo, hi), (lo, hi)) for H and W."""
+    """Padding as ((lo, hi), (lo, hi)) for H and W from SAME, VALID, an int or explicit pairs."""
     kh, kw = _pair(kernel)
     if padding == "VALID":
         return ((0, 0), (0, 0))
-    if padding == "SAME":
-        if size is None or _pair(stride) != (1, 1):
-            pads = lax.padtype_to_pads(size, (kh, kw), _pair(stride), "SAME")
-            return tuple(tuple(p) for p in pads)
-        return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in (kh, kw))
+    if padding == "SAME":  # lax: total = max((ceil(n/s) - 1) s + k - n, 0), lo = total // 2
+        if _pair(stride) == (1, 1):
+            return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in (kh, kw))
+        if size is None:
+            raise ValueError("SAME padding with a stride > 1 needs the input size (H, W)")
+        return tuple(tuple(p) for p in lax.padtype_to_pads(size, (kh, kw), _pair(stride), "SAME"))
     if isinstance(padding, int):
         return ((padding, padding), (padding, padding))
     return tuple(_pair(p) for p in padding)
