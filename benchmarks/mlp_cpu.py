@@ -7,7 +7,8 @@ steps, K jitted dlkit steps (one dispatch each) and one fused dlkit call of K st
 other processes hits all alike; figures are medians over rounds, per step. Prints the ratios
 torch / dlkit (> 1 means dlkit is faster).
 
-    JAX_PLATFORMS=cpu python benchmarks/mlp_cpu.py [--rounds 30] [--k 50] [--batch 64]
+    JAX_PLATFORMS=cpu python benchmarks/mlp_cpu.py [--rounds 30] [--k 50] [--batch 64] \
+        [--hidden 128,64] [--torch_threads 0]
 """
 
 import argparse
@@ -96,8 +97,12 @@ def main():
     parser.add_argument("--k", type=int, default=50, help="steps per call (steps_per_call)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--hidden", type=str, default="128,64")
+    parser.add_argument("--torch_threads", type=int, default=0, help="0: PyTorch's default")
     args = parser.parse_args()
     import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     hidden = tuple(int(h) for h in args.hidden.split(","))
     rng = np.random.default_rng(0)

@@ -74,8 +74,8 @@ def _digits_builder_class():
 
 def digits_sources(data_dir: str) -> dict:
     """Prepares (once, offline) and opens the digits TFDS data sources under data_dir."""
-    builder = _digits_builder_class()(data_dir=data_dir, file_format="array_record")
-    with _file_lock(pathlib.Path(data_dir) / ".dlkit_digits.lock"):
+    with _file_lock(pathlib.Path(data_dir) / ".dlkit_digits.lock"):  # one preparer at a time
+        builder = _digits_builder_class()(data_dir=data_dir, file_format="array_record")
         builder.download_and_prepare()
     return builder.as_data_source()
 

@@ -84,12 +84,12 @@ def summary(model: nn.Module, input_shape, dtype=jnp.float32, **call_kwargs) -> 
         if children or context.module.parent is None or not hasattr(y, "shape"):
             return y
         window = _window(context.module)
-        if window is not None:
+        if window is not None and r is not None:
             r, j = r + (window[0] - 1) * j, j * window[1]
         elif isinstance(context.module, nn.Dense) and inp.ndim == 2:
             r = None
         keep.append(y)
-        known[id(y)] = state["last"] = (r, j) if r is not None else state["last"]
+        known[id(y)] = state["last"] = (r, j)  # r None: every later layer sees the whole input
         params = context.module.variables.get("params", {})
         kernel = params.get("kernel") if hasattr(params, "get") else None
         rows.append(

@@ -30,7 +30,7 @@ def _check_mask(mask, b: int, h: int, sq: int, sk: int):
         raise ValueError(
             f"attention: mask {mask.shape} does not broadcast to (B, H, Sq, Sk) = {(b, h, sq, sk)}"
         )
-    return jnp.broadcast_to(mask, (mb, mh, sq, sk))
+    return jnp.broadcast_to(mask, (mb, mh, mq, sk))  # a (.., 1, Sk) key mask stays linear
 
 
 def _block_mask(j, aux, *, causal: bool, block: int, sk: int, sq: int, hkv: int):
@@ -46,9 +46,9 @@ def _block_mask(j, aux, *, causal: bool, block: int, sk: int, sq: int, hkv: int)
     if kv_lengths is not None:
         vis = vis & (kpos[None, :] < kv_lengths[:, None])[:, None, None, None, :]
     if mask is not None:
-        m = jax.lax.dynamic_slice_in_dim(mask, j * block, block, axis=3)  # (mb, mh, Sq, block)
-        mb, mh = m.shape[:2]
-        m = m[:, :, None] if mh == 1 else m.reshape(mb, hkv, mh // hkv, sq, block)
+        m = jax.lax.dynamic_slice_in_dim(mask, j * block, block, axis=3)  # (mb, mh, mq, block)
+        mb, mh, mq = m.shape[:3]
+        m = m[:, :, None] if mh == 1 else m.reshape(mb, hkv, mh // hkv, mq, block)
         vis = vis & m
     return vis
 

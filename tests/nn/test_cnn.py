@@ -20,10 +20,10 @@ def n_params(tree) -> int:
 def test_cnn_shapes_and_parameter_count():
     model = models.get("cnn", num_classes=10)
     x = jnp.zeros((2, 28, 28, 1))
-    v = model.init(jax.random.key(0), x)
+    v = jax.eval_shape(model.init, jax.random.key(0), x)
     # conv 3*3*1*32+32, conv 3*3*32*64+64, dense 7*7*64*256+256, dense 256*10+10
     assert n_params(v["params"]) == 320 + 18_496 + 803_072 + 2_570 == 824_458
-    assert model.apply(v, x).shape == (2, 10)
+    assert jax.eval_shape(model.apply, v, x).shape == (2, 10)
     assert set(v) == {"params"}
 
 
@@ -113,3 +113,17 @@ def test_bad_settings_raise_config_errors():
         CNN(pool="median").init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
     with pytest.raises(ValueError, match=r"images \(B, H, W, C\), got \(8, 8\)"):
         CNN().init(jax.random.key(0), jnp.zeros((8, 8)))
+
+
+def test_summary_of_alexnet_and_resnet18_receptive_fields():
+    s = dlkit.nn.summary(models.get("alexnet", num_classes=1000), (224, 224, 3))
+    rf = {r.name: r.receptive_field for r in s.rows}
+    assert (rf["conv_0"], rf["pool_0"], rf["pool_4"]) == (11, 19, 195)  # the published values
+    assert rf["Dropout_1"] is None and rf["head"] is None  # after a dense layer: everything
+    assert s.total_params == 61_100_840
+    rows = dlkit.nn.summary(models.get("resnet18", num_classes=10), (224, 224, 3)).rows
+    last_conv = [r for r in rows if r.kind == "Conv2D"][-1]
+    assert (last_conv.name, last_conv.receptive_field) == ("stage_3_block_1/conv_1", 435)
+    # the 1x1 projection shortcut (stride 2) sees what its block's input sees: no double stride
+    short = next(r for r in rows if r.name == "stage_1_block_0/conv_short")
+    assert short.receptive_field == 43

@@ -7,9 +7,15 @@ import optax
 import pytest
 
 import dlkit
+from dlkit.data.tokenizers import build_tokenizer
 from dlkit.nn.attention import MultiHeadAttention
 from dlkit.nn.positional import apply_rotary, sinusoidal_table
-from dlkit.nn.transformer import TransformerClassifier, TransformerLM, contextual_embeddings
+from dlkit.nn.transformer import (
+    TransformerClassifier,
+    TransformerLM,
+    contextual_embeddings,
+    probe_sentence,
+)
 
 V = 13
 
@@ -174,6 +180,13 @@ def test_probe_gives_contextual_vectors():
     assert float(jnp.abs(final[0, 1:] - final[1, 1:]).min()) > 1e-4  # contextual
     registered = dlkit.models.get("transformer_lm", num_classes=V, embed_dim=16, num_heads=4)
     assert isinstance(registered, TransformerLM)
+    tok = build_tokenizer("the bank, of a river", "char")  # 11 symbols < V
+    chars, per_char = probe_sentence(model, variables, tok, "a bank, a river")
+    assert len(chars) == 15 and per_char.shape == (15, 16)
+    words, per_word = probe_sentence(model, variables, tok, "a bank, a river", pool="last")
+    assert words == ["a", "bank", ",", "a", "river"] and per_word.shape == (5, 16)
+    np.testing.assert_allclose(per_word[1], per_char[5], rtol=1e-6)  # "k" ends "bank"
+    np.testing.assert_allclose(per_word[4], per_char[14], rtol=1e-6)
 
 
 def test_greedy_sampling_matches_full_forward_argmax():

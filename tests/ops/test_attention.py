@@ -151,9 +151,13 @@ def test_reference_weights_rows_sum_to_one_and_respect_causal():
 
 @pytest.mark.parametrize("block_k", [3, 64])
 def test_chunked_block_sizes_agree(block_k):
-    q, k, v = qkv(1, 6, 11, 2, 2, 4)
-    want = attention_reference(q, k, v, causal=True)
-    assert_close(chunked_attention(q, k, v, causal=True, block_k=block_k), want, 1e-5)
+    q, k, v = qkv(2, 6, 11, 2, 2, 4)
+    key_mask = jnp.asarray(
+        np.random.default_rng(2).random((2, 1, 1, 11)) > 0.4
+    )  # stays (.., 1, Sk)
+    want = attention_reference(q, k, v, causal=True, mask=key_mask)
+    got = chunked_attention(q, k, v, causal=True, mask=key_mask, block_k=block_k)
+    assert_close(got, want, 1e-5)
 
 
 def test_chunked_memory_grows_linearly():
