@@ -114,10 +114,10 @@ def test_lm_trains_with_chunked_attention():
 
     params, opt = variables["params"], tx.init(variables["params"])
     losses = []
-    for i in range(30):
+    for i in range(20):
         params, opt, value = step(params, opt, jax.random.key(i))
         losses.append(float(value))
-    assert losses[-1] < 0.3 * losses[0], losses
+    assert losses[-1] < 0.5 * losses[0], losses
 
 
 def test_mha_cross_attention_shapes_and_weights():
