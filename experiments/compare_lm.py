@@ -1,6 +1,6 @@
 """Language models at equal wall-clock: held-out loss of each config after the same training time.
 
-  python experiments/compare_lm.py --budget_seconds=300 \
+  python experiments/compare_lm.py --budget_seconds=300 --set=model.dropout_rate=0.0 \
       --configs=transformer_lm_shakespeare,char_lstm_pydoc --workdir=workdirs/compare_lm
 
 Every config trains on the first config's data section (same corpus, windows and held-out split).

@@ -25,10 +25,10 @@ def get_config():
     c.data.eval_context = 128  # held-out windows: 128 warm-up characters, then the scored ones
     c.batch_size = 32
     c.eval_batch_size = 128
-    c.num_train_steps = 1000
+    c.num_train_steps = 2500
     c.log_every_steps = 50
-    c.eval_every_steps = 250
-    c.checkpoint_every_steps = 250
+    c.eval_every_steps = 500
+    c.checkpoint_every_steps = 500
     c.optimizer.name = "adam"
     c.optimizer.learning_rate = 1e-2
     c.optimizer.schedule = "warmup_cosine"
