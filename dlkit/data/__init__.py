@@ -8,7 +8,11 @@ from dlkit.data.dataset import ArraySource, Dataset, shared_data_dir, tfds_data_
 from dlkit.data.pipeline import eval_batches, pad_batch, stack_examples, train_iterator
 from dlkit.errors import ConfigError
 
-_DATASET_MODULES = ("dlkit.data.images", "dlkit.data.vision", "dlkit.data.text",)
+_DATASET_MODULES = (
+    "dlkit.data.images",
+    "dlkit.data.vision",
+    "dlkit.data.text",
+)
 
 
 @functools.cache

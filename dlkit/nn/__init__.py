@@ -3,9 +3,9 @@
 from dlkit.nn.attention import MultiHeadAttention
 from dlkit.nn.mlp import MLP, LinearClassifier
 from dlkit.nn.recurrent import GRU, LSTM, GRUCell, LSTMCell, Recurrent, SimpleRNN, SimpleRNNCell
-from dlkit.nn.word2vec import Word2Vec
 from dlkit.nn.summary import conv_vs_dense, parameter_sharing, summary
 from dlkit.nn.transformer import TransformerBlock, TransformerClassifier, TransformerLM
+from dlkit.nn.word2vec import Word2Vec
 
 __all__ = ["MLP", "LinearClassifier"]
 __all__ += ["Word2Vec"]

@@ -5,8 +5,6 @@ from dlkit.ops.attention import attention_mask, attention_reference, dot_product
 from dlkit.ops.chunked_attention import chunked_attention  # noqa: F401
 from dlkit.ops.conv import adaptive_avg_pool, conv2d, max_pool2d
 from dlkit.ops.linear import linear
-from dlkit.ops.recurrent import gru_step, lstm_sequence, lstm_step, rnn_step, scan_steps
-from dlkit.ops.word2vec import analogy, cosine_similarity, nearest_neighbours
 from dlkit.ops.losses import (
     accuracy,
     cross_entropy,
@@ -22,12 +20,31 @@ from dlkit.ops.pooling import (
     pool_output_size,
     receptive_field,
 )
+from dlkit.ops.recurrent import gru_step, lstm_sequence, lstm_step, rnn_step, scan_steps
+from dlkit.ops.word2vec import analogy, cosine_similarity, nearest_neighbours
 
 __all__ = [
-    "accuracy", "attention_mask", "attention_reference", "avg_pool", "conv_output_size",
-    "cross_entropy", "cross_entropy_from_probs", "cross_entropy_per_example",
-    "dot_product_attention", "gelu", "get_activation", "identity", "linear", "log_softmax",
-    "max_pool", "pool_output_size", "receptive_field", "relu", "sigmoid", "softmax", "tanh",
+    "accuracy",
+    "attention_mask",
+    "attention_reference",
+    "avg_pool",
+    "conv_output_size",
+    "cross_entropy",
+    "cross_entropy_from_probs",
+    "cross_entropy_per_example",
+    "dot_product_attention",
+    "gelu",
+    "get_activation",
+    "identity",
+    "linear",
+    "log_softmax",
+    "max_pool",
+    "pool_output_size",
+    "receptive_field",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "tanh",
 ]
 __all__ += ["adaptive_avg_pool", "conv2d", "max_pool2d"]
 __all__ += ["analogy", "cosine_similarity", "nearest_neighbours"]

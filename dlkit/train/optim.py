@@ -27,7 +27,8 @@ def _rule(name: str, lr, cfg) -> optax.GradientTransformation:
         "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
         "adam": lambda: optax.adam(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999)),
         "adamw": lambda: optax.adamw(lr, weight_decay=cfg.get("weight_decay", 1e-4)),
-        "sgd_scratch": lambda: scratch.sgd(lr), "adam_scratch": lambda: scratch.adam(lr),
+        "sgd_scratch": lambda: scratch.sgd(lr),
+        "adam_scratch": lambda: scratch.adam(lr),
     }
     if name not in rules:
         raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(rules)}")

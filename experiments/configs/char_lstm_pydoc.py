@@ -25,8 +25,8 @@ def get_config():
     c.eval_every_steps = 500
     c.checkpoint_every_steps = 500
     c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-2
+    c.optimizer.learning_rate = 3e-3
     c.optimizer.schedule = "warmup_cosine"
-    c.optimizer.warmup_steps = 20
+    c.optimizer.warmup_steps = 100
     c.optimizer.grad_clip_norm = 1.0
     return c
