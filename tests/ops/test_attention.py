@@ -121,7 +121,7 @@ def test_backend_matches_reference_bf16(backend):
     )
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         assert g.dtype == jnp.bfloat16
-        assert_close(g, w, 4 * TOL[jnp.bfloat16])  # bf16 inputs *and* outputs: two roundings
+        assert_close(g, w, TOL[jnp.bfloat16])  # the spec: bf16 within 2e-2 (seen: <= 5e-3)
 
 
 @pytest.mark.parametrize("backend", ["reference", *BACKENDS])
@@ -221,4 +221,4 @@ def test_cudnn_matches_reference_on_gpu():
     want = attention_reference(
         *(x.astype(jnp.float32) for x in (q, k, v)), causal=True, kv_lengths=lengths
     )
-    assert_close(got, want, 4 * TOL[jnp.bfloat16])
+    assert_close(got, want, TOL[jnp.bfloat16])
