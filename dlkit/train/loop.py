@@ -56,7 +56,7 @@ def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -
     objective = objectives.get(config.loss)
     runner = Runner.from_config(config, objective)  # devices, hosts, step options
     state = runner.place(ensemble_state(config, lambda c: create_state(c, dataset, model)))
-    train_fn, eval_fn, procs = runner, runner.eval, jax.process_count()
+    procs = jax.process_count()
     train_it = data.train_iterator(
         dataset,
         config.batch_size // procs,
@@ -75,8 +75,7 @@ def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -
             state,
             start,
             window,
-            train_fn,
-            eval_fn,
+            runner,
             train_it,
             ckpt,
             writer,
@@ -102,7 +101,7 @@ def _restore(ckpt, config, state, train_it, writer):
     return state.from_checkpoint_tree(tree), latest, window
 
 
-def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckpt, writer, stop):
+def _run(config, dataset, state, start, window, runner, train_it, ckpt, writer, stop):
     total = config.num_train_steps
     last = total if stop is None else min(stop, total)
     eval_data = data.eval_batches(dataset, config.eval_batch_size)
@@ -111,7 +110,7 @@ def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckp
     step = start
     while step < last:  # steps_per_call steps per dispatch, cut at every log/eval/save step
         k = steps_this_call(config, step, last)
-        state, sums = train_fn.train(state, [next(train_it) for _ in range(k)])
+        state, sums = runner.train(state, [next(train_it) for _ in range(k)])
         step += k
         window = sums if not window else jax.tree.map(jnp.add, window, sums)
         progress.update(step)
@@ -122,7 +121,7 @@ def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckp
             writer.write(step, {**train, "steps_per_sec": progress.rate(step)})
             final, window = {**final, **train}, {}
         if _due(step, config.eval_every_steps, total):
-            final = {**final, **_eval(eval_fn, state, eval_data, writer, step)}
+            final = {**final, **_eval(runner.eval, state, eval_data, writer, step)}
         if _due(step, config.checkpoint_every_steps, total) or step == last:
             data_state = {
                 "iterator": train_it.get_state(),
@@ -130,7 +129,7 @@ def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckp
             }
             ckpt.save(
                 step,
-                train_fn.canonical(state).checkpoint_tree(),
+                runner.canonical(state).checkpoint_tree(),
                 data_state,
                 config,
                 dataset.assets,
@@ -138,7 +137,7 @@ def _run(config, dataset, state, start, window, train_fn, eval_fn, train_it, ckp
             saved = step
     progress.close()
     if start >= total:  # already finished: report, write nothing
-        final = _eval(eval_fn, state, eval_data, writer, None)
+        final = _eval(runner.eval, state, eval_data, writer, None)
     end = max(start, last)
     _say(f"{'Finished' if end >= total else 'Stopped'} at step {end}; last checkpoint step {saved}")
     return {"step": end, **final}
