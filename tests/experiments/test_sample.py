@@ -15,10 +15,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def smoke_config():
     sys.path.insert(0, str(ROOT / "experiments" / "configs"))
     try:
-        import char_gru_smoke
+        import char_smoke
     finally:
         sys.path.pop(0)
-    c = char_gru_smoke.get_config()
+    c = char_smoke.get_config("gru")
     c.num_train_steps = 10
     return c
 

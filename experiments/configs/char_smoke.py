@@ -1,13 +1,19 @@
-"""Smoke test: a tiny char_gru on pydoc topics for a few steps (seconds on a CPU)."""
+"""Smoke test: a tiny character LM on pydoc topics for a few steps (seconds on a CPU).
+
+The cell is the config argument: `--config=experiments/configs/char_smoke.py:gru` (lstm, gru, rnn).
+"""
 
 from ml_collections import config_dict
 
+from dlkit.errors import ConfigError
 from dlkit.train.config import default_config
 
 
-def get_config():
+def get_config(cell: str = "lstm"):
+    if cell not in ("lstm", "gru", "rnn"):
+        raise ConfigError(f"char_smoke.py takes lstm, gru or rnn after ':', got {cell!r}")
     c = default_config()
-    c.model.name = "char_gru"
+    c.model.name = f"char_{cell}"
     c.model.hidden_size = 32
     c.model.num_layers = 2
     c.model.embed_dim = 16
