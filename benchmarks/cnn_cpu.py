@@ -11,9 +11,9 @@ means dlkit is at least as fast). PyTorch is a benchmark-only dependency.
 
 import argparse
 import os
-import time
 
 import numpy as np
+from timing import time_round_robin  # benchmarks/timing.py (run as scripts)
 
 
 def dlkit_step(impl: str, x: np.ndarray, y: np.ndarray):
@@ -81,20 +81,6 @@ def torch_step(x: np.ndarray, y: np.ndarray):
     return run
 
 
-def time_round_robin(steps: dict, rounds: int, warmup: int = 3) -> dict:
-    """Median seconds per call of each closure, calling them in turn `rounds` times."""
-    for run in steps.values():
-        for _ in range(warmup):
-            run()
-    times = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, run in steps.items():
-            t = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(ts)) for name, ts in times.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
@@ -127,7 +113,7 @@ def main():
         "dlkit_reference": dlkit_step("reference", x, y),
     }
     load_before = os.getloadavg()[0]
-    ms = {k: 1e3 * v for k, v in time_round_robin(steps, args.rounds).items()}
+    ms = {k: 1e3 * v[0] for k, v in time_round_robin(steps, args.rounds).items()}
     load = max(load_before, os.getloadavg()[0])
     print(
         f"cnn train step, batch {args.batch}, 28x28x1, fp32, CPU, torch {torch.__version__} "

@@ -16,9 +16,9 @@ for a core); `--threads 1` compares single-threaded steps, where CPU time is loa
 
 import argparse
 import os
-import time
 
 import numpy as np
+from timing import time_round_robin  # benchmarks/timing.py (run as scripts)
 
 V, E, H, LAYERS, B, T = 65, 64, 256, 2, 32, 128
 
@@ -107,20 +107,6 @@ def torch_step(x: np.ndarray, y: np.ndarray):
         float(loss.detach())
 
     return run
-
-
-def time_round_robin(steps: dict, rounds: int, warmup: int = 3) -> dict:
-    """Median (wall, process CPU) seconds per call of each closure, in turn `rounds` times."""
-    for run in steps.values():
-        for _ in range(warmup):
-            run()
-    times = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, run in steps.items():
-            t, c = time.perf_counter(), time.process_time()
-            run()
-            times[name].append((time.perf_counter() - t, time.process_time() - c))
-    return {name: tuple(np.median(np.array(ts), axis=0)) for name, ts in times.items()}
 
 
 def main():

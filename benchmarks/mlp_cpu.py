@@ -13,9 +13,9 @@ torch / dlkit (> 1 means dlkit is faster).
 
 import argparse
 import functools
-import time
 
 import numpy as np
+from timing import time_round_robin  # benchmarks/timing.py (run as scripts)
 
 
 def dlkit_runs(x: np.ndarray, y: np.ndarray, k: int, hidden: tuple):
@@ -77,20 +77,6 @@ def torch_run(x: np.ndarray, y: np.ndarray, k: int, hidden: tuple):
     return run
 
 
-def time_round_robin(runs: dict, rounds: int, warmup: int = 2) -> dict:
-    """Median seconds per call of each closure, calling them in turn `rounds` times."""
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
-    times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            t = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(ts)) for name, ts in times.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -114,7 +100,7 @@ def main():
         "dlkit_jit": single,
         "dlkit_fused": fused,
     }
-    us = {n: 1e6 * v / args.k for n, v in time_round_robin(runs, args.rounds).items()}
+    us = {n: 1e6 * v[0] / args.k for n, v in time_round_robin(runs, args.rounds, 2).items()}
     print(
         f"mlp 64-{'-'.join(map(str, hidden))}-10 train step, batch {args.batch}, fp32, Adam, CPU, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), K={args.k} steps per "
