@@ -23,6 +23,10 @@ if [ "${1:-}" = "--smoke" ]; then
   SMOKE="--smoke"
   export JAX_PLATFORMS=cpu
 fi
+if ! "$PY" -c "import jax, flax, optax" 2>/dev/null; then
+  echo "gpu_check: $PY cannot import jax, flax and optax; activate the venv or set PYTHON=/path/to/python" >&2
+  exit 2
+fi
 status=0
 
 echo "== 1. environment" | tee "$OUT_DIR/env.txt"

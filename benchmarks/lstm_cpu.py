@@ -2,16 +2,22 @@
 
 Network: embedding (65 -> 64) -> 2-layer LSTM (256 units) -> dense (256 -> 65); batch 32 of 128
 characters, fp32, Adam, cross-entropy over every position. dlkit runs the shared jitted
-`train_step`; "dlkit_fused" is the default (input projection hoisted out of the scan, the four gates
-in one matmul, a hand-written backward pass: dlkit.ops.recurrent.lstm_sequence), "dlkit_scan" the
-same model differentiated by JAX through lax.scan, "flax_nn_rnn" flax's own
+`train_step`; "dlkit_fused" is the default (both layers in one wavefront scan with a hand-written
+backward pass, the four gates and the input projection in one matmul per layer and step:
+dlkit.ops.lstm_stack), "dlkit_scan" the model with fused_lstm=False (input projection hoisted,
+JAX differentiating through lax.scan layer by layer), "flax_nn_rnn" flax's own
 nn.RNN(OptimizedLSTMCell) stack (the issue's 0.6x baseline). The steps are timed round-robin
 (one step of each per round) so load from other processes hits all alike; each figure is the
 median over rounds. Prints wall and process-CPU ms/step and torch_ms / other_ms (>= 1.0: at least
 as fast as PyTorch). On a loaded machine PyTorch's OpenMP threads degrade badly (spin-waiting
 for a core); `--threads 1` compares single-threaded steps, where CPU time is load-independent.
+"dlkit_fused_k8" runs 8 steps per dispatch (`config.steps_per_call`), figures per step: with
+glibc's default malloc settings XLA's ~120 MB per-call scratch buffer is mmap'ed and page-faulted
+afresh on every call (~35k minor faults, tens of ms); K steps per call pay that once. Allocator
+settings act on both frameworks in the process; to see them:
+MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=100000000000 (env).
 
-    JAX_PLATFORMS=cpu python benchmarks/lstm_cpu.py [--rounds 30] [--threads 1]
+    JAX_PLATFORMS=cpu python benchmarks/lstm_cpu.py [--rounds 30] [--threads 1] [--steps_per_call 8]
 """
 
 import argparse
@@ -42,20 +48,55 @@ def _optimizer():
     return make_optimizer(opt, 10**6)
 
 
-def jax_step(model, x: np.ndarray, y: np.ndarray):
-    """A closure running one step of the shared jitted train_step for `model` on a fixed batch."""
+def jax_step(model, x: np.ndarray, y: np.ndarray, steps_per_call: int = 1):
+    """A closure running one call of the shared jitted train_step for `model` on a fixed batch.
+
+    With steps_per_call K > 1 one call runs K steps (`multi_step`: lax.scan over K copies of the
+    batch), as the training loop does with `config.steps_per_call`.
+    """
+    import functools
+
     import jax
     import jax.numpy as jnp
 
     from dlkit.train import create_train_state, make_steps, objectives
+    from dlkit.train import step as steps_lib
 
     state = create_train_state(model, _optimizer(), jnp.asarray(x[:1]), seed=0)
-    train, _ = make_steps(objectives.get("cross_entropy"))
+    objective = objectives.get("cross_entropy")
+    train, _ = make_steps(objective)
     batch = {"inputs": jnp.asarray(x), "targets": jnp.asarray(y)}
+    if steps_per_call > 1:
+        one = functools.partial(steps_lib.train_step, objective=objective)
+        train = jax.jit(functools.partial(steps_lib.multi_step, step_fn=one), donate_argnums=0)
+        batch = jax.tree.map(lambda a: jnp.stack([a] * steps_per_call), batch)
     box = [state]
 
     def run():
         box[0], sums = train(box[0], batch)
+        jax.block_until_ready(sums["loss"])
+
+    return run
+
+
+def runner_step(model, x: np.ndarray, y: np.ndarray, steps_per_call: int):
+    """A closure running one dispatch of dlkit's Runner (the training loop's data-parallel step
+    over every device of the process: here the CPU devices of --cpu_devices) with K steps."""
+    import jax
+
+    from dlkit.train import create_train_state, objectives
+    from dlkit.train.config import default_config
+    from dlkit.train.parallel import Runner
+
+    config = default_config()
+    config.batch_size = x.shape[0]
+    runner = Runner.from_config(config, objectives.get("cross_entropy"))
+    state = runner.place(create_train_state(model, _optimizer(), x[:1], seed=0))
+    batches = [{"inputs": x, "targets": y}] * steps_per_call
+    box = [state]
+
+    def run():
+        box[0], sums = runner.train(box[0], batches)
         jax.block_until_ready(sums["loss"])
 
     return run
@@ -114,6 +155,18 @@ def main():
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--no_flax", action="store_true", help="skip the nn.RNN baseline")
     parser.add_argument(
+        "--steps_per_call",
+        type=int,
+        default=10,
+        help="K steps per dispatch (config.steps_per_call) for the k/dp rows; 1: skip them",
+    )
+    parser.add_argument(
+        "--cpu_devices",
+        type=int,
+        default=2,
+        help="N CPU devices for the data-parallel row (config.parallel.cpu_devices); 1: skip it",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -125,10 +178,13 @@ def main():
             os.environ.get("XLA_FLAGS", "")
             + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         )
+    import jax
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cpu_devices > 1:  # before JAX starts; the single-device rows use device 0
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
 
     from dlkit import models
 
@@ -141,11 +197,21 @@ def main():
         "dlkit_fused": jax_step(models.get("char_lstm", **kw), x, y),
         "dlkit_scan": jax_step(models.get("char_lstm", fused_lstm=False, **kw), x, y),
     }
+    per_call = {name: 1 for name in steps}
+    k = args.steps_per_call
+    if k > 1:
+        name = f"dlkit_fused_k{k}"
+        steps[name], per_call[name] = jax_step(models.get("char_lstm", **kw), x, y, k), k
+    n = len(jax.devices())
+    config_row = f"dlkit_dp{n}_k{k}"  # as experiments/train.py runs the char configs
+    if n > 1 and k > 1:
+        steps[config_row] = runner_step(models.get("char_lstm", **kw), x, y, k)
+        per_call[config_row] = k
     if not args.no_flax:
-        steps["flax_nn_rnn"] = jax_step(flax_rnn_model(), x, y)
+        steps["flax_nn_rnn"], per_call["flax_nn_rnn"] = jax_step(flax_rnn_model(), x, y), 1
     timed = time_round_robin(steps, args.rounds)
-    wall = {k: 1e3 * v[0] for k, v in timed.items()}
-    cpu = {k: 1e3 * v[1] for k, v in timed.items()}
+    wall = {k: 1e3 * v[0] / per_call[k] for k, v in timed.items()}
+    cpu = {k: 1e3 * v[1] / per_call[k] for k, v in timed.items()}
     print(
         f"char_lstm train step: {LAYERS} layers x {H} units, batch {B} x {T} chars, fp32, CPU, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), XLA threads "
@@ -153,14 +219,19 @@ def main():
     )
     for name in steps:
         print(
-            f"  {name:14s} wall {wall[name]:8.1f} ms/step "
+            f"  {name:16s} wall {wall[name]:8.1f} ms/step "
             f"(torch/this {wall['torch_nn_lstm'] / wall[name]:.2f})   "
             f"cpu {cpu[name]:8.1f} ms/step (torch/this {cpu['torch_nn_lstm'] / cpu[name]:.2f})"
         )
     print(
-        "ratio torch_nn_lstm / dlkit_fused = "
+        "ratio torch_nn_lstm / dlkit_fused (one device, one step per call) = "
         f"{wall['torch_nn_lstm'] / wall['dlkit_fused']:.2f} (wall)"
     )
+    if config_row in wall:
+        print(
+            f"ratio torch_nn_lstm / {config_row} ({n} CPU devices, {k} steps per call, as the "
+            f"char configs train) = {wall['torch_nn_lstm'] / wall[config_row]:.2f} (wall)"
+        )
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ def main(argv):
     config_name = pathlib.Path(flags.FLAGS["config"].config_filename).stem
     workdir = _WORKDIR.value or str(pathlib.Path("workdirs") / config_name)
     config = _CONFIG.value
+    if config.parallel.get("cpu_devices"):  # before JAX starts; only the CPU backend splits
+        import jax
+
+        jax.config.update("jax_num_cpu_devices", int(config.parallel.cpu_devices))
     for flag, key in [
         (_COORDINATOR, "coordinator_address"),
         (_NUM_PROCESSES, "num_processes"),

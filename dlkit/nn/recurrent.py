@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from dlkit.errors import ConfigError
 from dlkit.ops import recurrent as rops
+from dlkit.ops.lstm_stack import lstm_stack
 
 
 def stacked_orthogonal(key, shape, dtype=jnp.float32):
@@ -40,6 +41,12 @@ class _Cell(nn.Module):
     def project(self, x: jax.Array) -> jax.Array:
         """xw = x W_x + b; x (..., D) -> (..., G*H), for every time step at once."""
         return self.input(x)
+
+    def stacked_weights(self, in_dim: int, dtype=jnp.float32):
+        """([W_x; W_h] (D + H, G*H), b): what dlkit.ops.lstm_stack takes for this cell."""
+        self.input(jnp.zeros((0, in_dim), dtype))  # no work; creates the Dense's params on init
+        p = self.input.variables["params"]
+        return jnp.concatenate([p["kernel"], self.w_h], axis=0), p["bias"]
 
     def step_fn(self):
         """The pure step (carry, xw) -> (carry, h) with this cell's recurrent weights bound."""
@@ -111,7 +118,7 @@ class Recurrent(nn.Module):
     bidirectional: bool = False
     dropout_rate: float = 0.0
     unroll: int = 1
-    fused_lstm: bool = True  # unmasked LSTM layers use ops.lstm_sequence (hand-written backward)
+    fused_lstm: bool = True  # unmasked LSTM layers use ops.lstm_stack (hand-written backward)
 
     def setup(self):
         cls = get_cell(self.cell)
@@ -130,17 +137,25 @@ class Recurrent(nn.Module):
         return tuple((one, one) if self.bidirectional else one for _ in range(self.num_layers))
 
     def _run(self, cell, x, carry, mask, reverse):
+        if self.cell == "lstm" and self.fused_lstm and mask is None:  # see ops.lstm_stack
+            xs = jnp.swapaxes(x, 0, 1)[::-1] if reverse else jnp.swapaxes(x, 0, 1)  # (T, B, D)
+            w, b = cell.stacked_weights(x.shape[-1], x.dtype)
+            (carry,), hs = lstm_stack(xs, (carry,), (w,), (b,), unroll=self.unroll)
+            return carry, jnp.swapaxes(hs[::-1] if reverse else hs, 0, 1)
         xw = cell.project(x)  # (B, T, G*H): the input matmul of all steps at once
-        if (
-            self.cell == "lstm" and self.fused_lstm and mask is None
-        ):  # hand-written backward pass, see lstm_sequence
-            if reverse:
-                carry, ys = rops.lstm_sequence(xw[:, ::-1], carry, cell.w_h, unroll=self.unroll)
-                return carry, ys[:, ::-1]
-            return rops.lstm_sequence(xw, carry, cell.w_h, unroll=self.unroll)
         return rops.scan_steps(
             cell.step_fn(), carry, xw, mask=mask, reverse=reverse, unroll=self.unroll
         )
+
+    def _wavefront(self, x, state):
+        """All layers in one lstm_stack scan (unmasked, one direction, no dropout between)."""
+        weights, in_dim = [], x.shape[-1]
+        for cell in self.fwd:
+            weights.append(cell.stacked_weights(in_dim, x.dtype))
+            in_dim = self.hidden_size
+        ws, bs = zip(*weights, strict=True)
+        finals, hs = lstm_stack(jnp.swapaxes(x, 0, 1), state, ws, bs, unroll=self.unroll)
+        return jnp.swapaxes(hs, 0, 1), finals
 
     def __call__(self, x, *, initial_state=None, lengths=None, mask=None, train: bool = False):
         if x.ndim != 3:
@@ -152,6 +167,10 @@ class Recurrent(nn.Module):
         )
         if len(state) != self.num_layers:
             raise ValueError(f"initial_state has {len(state)} layers, expected {self.num_layers}")
+        dropout = train and self.dropout_rate and self.num_layers > 1
+        fused = self.cell == "lstm" and self.fused_lstm and mask is None
+        if fused and not (self.bidirectional or dropout):
+            return self._wavefront(x, state)
         finals = []
         for i in range(self.num_layers):
             if i and self.dropout_rate:

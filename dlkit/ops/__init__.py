@@ -13,6 +13,7 @@ from dlkit.ops.losses import (
     log_softmax,
     softmax,
 )
+from dlkit.ops.lstm_stack import lstm_stack
 from dlkit.ops.pooling import (
     avg_pool,
     conv_output_size,
@@ -20,7 +21,7 @@ from dlkit.ops.pooling import (
     pool_output_size,
     receptive_field,
 )
-from dlkit.ops.recurrent import gru_step, lstm_sequence, lstm_step, rnn_step, scan_steps
+from dlkit.ops.recurrent import gru_step, lstm_step, rnn_step, scan_steps
 from dlkit.ops.word2vec import analogy, cosine_similarity, nearest_neighbours
 
 __all__ = [
@@ -48,4 +49,4 @@ __all__ = [
 ]
 __all__ += ["adaptive_avg_pool", "conv2d", "max_pool2d"]
 __all__ += ["analogy", "cosine_similarity", "nearest_neighbours"]
-__all__ += ["gru_step", "lstm_sequence", "lstm_step", "rnn_step", "scan_steps"]
+__all__ += ["gru_step", "lstm_stack", "lstm_step", "rnn_step", "scan_steps"]

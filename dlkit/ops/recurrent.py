@@ -6,8 +6,6 @@ matrix: W_x (D, G*H), W_h (H, G*H). Gate order follows PyTorch: LSTM (i, f, g, o
 A step is `step(carry, xw) -> (carry, h)`.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -88,93 +86,3 @@ def scan_steps(step, carry, xw: jax.Array, *, mask=None, reverse=False, unroll=1
 
     carry, ys = lax.scan(body, carry, (xs, ms), reverse=reverse, unroll=unroll)
     return carry, jnp.swapaxes(ys, 0, 1)
-
-
-def _lstm_gates(z: jax.Array) -> jax.Array:
-    """[s(i), s(f), tanh(g), s(o)] from z (B, 4H) with one tanh: s(x) = (1 + tanh(x / 2)) / 2."""
-    hidden = z.shape[-1] // 4
-    half = jnp.concatenate(
-        [jnp.full((2 * hidden,), 0.5), jnp.ones((hidden,)), jnp.full((hidden,), 0.5)]
-    )
-    a = jnp.tanh(z * half.astype(z.dtype))
-    return jnp.where(half == 1.0, a, 0.5 * a + 0.5)
-
-
-def _lstm_forward(xs, c0, h0, w_h, unroll):
-    """Forward LSTM scan keeping what the backward pass needs; xs (T, B, 4H)."""
-
-    def body(carry, x_t):
-        c, h = carry
-        i, f, g, o = jnp.split(_lstm_gates(x_t + h @ w_h), 4, axis=-1)
-        c = f * c + i * g
-        tc = jnp.tanh(c)
-        h = o * tc
-        return (c, h), (jnp.concatenate([i, f, g, o], axis=-1), c, tc, h)
-
-    _, out = lax.scan(body, (c0, h0), xs, unroll=unroll)
-    return out  # gates (T, B, 4H), cs, tanh(cs), hs (T, B, H)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _lstm_seq(xs, c0, h0, w_h, unroll):
-    _, cs, _, hs = _lstm_forward(xs, c0, h0, w_h, unroll)
-    return hs, (cs[-1], hs[-1])
-
-
-def _lstm_seq_fwd(xs, c0, h0, w_h, unroll):
-    gates, cs, tcs, hs = _lstm_forward(xs, c0, h0, w_h, unroll)
-    return (hs, (cs[-1], hs[-1])), (gates, cs, tcs, hs, c0, h0, w_h)
-
-
-def _lstm_seq_bwd(unroll, res, cts):
-    """Reverse scan carrying (dc, dh); every factor without dc or dh is computed before it."""
-    gates, cs, tcs, hs, c0, h0, w_h = res
-    dhs, (dc_last, dh_last) = cts
-    c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)  # (T, B, H)
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    dc_factor = jnp.concatenate([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], axis=-1)
-    dh_factor = tcs * o * (1 - o)  # dz_o = dh * dh_factor
-    k = o * (1 - tcs * tcs)  # dc += dh * k
-    w_t = w_h.T
-
-    def body(carry, inp):
-        dc, dh_rec = carry
-        dh_out, dcf, dhf, k_t, f_t = inp
-        dh = dh_out + dh_rec
-        dc = dc + dh * k_t
-        dz = jnp.concatenate([jnp.tile(dc, 3) * dcf, dh * dhf], axis=-1)  # (B, 4H)
-        return (dc * f_t, dz @ w_t), dz
-
-    dhs = dhs.at[-1].add(dh_last)
-    (dc0, dh0), dzs = lax.scan(
-        body,
-        (dc_last, jnp.zeros_like(h0)),
-        (dhs, dc_factor, dh_factor, k, f),
-        reverse=True,
-        unroll=unroll,
-    )
-    dw_h = jnp.einsum("tbh,tbg->hg", h_prev, dzs)  # one matmul over all steps
-    return dzs, dc0, dh0, dw_h
-
-
-_lstm_seq.defvjp(_lstm_seq_fwd, _lstm_seq_bwd)
-
-
-def lstm_sequence(xw: jax.Array, carry, w_h: jax.Array, *, unroll: int = 1):
-    """Unmasked LSTM over t = 1..T with a hand-written backward pass (dW_h as one matmul).
-
-    xw (B, T, 4H), carry (c, h) (B, H) -> ((c_T, h_T), hs (B, T, H)); equal to
-    scan_steps(lstm_step, ...) but faster to differentiate.
-    """
-    c0, h0 = carry
-    if (
-        xw.ndim != 3
-        or xw.shape[-1] != w_h.shape[1]
-        or w_h.shape != (h0.shape[-1], 4 * h0.shape[-1])
-    ):
-        raise ValueError(
-            f"lstm_sequence: xw {xw.shape} must be (B, T, 4H) with w_h {w_h.shape} (H, 4H)"
-        )
-    hs, final = _lstm_seq(jnp.swapaxes(xw, 0, 1), c0, h0, w_h, unroll)
-    return final, jnp.swapaxes(hs, 0, 1)

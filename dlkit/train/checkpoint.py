@@ -31,6 +31,7 @@ RESUMABLE_KEYS = frozenset(
         "parallel.process_id",
         "parallel.mesh_shape",
         "parallel.kind",
+        "parallel.cpu_devices",
         "steps_per_call",
     }
 )

@@ -31,6 +31,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.dp = ml_collections.ConfigDict({"enabled": False, "clip_norm": 1.0, "noise_multiplier": 1.0})
     c.parallel = ml_collections.ConfigDict()
     c.parallel.kind = "sharded"  # sharded | fsdp | pmap | none (dlkit.train.parallel)
+    # CPU: split the host into N JAX devices (data parallel over cores); experiments/train.py
+    # applies it before JAX starts (elsewhere: jax.config.update("jax_num_cpu_devices", N)).
+    c.parallel.cpu_devices = 0  # 0: JAX's default (one CPU device)
     c.parallel.coordinator_address = config_dict.placeholder(str)  # multi-host "host:port"
     c.parallel.num_processes = config_dict.placeholder(int)
     c.parallel.process_id = config_dict.placeholder(int)

@@ -33,6 +33,18 @@ def test_one_step_smoke(tmp_path):
     assert list((tmp_path / "tensorboard").iterdir())
 
 
+def test_cpu_devices_splits_the_host(tmp_path):
+    """parallel.cpu_devices=2: the run is data parallel over two CPU devices."""
+    two = "--config.parallel.cpu_devices=2"
+    out = run(f"--workdir={tmp_path / 'ok'}", "--config.num_train_steps=2", two, *TINY)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "final: step=2" in out.stdout
+    odd = [*TINY, "--config.batch_size=3"]  # 3 rows cannot split over the 2 devices
+    out = run(f"--workdir={tmp_path / 'odd'}", "--config.num_train_steps=2", two, *odd)
+    assert out.returncode != 0
+    assert "must divide evenly over 2 devices" in out.stderr.strip().splitlines()[-1]
+
+
 def test_unknown_names_fail_with_one_line(tmp_path):
     for flag, word in [
         ("model.name=resnet9000", "model"),

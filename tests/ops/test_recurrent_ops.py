@@ -158,33 +158,6 @@ def test_scan_gradients_pass_check_grads(kind):
         check_grads(f, (xw, jnp.asarray(w["w_h"]), jnp.asarray(w["h0"])), order=1, modes=["rev"])
 
 
-def test_fused_lstm_sequence_equals_scan_in_value_and_gradient():
-    with jax.enable_x64(True):
-        w = weights("lstm", seed=5)
-        xw = jnp.asarray(w["x"] @ w["w_x"] + w["b"])
-        carry0 = (jnp.asarray(w["c0"]), jnp.asarray(w["h0"]))
-        proj = jnp.asarray(np.random.default_rng(0).normal(size=(H,)))
-
-        def loss(fn, xw, w_h, c0, h0):
-            (c, h), ys = fn(xw, (c0, h0), w_h)
-            return jnp.sum(jnp.sin(ys @ proj)) + jnp.sum(c**2) + jnp.sum(h * 3.0)
-
-        def scanned(xw, carry, w_h):
-            return r.scan_steps(functools.partial(r.lstm_step, w_h=w_h), carry, xw)
-
-        args = (xw, jnp.asarray(w["w_h"]), *carry0)
-        fused = functools.partial(loss, lambda xw, c, w_h: r.lstm_sequence(xw, c, w_h, unroll=3))
-        plain = functools.partial(loss, scanned)
-        np.testing.assert_allclose(fused(*args), plain(*args), rtol=1e-12)
-        for a, b in zip(
-            jax.grad(fused, argnums=(0, 1, 2, 3))(*args),
-            jax.grad(plain, argnums=(0, 1, 2, 3))(*args),
-            strict=True,
-        ):
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-        check_grads(fused, args, order=1, modes=["rev"])
-
-
 def test_shape_errors_name_the_shapes():
     h = jnp.zeros((2, 3))
     with pytest.raises(ValueError, match=r"lstm_step: expected .* got h \(2, 3\), xw \(2, 10\)"):
