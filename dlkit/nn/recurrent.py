@@ -143,6 +143,7 @@ class Recurrent(nn.Module):
             (carry,), hs = lstm_stack(xs, (carry,), (w,), (b,), unroll=self.unroll)
             return carry, jnp.swapaxes(hs[::-1] if reverse else hs, 0, 1)
         xw = cell.project(x)  # (B, T, G*H): the input matmul of all steps at once
+        carry = jax.tree.map(lambda a: a.astype(xw.dtype), carry)  # e.g. bf16 x, f32 params
         return rops.scan_steps(
             cell.step_fn(), carry, xw, mask=mask, reverse=reverse, unroll=self.unroll
         )

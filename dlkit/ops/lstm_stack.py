@@ -153,4 +153,6 @@ def lstm_stack(xs, carries, weights, biases, *, unroll: int = 1):
                 f"lstm_stack: layer {k} carry must be (B, H) = ({batch}, {hidden}), "
                 f"got c {c.shape}, h {h.shape}"
             )
-    return _stack(xs, carries, weights, biases, unroll)
+    dtype = jnp.result_type(xs, *weights, *biases)  # e.g. bf16 inputs with f32 weights: f32
+    cast = functools.partial(jax.tree.map, lambda a: a.astype(dtype))
+    return _stack(cast(xs), cast(carries), cast(weights), cast(biases), unroll)

@@ -183,3 +183,16 @@ def test_matches_pytorch_given_its_weights(kind):
         np.testing.assert_allclose(h_last, hn[i].numpy(), rtol=1e-4, atol=1e-5)
         if kind == "lstm":
             np.testing.assert_allclose(state[i][0], cn[i].numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_bfloat16_inputs_with_float32_params(cell, fused):
+    """Inputs in bf16, params in f32: computed in f32 (the promoted dtype), on every path."""
+    model = Recurrent(H, num_layers=2, cell=cell, fused_lstm=fused)
+    x = inputs(4)
+    variables = model.init(jax.random.key(0), x)
+    ys, state = model.apply(variables, x.astype(jnp.bfloat16))
+    ref, _ = model.apply(variables, x.astype(jnp.bfloat16).astype(jnp.float32))
+    assert ys.dtype == jnp.float32
+    np.testing.assert_allclose(ys, ref, rtol=1e-6, atol=1e-6)
