@@ -11,13 +11,16 @@ nn.RNN(OptimizedLSTMCell) stack (the issue's 0.6x baseline). The steps are timed
 median over rounds. Prints wall and process-CPU ms/step and torch_ms / other_ms (>= 1.0: at least
 as fast as PyTorch). On a loaded machine PyTorch's OpenMP threads degrade badly (spin-waiting
 for a core); `--threads 1` compares single-threaded steps, where CPU time is load-independent.
-"dlkit_fused_k8" runs 8 steps per dispatch (`config.steps_per_call`), figures per step: with
-glibc's default malloc settings XLA's ~120 MB per-call scratch buffer is mmap'ed and page-faulted
-afresh on every call (~35k minor faults, tens of ms); K steps per call pay that once. Allocator
-settings act on both frameworks in the process; to see them:
+"dlkit_fused_k10" runs 10 steps per dispatch (`config.steps_per_call`) through the training
+loop's Runner on one device, "dlkit_dp2_k10" the same over 2 CPU devices (`--cpu_devices`,
+config.parallel.cpu_devices), as the char configs train; figures per step. With glibc's default
+malloc settings XLA's ~120 MB per-call scratch buffer is mmap'ed and page-faulted afresh on every
+call (~35k minor faults, tens of ms); K steps per call pay that once. Allocator settings act on
+both frameworks in the process; to see them:
 MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=100000000000 (env).
 
-    JAX_PLATFORMS=cpu python benchmarks/lstm_cpu.py [--rounds 30] [--threads 1] [--steps_per_call 8]
+    JAX_PLATFORMS=cpu python benchmarks/lstm_cpu.py [--rounds 30] [--threads 1]
+        [--steps_per_call 10] [--cpu_devices 2]
 """
 
 import argparse
@@ -48,28 +51,16 @@ def _optimizer():
     return make_optimizer(opt, 10**6)
 
 
-def jax_step(model, x: np.ndarray, y: np.ndarray, steps_per_call: int = 1):
-    """A closure running one call of the shared jitted train_step for `model` on a fixed batch.
-
-    With steps_per_call K > 1 one call runs K steps (`multi_step`: lax.scan over K copies of the
-    batch), as the training loop does with `config.steps_per_call`.
-    """
-    import functools
-
+def jax_step(model, x: np.ndarray, y: np.ndarray):
+    """A closure running one step of the shared jitted train_step for `model` on a fixed batch."""
     import jax
     import jax.numpy as jnp
 
     from dlkit.train import create_train_state, make_steps, objectives
-    from dlkit.train import step as steps_lib
 
     state = create_train_state(model, _optimizer(), jnp.asarray(x[:1]), seed=0)
-    objective = objectives.get("cross_entropy")
-    train, _ = make_steps(objective)
+    train, _ = make_steps(objectives.get("cross_entropy"))
     batch = {"inputs": jnp.asarray(x), "targets": jnp.asarray(y)}
-    if steps_per_call > 1:
-        one = functools.partial(steps_lib.train_step, objective=objective)
-        train = jax.jit(functools.partial(steps_lib.multi_step, step_fn=one), donate_argnums=0)
-        batch = jax.tree.map(lambda a: jnp.stack([a] * steps_per_call), batch)
     box = [state]
 
     def run():
@@ -79,9 +70,10 @@ def jax_step(model, x: np.ndarray, y: np.ndarray, steps_per_call: int = 1):
     return run
 
 
-def runner_step(model, x: np.ndarray, y: np.ndarray, steps_per_call: int):
-    """A closure running one dispatch of dlkit's Runner (the training loop's data-parallel step
-    over every device of the process: here the CPU devices of --cpu_devices) with K steps."""
+def runner_step(model, x: np.ndarray, y: np.ndarray, steps_per_call: int, kind: str):
+    """A closure running one dispatch of K steps through dlkit's Runner, as the training loop
+    does: kind "sharded" splits the batch over every device of the process (the CPU devices of
+    --cpu_devices), "none" runs on device 0."""
     import jax
 
     from dlkit.train import create_train_state, objectives
@@ -89,7 +81,7 @@ def runner_step(model, x: np.ndarray, y: np.ndarray, steps_per_call: int):
     from dlkit.train.parallel import Runner
 
     config = default_config()
-    config.batch_size = x.shape[0]
+    config.batch_size, config.parallel.kind = x.shape[0], kind
     runner = Runner.from_config(config, objectives.get("cross_entropy"))
     state = runner.place(create_train_state(model, _optimizer(), x[:1], seed=0))
     batches = [{"inputs": x, "targets": y}] * steps_per_call
@@ -201,11 +193,12 @@ def main():
     k = args.steps_per_call
     if k > 1:
         name = f"dlkit_fused_k{k}"
-        steps[name], per_call[name] = jax_step(models.get("char_lstm", **kw), x, y, k), k
+        steps[name] = runner_step(models.get("char_lstm", **kw), x, y, k, "none")
+        per_call[name] = k
     n = len(jax.devices())
     config_row = f"dlkit_dp{n}_k{k}"  # as experiments/train.py runs the char configs
     if n > 1 and k > 1:
-        steps[config_row] = runner_step(models.get("char_lstm", **kw), x, y, k)
+        steps[config_row] = runner_step(models.get("char_lstm", **kw), x, y, k, "sharded")
         per_call[config_row] = k
     if not args.no_flax:
         steps["flax_nn_rnn"], per_call["flax_nn_rnn"] = jax_step(flax_rnn_model(), x, y), 1
