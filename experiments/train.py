@@ -6,7 +6,6 @@
 """
 
 import pathlib
-import sys
 import time
 
 from absl import app, flags, logging
@@ -40,7 +39,6 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    from dlkit.errors import ConfigError
     from dlkit.train import train_and_evaluate
 
     config_name = pathlib.Path(flags.FLAGS["config"].config_filename).stem
@@ -58,10 +56,7 @@ def main(argv):
         if flag.value is not None:
             config.parallel[key] = flag.value
     start = time.perf_counter()
-    try:
-        metrics = train_and_evaluate(config, workdir)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    metrics = train_and_evaluate(config, workdir)  # errors: one line each, via dlkit.cli.run
     import jax
 
     if jax.process_index() != 0:  # multi-host: only process 0 reports
@@ -76,4 +71,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from dlkit import cli
+
+    cli.run(main)
