@@ -46,7 +46,7 @@ class Preempted(DlkitError):
 
 
 def choose(table, name, what: str):
-    """table[name], or ConfigError 'unknown {what} {name!r}; choose one of: ...' (+ did you mean)."""
+    """table[name], or ConfigError 'unknown {what} {name!r}; choose one of: ...' (did you mean)."""
     try:
         return table[name]
     except (KeyError, TypeError):
