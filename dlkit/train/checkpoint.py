@@ -5,13 +5,16 @@ the saved device layout. A checkpoint written by a different run (config or shap
 refused with a message naming what differs, and is never overwritten.
 """
 
+import contextlib
+import errno
 import json
 import pathlib
+import sys
 
 import jax
 import orbax.checkpoint as ocp
 
-from dlkit.errors import ConfigError
+from dlkit.errors import ConfigError, RunError
 
 # Settings a rerun may change without making the checkpoint someone else's.
 RESUMABLE_KEYS = frozenset(
@@ -22,6 +25,8 @@ RESUMABLE_KEYS = frozenset(
         "checkpoint_every_steps",
         "max_checkpoints_to_keep",
         "progress_bar",
+        "nonfinite",
+        "preemption_signals",
         "data.dir",
         "data.tfds_dir",
         "data.path",
@@ -66,8 +71,49 @@ def abstract_like(tree):
     )
 
 
+class Damaged(Exception):
+    """A saved step that cannot be read (missing, truncated or garbled files); says why."""
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def _disk_error(e: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT OSError behind `e` (Orbax wraps its async errors), else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        if "No space left on device" in str(e):
+            return OSError(errno.ENOSPC, "No space left on device")
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _shapes(tree) -> list[tuple]:
+    """Sorted (shape, dtype) of a tree's leaves: what a restore target must agree with."""
+    leaves = jax.tree.leaves(tree)
+    return sorted((tuple(x.shape), str(jax.numpy.dtype(x.dtype))) for x in leaves)
+
+
+def all_finite(tree) -> bool:
+    """Whether every floating leaf of a pytree is finite (one host sync)."""
+    jnp = jax.numpy
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    flags = [jnp.all(jnp.isfinite(x)) for x in leaves]
+    return bool(jax.device_get(jnp.all(jnp.stack(flags)))) if flags else True
+
+
 class Checkpointer:
-    """A thin wrapper over ocp.CheckpointManager with dlkit's items and safety checks."""
+    """A thin wrapper over ocp.CheckpointManager with dlkit's items and safety checks.
+
+    Saves commit atomically (Orbax writes a temporary directory, then renames it). On restore,
+    a step that cannot be read is `Damaged`; `set_aside` moves it (or a half-written temporary
+    directory) to checkpoints/damaged/, never deleting it. A full disk is a one-line RunError.
+    """
 
     ITEMS = ("state", "data", "config", "assets")
 
@@ -80,6 +126,7 @@ class Checkpointer:
         async_save: bool = True,
     ):
         self.directory = pathlib.Path(directory).absolute()
+        self.set_aside_temporaries()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=True,
@@ -91,15 +138,42 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state_tree, data_state: dict, config, assets: dict, force=False):
+    def all_steps(self) -> list[int]:
+        """Committed steps, newest first."""
+        return sorted(self.manager.all_steps(), reverse=True)
+
+    def save(self, step: int, state_tree, data_state: dict, config=None, assets=None, force=False):
         """Starts an (asynchronous) save of everything a run needs to resume at `step`."""
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state_tree),
             data=ocp.args.JsonSave(data_state),
-            config=ocp.args.JsonSave(config_to_json(config)),
-            assets=ocp.args.JsonSave(assets),
+            config=ocp.args.JsonSave(config_to_json(config) if config is not None else {}),
+            assets=ocp.args.JsonSave(assets or {}),
         )
-        return self.manager.save(step, args=args, force=force)
+        with self._disk_errors(f"saving the checkpoint at step {step}"):
+            return self.manager.save(step, args=args, force=force)
+
+    def wait(self) -> None:
+        """Blocks until pending saves are committed; a failed save raises here."""
+        with self._disk_errors("saving a checkpoint"):
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
+
+    @contextlib.contextmanager
+    def _disk_errors(self, what: str):
+        """Turns a full disk (however Orbax wraps it) into a one-line RunError."""
+        try:
+            yield
+        except RunError:
+            raise
+        except Exception as e:
+            full = _disk_error(e)
+            if full is None:
+                raise
+            raise RunError(
+                f"{what} failed: the disk holding {self.directory} is full ({full.strerror}); "
+                "the older checkpoints are intact; free space and rerun the same command"
+            ) from e
 
     def read_json(self, step: int, item: str) -> dict:
         """One JSON item (data, config or assets) of a saved step."""
@@ -110,7 +184,13 @@ class Checkpointer:
 
     def check_compatible(self, step: int, config) -> None:
         """Raises ConfigError naming every setting in which this run differs from the saved one."""
-        diffs = config_differences(self.read_json(step, "config"), config_to_json(config))
+        try:
+            saved = self.read_json(step, "config")
+        except Exception as e:
+            raise Damaged(f"its config cannot be read ({_reason(e)})") from e
+        if not isinstance(saved, dict):
+            raise Damaged("its config is not a JSON object")
+        diffs = config_differences(saved, config_to_json(config))
         if diffs:
             raise ConfigError(
                 f"{self.directory} holds step {step} of a different run: "
@@ -118,8 +198,26 @@ class Checkpointer:
                 + ". Use a new --workdir or the saved settings; nothing was overwritten."
             )
 
+    def _check_shapes(self, step: int, state_tree) -> None:
+        """ConfigError when saved shapes differ from the model's; Damaged when unreadable."""
+        try:
+            meta = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state")
+            meta = getattr(meta, "item_metadata", meta)
+            saved = _shapes(meta)
+        except Exception as e:
+            raise Damaged(f"its state metadata cannot be read ({_reason(e)})") from e
+        if saved != _shapes(state_tree):
+            raise ConfigError(
+                f"checkpoint {self.directory} step {step} does not fit this model's state "
+                "(other array shapes or dtypes). Use a new --workdir; nothing was overwritten."
+            )
+
     def restore(self, step: int, state_tree) -> tuple[dict, dict]:
-        """(state tree, data-iterator state) at `step`, shaped and placed like `state_tree`."""
+        """(state tree, data-iterator state) at `step`, shaped and placed like `state_tree`.
+
+        ConfigError when the checkpoint belongs to another model; Damaged when it cannot be read.
+        """
+        self._check_shapes(step, state_tree)
         try:
             restored = self.manager.restore(
                 step,
@@ -128,17 +226,47 @@ class Checkpointer:
                     data=ocp.args.JsonRestore(),
                 ),
             )
-        except (ValueError, KeyError, TypeError) as e:
-            raise ConfigError(
-                f"checkpoint {self.directory} step {step} does not fit this model's state: "
-                f"{str(e).splitlines()[0]}. Use a new --workdir; nothing was overwritten."
-            ) from e
-        return restored["state"], restored["data"]
+        except Exception as e:
+            raise Damaged(f"its files cannot be read ({_reason(e)})") from e
+        data = restored["data"]
+        if not isinstance(data, dict) or "iterator" not in data or "window" not in data:
+            raise Damaged("its data-iterator state is missing or garbled")
+        return restored["state"], data
+
+    def set_aside(self, name: str) -> pathlib.Path:
+        """Moves checkpoints/<name> to checkpoints/damaged/<name>[.N]; returns the new path."""
+        damaged = self.directory / "damaged"
+        damaged.mkdir(exist_ok=True)
+        target, n = damaged / name, 1
+        while target.exists():
+            target, n = damaged / f"{name}.{n}", n + 1
+        (self.directory / name).rename(target)
+        if hasattr(self, "manager"):
+            self.manager.reload()
+        return target
+
+    def set_aside_temporaries(self) -> list[pathlib.Path]:
+        """Moves half-written temporary step directories (a save that died) to damaged/."""
+        if jax.process_index() != 0 or not self.directory.is_dir():
+            return []
+        moved = []
+        for tmp in sorted(self.directory.glob("*.orbax-checkpoint-tmp*")):
+            moved.append(self.set_aside(tmp.name))
+            warn(f"moved the half-written checkpoint {tmp.name} to {moved[-1].parent}")
+        return moved
 
     def close(self) -> None:
         """Waits for pending asynchronous saves, then releases the manager."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (process 0 only)."""
+    if jax.process_index() == 0:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _local_target(path):

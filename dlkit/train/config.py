@@ -17,6 +17,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 500
     c.max_checkpoints_to_keep = 3
     c.progress_bar = True
+    c.nonfinite = "stop"  # non-finite loss/grads: stop (exit 1, name the step) | skip_step
+    c.preemption_signals = ("SIGTERM", "SIGINT", "SIGUSR1")  # save at the step, exit 75
     c.init_from = config_dict.placeholder(str)
     c.init_skip = config_dict.placeholder(tuple)  # regexes kept fresh (e.g. ("head/.*",))
     c.init_rename = config_dict.placeholder(tuple)  # ("old_regex->replacement", ...) on ckpt paths

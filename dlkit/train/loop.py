@@ -1,4 +1,8 @@
-"""train_and_evaluate: the one training loop, with periodic evaluation and exact resume."""
+"""train_and_evaluate: the one training loop, with periodic evaluation and exact resume.
+
+Faults it survives: preemption signals (save, exit 75), non-finite steps (stop or skip), damaged
+checkpoints (set aside, the newest readable one restored), a second run on the workdir (refused).
+"""
 
 import logging
 import pathlib
@@ -7,13 +11,17 @@ import jax
 import jax.numpy as jnp
 
 from dlkit import data, models
+from dlkit.errors import Diverged, Preempted, RunError
 from dlkit.train import objectives, transfer
-from dlkit.train.checkpoint import Checkpointer
+from dlkit.train.checkpoint import Checkpointer, Damaged, all_finite, warn
+from dlkit.train.divergence import NonFiniteWatch
 from dlkit.train.metrics import MetricWriter, Progress
 from dlkit.train.optim import make_optimizer
 from dlkit.train.parallel import Runner, ensemble_state, initialize_distributed, steps_this_call
+from dlkit.train.preemption import DEFAULT_SIGNALS, SignalWatch
 from dlkit.train.state import TrainState, create_train_state
 from dlkit.train.step import evaluate
+from dlkit.train.workdir import exclusive
 
 log = logging.getLogger("dlkit")
 
@@ -47,10 +55,18 @@ def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -
     """Trains config.model on config.data for config.num_train_steps; returns the final metrics.
 
     `stop_after_step` ends this invocation early (after saving a checkpoint there), as if the
-    run were stopped; rerunning the same config in the same workdir continues exactly.
+    run were stopped; rerunning the same config in the same workdir continues exactly. The run
+    holds the workdir's lock; a preemption signal saves and raises Preempted (exit 75);
+    non-finite loss or gradients with nonfinite=stop raise Diverged (see README, Training).
     """
     workdir = pathlib.Path(workdir)
     initialize_distributed(config.get("parallel"))  # multi-host: before any computation
+    signals = config.get("preemption_signals", DEFAULT_SIGNALS)
+    with exclusive(workdir), SignalWatch(signals) as watch:
+        return _train(config, workdir, stop_after_step, watch)
+
+
+def _train(config, workdir, stop_after_step, watch) -> dict:
     dataset = data.load(config.data)
     model = build_model(config, dataset)
     objective = objectives.get(config.loss)
@@ -65,82 +81,159 @@ def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -
         shard_count=procs,
     )
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_checkpoints_to_keep)
-    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    writer = None
     try:
-        state, start, window = _restore(ckpt, config, state, train_it, writer)
+        state, start, window = _restore(ckpt, config, state, train_it)
+        writer = MetricWriter(workdir, enabled=jax.process_index() == 0, start_step=start)
         state = runner.to_run(runner.place(state))
-        final = _run(
-            config,
-            dataset,
-            state,
-            start,
-            window,
-            runner,
-            train_it,
-            ckpt,
-            writer,
-            stop_after_step,
-        )
+        run = _Run(config, dataset, runner, train_it, ckpt, writer, watch)
+        return run.loop(state, start, window, stop_after_step)
     finally:
         ckpt.close()
-        writer.close()
-    return final
+        if writer is not None:
+            writer.close()
 
 
-def _restore(ckpt, config, state, train_it, writer):
-    """Resumes from the latest checkpoint if there is one: (state, start step, metric window)."""
-    latest = ckpt.latest_step()
-    if latest is None:
+def _restore(ckpt, config, state, train_it):
+    """Resumes from the newest readable checkpoint if there is one: (state, step, window)."""
+    step, (tree, data_state) = _newest_readable(ckpt, config, state.checkpoint_tree())
+    if step is None:
         return transfer.init_from(config, state), 0, {}
-    ckpt.check_compatible(latest, config)
-    tree, data_state = ckpt.restore(latest, state.checkpoint_tree())
     train_it.set_state(data_state["iterator"])
-    writer.truncate_after(latest)
-    _say(f"Resuming from the checkpoint at step {latest} in {ckpt.directory}")
+    _say(f"Resuming from the checkpoint at step {step} in {ckpt.directory}")
     window = {k: jnp.float32(v) for k, v in data_state["window"].items()}
-    return state.from_checkpoint_tree(tree), latest, window
+    return state.from_checkpoint_tree(tree), step, window
 
 
-def _run(config, dataset, state, start, window, runner, train_it, ckpt, writer, stop):
-    total = config.num_train_steps
-    last = total if stop is None else min(stop, total)
-    eval_data = data.eval_batches(dataset, config.eval_batch_size)
-    progress = Progress(start, total, enabled=config.progress_bar and jax.process_index() == 0)
-    final, saved = {}, ckpt.latest_step()
-    step = start
-    while step < last:  # steps_per_call steps per dispatch, cut at every log/eval/save step
-        k = steps_this_call(config, step, last)
-        state, sums = runner.train(state, [next(train_it) for _ in range(k)])
-        step += k
-        window = sums if not window else jax.tree.map(jnp.add, window, sums)
-        progress.update(step)
-        if _due(step, config.log_every_steps, total):
-            train = {
-                f"train_{k}": v for k, v in objectives.summarize(jax.device_get(window)).items()
-            }
-            writer.write(step, {**train, "steps_per_sec": progress.rate(step)})
-            final, window = {**final, **train}, {}
-        if _due(step, config.eval_every_steps, total):
-            final = {**final, **_eval(runner.eval, state, eval_data, writer, step)}
-        if _due(step, config.checkpoint_every_steps, total) or step == last:
-            data_state = {
-                "iterator": train_it.get_state(),
-                "window": {k: float(v) for k, v in jax.device_get(window).items()},
-            }
-            ckpt.save(
-                step,
-                runner.canonical(state).checkpoint_tree(),
-                data_state,
-                config,
-                dataset.assets,
+def _newest_readable(ckpt, config, target):
+    """(step, restored) of the newest checkpoint that reads; damaged newer ones set aside."""
+    damaged = []
+    for step in ckpt.all_steps():
+        try:
+            ckpt.check_compatible(step, config)  # another run's checkpoint: ConfigError
+            restored = ckpt.restore(step, target)
+        except Damaged as e:
+            damaged.append((step, str(e)))
+            continue
+        for bad, why in damaged:  # only once a readable one is found: nothing moves otherwise
+            moved = ckpt.set_aside(str(bad)) if jax.process_index() == 0 else bad
+            warn(f"checkpoint step {bad} is damaged ({why}); moved to {moved}")
+        _barrier("dlkit_set_aside")
+        return step, restored
+    if damaged:
+        listing = "; ".join(f"step {s}: {why}" for s, why in damaged)
+        raise RunError(
+            f"no readable checkpoint in {ckpt.directory} ({listing}); nothing was deleted: "
+            "move that directory away to start afresh"
+        )
+    return None, (None, None)
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+class _Run:
+    """One invocation's loop: dispatches, metrics, evaluation, checkpoints and stop requests."""
+
+    def __init__(self, config, dataset, runner, train_it, ckpt, writer, watch):
+        self.config, self.dataset, self.runner = config, dataset, runner
+        self.train_it, self.ckpt, self.writer, self.watch = train_it, ckpt, writer, watch
+        self.skip = runner.options.nonfinite == "skip_step"
+        self.nonfinite = NonFiniteWatch()
+        self.saved = ckpt.latest_step()
+        self.eval_data = data.eval_batches(dataset, config.eval_batch_size)
+
+    def loop(self, state, start: int, window: dict, stop: int | None) -> dict:
+        config, total = self.config, self.config.num_train_steps
+        last = total if stop is None else min(stop, total)
+        progress = Progress(start, total, enabled=config.progress_bar and jax.process_index() == 0)
+        final, step = {}, start
+        while step < last:  # steps_per_call steps per dispatch, cut at every log/eval/save step
+            k = steps_this_call(config, step, last)
+            state, sums = self.runner.train(state, [next(self.train_it) for _ in range(k)])
+            sums = self.nonfinite.record(step, sums)
+            step += k
+            window = sums if not window else jax.tree.map(jnp.add, window, sums)
+            progress.update(step)
+            preempted = self.watch.requested()
+            log, ev = (
+                _due(step, config.log_every_steps, total),
+                _due(step, config.eval_every_steps, total),
             )
-            saved = step
-    progress.close()
-    if start >= total:  # already finished: report, write nothing
-        final = _eval(runner.eval, state, eval_data, writer, None)
-    end = max(start, last)
-    _say(f"{'Finished' if end >= total else 'Stopped'} at step {end}; last checkpoint step {saved}")
-    return {"step": end, **final}
+            save = _due(step, config.checkpoint_every_steps, total) or step == last or preempted
+            if log or ev or save or self.nonfinite.due():
+                self._check_finite()
+            if log:
+                final, window = {**final, **self._log(step, window, progress)}, {}
+            if ev:
+                final = {
+                    **final,
+                    **_eval(self.runner.eval, state, self.eval_data, self.writer, step),
+                }
+            if save and self.saved != step:
+                self._save(step, state, window)
+            if preempted:
+                self._preempted(step)
+        progress.close()
+        if start >= total:  # already finished: report, write nothing
+            final = _eval(self.runner.eval, state, self.eval_data, self.writer, None)
+        end = max(start, last)
+        done = "Finished" if end >= total else "Stopped"
+        _say(f"{done} at step {end}; last checkpoint step {self.saved}")
+        return {"step": end, **final}
+
+    def _check_finite(self) -> None:
+        """Diverged (policy stop) when a step since the last check was non-finite."""
+        if self.skip:
+            self.nonfinite.pending = []
+            return
+        bad = self.nonfinite.first_bad_step()
+        if bad is None:
+            return
+        where = (
+            f"the last finite checkpoint is step {self.saved} in {self.ckpt.directory}"
+            if self.saved is not None
+            else "no checkpoint was written before it"
+        )
+        raise Diverged(
+            f"non-finite loss or gradients at step {bad}; {where}. Lower the learning rate, or "
+            "rerun with --config.nonfinite=skip_step to skip such steps"
+        )
+
+    def _log(self, step: int, window: dict, progress) -> dict:
+        window = dict(jax.device_get(window))
+        skipped = float(window.pop("nonfinite", 0.0))
+        train = {f"train_{k}": v for k, v in objectives.summarize(window).items()}
+        if self.skip:
+            train["train_skipped_steps"] = skipped
+        self.writer.write(step, {**train, "steps_per_sec": progress.rate(step)})
+        return train
+
+    def _save(self, step: int, state, window: dict) -> None:
+        tree = self.runner.canonical(state).checkpoint_tree()
+        if not all_finite(tree["params"]):
+            raise Diverged(
+                f"the parameters are non-finite at step {step}; no checkpoint was written there "
+                f"(the last one is step {self.saved}). Lower the learning rate"
+            )
+        data_state = {
+            "iterator": self.train_it.get_state(),
+            "window": {k: float(v) for k, v in jax.device_get(window).items()},
+        }
+        self.ckpt.save(step, tree, data_state, self.config, self.dataset.assets, force=True)
+        self.saved = step
+
+    def _preempted(self, step: int) -> None:
+        self.ckpt.wait()  # the save at this step is committed before we report it
+        raise Preempted(
+            f"Preempted at step {step}; checkpoint saved; rerun the same command to continue",
+            step=step,
+            signal=self.watch.signum,
+        )
 
 
 def _eval(eval_fn, state, eval_data, writer, step) -> dict:

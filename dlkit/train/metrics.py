@@ -1,42 +1,99 @@
-"""Metric writing: stdout lines, workdir/metrics.jsonl and TensorBoard events (tensorboardX)."""
+"""Metric writing: stdout lines, workdir/metrics.jsonl and TensorBoard events (tensorboardX).
+
+metrics.jsonl is strict JSON (RFC 8259): a non-finite value is written as null. A run that
+resumes at step S keeps the lines up to S only (none without a checkpoint) and rebuilds the
+TensorBoard events from them, so neither ever repeats a step after an interruption.
+"""
 
 import json
+import math
 import pathlib
 import sys
 import time
 
 
-class MetricWriter:
-    """Writes {name: scalar} per step; only the main process writes anything."""
+def _finite_or_none(v):
+    return v if not isinstance(v, float) or math.isfinite(v) else None
 
-    def __init__(self, workdir, *, enabled: bool = True, tensorboard: bool = True):
+
+def _parse(line: str) -> dict | None:
+    """One metrics.jsonl line, or None for a line cut short by a killed process."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and "step" in row else None
+
+
+def read_lines(path) -> list[dict]:
+    """The readable rows of a metrics.jsonl file (none when it is absent)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    rows = (_parse(ln) for ln in path.read_text().splitlines() if ln.strip())
+    return [r for r in rows if r is not None]
+
+
+def dumps(step: int, metrics: dict) -> str:
+    """One strict-JSON line: {"step": step, **metrics} with NaN/Infinity as null."""
+    row = {"step": step, **{k: _finite_or_none(v) for k, v in metrics.items()}}
+    return json.dumps(row, allow_nan=False)
+
+
+class MetricWriter:
+    """Writes {name: scalar} per step; only the main process writes anything.
+
+    `start_step` is the step the run resumes at (0: fresh): later lines and events are dropped.
+    """
+
+    def __init__(
+        self, workdir, *, enabled: bool = True, tensorboard: bool = True, start_step: int = 0
+    ):
         self.enabled = enabled
         self.workdir = pathlib.Path(workdir)
         self._tb = None
-        if enabled and tensorboard:
-            from tensorboardX import SummaryWriter
+        if not enabled:
+            return
+        rows = self.truncate_after(start_step)
+        if tensorboard:
+            self._open_tensorboard(rows)
 
-            self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+    def _open_tensorboard(self, rows: list[dict]) -> None:
+        """A fresh events file holding `rows` (older event files are replaced)."""
+        from tensorboardX import SummaryWriter
 
-    def truncate_after(self, step: int) -> None:
-        """Drops JSON lines past `step` (written by a run that died before its next checkpoint)."""
+        directory = self.workdir / "tensorboard"
+        for old in directory.glob("events.out.tfevents.*"):
+            old.unlink()  # derived data: rebuilt from metrics.jsonl just below
+        self._tb = SummaryWriter(str(directory))
+        for row in rows:
+            self._add_scalars(row["step"], {k: v for k, v in row.items() if k != "step"})
+
+    def _add_scalars(self, step: int, metrics: dict) -> None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self._tb.add_scalar(k, v, step)
+
+    def truncate_after(self, step: int) -> list[dict]:
+        """Keeps the lines up to `step` (later ones came from a run that died); returns them."""
         path = self.workdir / "metrics.jsonl"
         if not (self.enabled and path.exists()):
-            return
-        lines = [
-            ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step
-        ]
-        path.write_text("".join(ln + "\n" for ln in lines))
+            return []
+        rows = [r for r in read_lines(path) if r["step"] <= step]
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(dumps(r["step"], r) + "\n" for r in rows))
+        tmp.replace(path)  # atomic: a kill here leaves the old or the new file, never half
+        return rows
 
     def write(self, step: int, metrics: dict, *, echo: bool = True) -> None:
         if not self.enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.workdir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+            f.write(dumps(step, metrics) + "\n")
         if self._tb is not None:
-            for k, v in metrics.items():
-                self._tb.add_scalar(k, v, step)
+            self._add_scalars(step, metrics)
+            self._tb.flush()
         if echo:
             text = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             print(f"step {step}: {text}", flush=True)

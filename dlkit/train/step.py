@@ -3,7 +3,10 @@
 Options (`StepOptions.from_config`): gradient accumulation over micro-batches (`lax.scan`),
 DP-SGD (per-example clipping + Gaussian noise, `vmap`), bf16 compute with fp32 parameters,
 `axis_name` for the pmap path (gradients and metric sums reduced across devices), and
-`multi_step` for `steps_per_call` steps per dispatch (`lax.scan` over stacked batches).
+`multi_step` for `steps_per_call` steps per dispatch (`lax.scan` over stacked batches), and the
+`nonfinite` policy: every step returns a "nonfinite" flag (non-finite loss or gradients) with its
+metric sums; `skip_step` also keeps the state unchanged for such a step (like optax's
+apply_if_finite), `stop` leaves the reaction to the loop at its next sync point.
 """
 
 import dataclasses
@@ -15,11 +18,12 @@ import numpy as np
 import optax
 from jax import lax
 
-from dlkit.errors import ConfigError
+from dlkit.errors import ConfigError, choose
 from dlkit.train.state import TrainState
 from dlkit.train.vmap import add_noise, clipped_sum, per_example_grads
 
 NOISE_STREAM = 2**31 - 1  # DP noise key = fold_in(step key, NOISE_STREAM); devices use 0, 1, ...
+NONFINITE_POLICIES = {"stop": "stop", "skip_step": "skip_step"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,10 +35,11 @@ class StepOptions:
     dp_noise_multiplier: float = 0.0
     compute_dtype: str | None = None  # "bfloat16": bf16 compute, fp32 params and optimizer state
     axis_name: str | None = None  # pmap axis: psum of gradients and sums across devices
+    nonfinite: str = "stop"  # stop | skip_step (state unchanged for a non-finite step)
 
     @classmethod
     def from_config(cls, config) -> "StepOptions":
-        """grad_accum_steps, dp.{enabled,clip_norm,noise_multiplier}, mixed_precision."""
+        """grad_accum_steps, dp.{enabled,clip_norm,noise_multiplier}, mixed_precision, nonfinite."""
         accum = int(config.get("grad_accum_steps", 1) or 1)
         if accum < 1 or config.batch_size % accum:
             raise ConfigError(
@@ -51,6 +56,7 @@ class StepOptions:
             dp_clip_norm=float(dp["clip_norm"]) if enabled else None,
             dp_noise_multiplier=float(dp.get("noise_multiplier", 0.0)) if enabled else 0.0,
             compute_dtype="bfloat16" if config.get("mixed_precision", False) else None,
+            nonfinite=choose(NONFINITE_POLICIES, config.get("nonfinite", "stop"), "nonfinite"),
         )
 
 
@@ -143,7 +149,23 @@ def train_step(
         opt_state=opt_state,
         model_state=model_state,
     )
-    return new_state, {**sums, "grad_norm": optax.global_norm(grads) * sums["count"]}
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums.get("loss", 0.0))
+    if options.nonfinite == "skip_step":
+        new_state = _keep_if_not(finite, new_state, state)
+    flag = 1.0 - finite.astype(jnp.float32)
+    return new_state, {**sums, "grad_norm": grad_norm * sums["count"], "nonfinite": flag}
+
+
+def _keep_if_not(finite, new_state: TrainState, state: TrainState) -> TrainState:
+    """new_state where `finite`, else `state` with its step advanced (a skipped step)."""
+    keep = ("params", "opt_state", "model_state")
+    chosen = jax.tree.map(
+        lambda n, o: jnp.where(finite, n, o),
+        {k: getattr(new_state, k) for k in keep},
+        {k: getattr(state, k) for k in keep},
+    )
+    return new_state.replace(**chosen)
 
 
 def multi_step(state: TrainState, batches: dict, *, step_fn) -> tuple[TrainState, dict]:
@@ -152,8 +174,13 @@ def multi_step(state: TrainState, batches: dict, *, step_fn) -> tuple[TrainState
     def body(s, batch):
         return step_fn(s, batch)
 
-    state, sums = lax.scan(body, state, batches)
-    return state, jax.tree.map(lambda x: jnp.sum(x, 0), sums)
+    state, stacked = lax.scan(body, state, batches)
+    sums = jax.tree.map(lambda x: jnp.sum(x, 0), stacked)
+    if "nonfinite" in stacked:  # 1-based index of the first non-finite step of the K; 0: none
+        bad = stacked["nonfinite"] > 0
+        first = jnp.where(jnp.any(bad), jnp.argmax(bad) + 1, 0)
+        sums["nonfinite_first"] = first.astype(jnp.float32)
+    return state, sums
 
 
 def eval_step(state: TrainState, batch: dict, *, objective) -> dict:
