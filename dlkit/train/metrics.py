@@ -126,3 +126,20 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def read_tensorboard(workdir) -> list[tuple[int, str, float]]:
+    """(step, tag, value) of every scalar in workdir/tensorboard's event files (TFRecord)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for path in sorted((pathlib.Path(workdir) / "tensorboard").glob("events.out.tfevents.*")):
+        raw, pos = path.read_bytes(), 0
+        while pos + 12 <= len(raw):
+            (length,) = struct.unpack("<Q", raw[pos : pos + 8])
+            event = event_pb2.Event.FromString(raw[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            out += [(event.step, v.tag, v.simple_value) for v in event.summary.value]
+    return out

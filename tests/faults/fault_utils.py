@@ -1,0 +1,95 @@
+"""Shared pieces of the fault-injection tests: a tiny config, runs and the checks of each trial."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from dlkit.train import restore_latest
+from dlkit.train.config import default_config
+from dlkit.train.metrics import read_tensorboard
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "experiments" / "train.py"
+
+
+def tiny_config(**over):
+    """mlp_digits-like, small: 60 steps, logs every 7, eval at 30, checkpoints every 20."""
+    c = default_config()
+    c.model.name = "mlp"
+    c.model.hidden_sizes = (16,)
+    c.model.dropout_rate = 0.1
+    c.data.name = "digits"
+    c.batch_size = 32
+    c.num_train_steps = 60
+    c.log_every_steps = 7
+    c.eval_every_steps = 30
+    c.checkpoint_every_steps = 20
+    c.progress_bar = False
+    for k, v in over.items():
+        c[k] = v
+    return c
+
+
+def strict_rows(workdir) -> list[dict]:
+    """metrics.jsonl rows; asserts strict JSON (no NaN/Infinity) and no repeated (step, key)."""
+    rows = []
+    for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
+        rows.append(json.loads(line, parse_constant=_reject))
+    seen = set()
+    for row in rows:
+        for k in row:
+            assert (row["step"], k) not in seen or k == "step", f"step {row['step']} {k} repeated"
+            seen.add((row["step"], k))
+    return rows
+
+
+def _reject(name):
+    raise AssertionError(f"metrics.jsonl holds a bare {name}: not RFC 8259 JSON")
+
+
+def tb_unique(workdir) -> list[tuple]:
+    """TensorBoard scalars; asserts that no (step, tag) appears twice."""
+    events = read_tensorboard(workdir)
+    keys = [(s, t) for s, t, _ in events]
+    assert len(keys) == len(set(keys)), "a TensorBoard step was written twice"
+    return events
+
+
+def without_speed(rows):
+    return [{k: v for k, v in r.items() if k != "steps_per_sec"} for r in rows]
+
+
+def assert_same_run(a, b) -> None:
+    """Same final state (bitwise), same metrics.jsonl (minus speed), same TensorBoard scalars."""
+    ta, tb = restore_latest(a, items=("state",)), restore_latest(b, items=("state",))
+    assert ta["step"] == tb["step"]
+    la, lb = jax.tree.leaves(ta["state"]), jax.tree.leaves(tb["state"])
+    for x, y in zip(la, lb, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert without_speed(strict_rows(a)) == without_speed(strict_rows(b))
+    drop = lambda ev: sorted(e for e in ev if e[1] != "steps_per_sec")  # noqa: E731
+    assert drop(tb_unique(a)) == drop(tb_unique(b))
+
+
+def train_cli(workdir, *flags, **popen):
+    """experiments/train.py on mlp_digits, as a subprocess (started, not waited for)."""
+    cmd = [sys.executable, str(TRAIN), f"--workdir={workdir}", *flags]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
+
+
+CLI_FLAGS = (
+    "--config=" + str(ROOT / "experiments" / "configs" / "mlp_digits.py"),
+    "--config.num_train_steps=300",
+    "--config.log_every_steps=10",
+    "--config.eval_every_steps=150",
+    "--config.checkpoint_every_steps=100",
+    "--config.progress_bar=False",
+)

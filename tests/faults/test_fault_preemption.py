@@ -1,0 +1,93 @@
+"""Preemption: a signal saves the step in flight, raises Preempted (exit 75), loses no step, and
+the rerun ends bitwise equal to an uninterrupted run; handlers are the run's only while it runs."""
+
+import signal
+
+import pytest
+from fault_utils import CLI_FLAGS, assert_same_run, strict_rows, tiny_config, train_cli
+
+from dlkit.errors import Preempted
+from dlkit.train import Checkpointer, train_and_evaluate
+from dlkit.train.parallel import Runner
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    path = tmp_path_factory.mktemp("reference")
+    train_and_evaluate(tiny_config(), path)
+    return path
+
+
+def signal_at(monkeypatch, at_call: int, signals):
+    """Runner.train raises `signals` (in order) right after its `at_call`-th dispatch."""
+    real, calls = Runner.train, [0]
+
+    def train(self, state, batches):
+        out = real(self, state, batches)
+        calls[0] += 1
+        if calls[0] == at_call:
+            for s in signals:
+                signal.raise_signal(s)
+        return out
+
+    monkeypatch.setattr(Runner, train.__name__, train)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+def test_signal_saves_that_step_and_rerun_is_exact(tmp_path, monkeypatch, reference, sig):
+    signal_at(monkeypatch, 23, [sig])  # mid log window, between checkpoints 20 and 40
+    with pytest.raises(Preempted, match=r"^Preempted at step 23; checkpoint saved; rerun the same"):
+        train_and_evaluate(tiny_config(), tmp_path)
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    assert ckpt.latest_step() == 23  # zero steps lost
+    ckpt.close()
+    monkeypatch.undo()
+    train_and_evaluate(tiny_config(), tmp_path)
+    assert_same_run(reference, tmp_path)
+
+
+def test_handlers_are_restored_and_a_host_handler_survives(tmp_path):
+    seen = []
+    previous = signal.signal(signal.SIGUSR1, lambda s, f: seen.append(s))
+    try:
+        train_and_evaluate(tiny_config(num_train_steps=3), tmp_path)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.raise_signal(signal.SIGUSR1)
+        assert seen == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_second_signal_aborts_at_once(tmp_path, monkeypatch):
+    signal_at(monkeypatch, 5, [signal.SIGINT, signal.SIGINT])
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(tiny_config(), tmp_path)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_unknown_signal_name_is_a_config_error(tmp_path):
+    from dlkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'SIGTERM'"):
+        train_and_evaluate(tiny_config(preemption_signals=("SIGTREM",)), tmp_path)
+
+
+def test_sigterm_on_the_binary_exits_75_and_the_rerun_continues(tmp_path):
+    proc = train_cli(tmp_path, *CLI_FLAGS)
+    for line in proc.stdout:  # the first log line: training is under way
+        if line.startswith("step 10:"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Preempted at step" in lines[0], err[-2000:]
+    step = int(lines[0].split("Preempted at step ")[1].split(";")[0])
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    assert ckpt.latest_step() == step  # the step in flight was saved
+    ckpt.close()
+    rerun = train_cli(tmp_path, *CLI_FLAGS)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-2000:]
+    assert f"Resuming from the checkpoint at step {step}" in out
+    assert strict_rows(tmp_path)[-1]["step"] == 300
