@@ -37,8 +37,8 @@ def tiny_config(**over):
 
 def strict_rows(workdir) -> list[dict]:
     """metrics.jsonl rows; asserts strict JSON (no NaN/Infinity) and no repeated (step, key)."""
-    rows = []
-    for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
+    rows, path = [], pathlib.Path(workdir) / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
         rows.append(json.loads(line, parse_constant=_reject))
     seen = set()
     for row in rows:
@@ -93,3 +93,27 @@ CLI_FLAGS = (
     "--config.checkpoint_every_steps=100",
     "--config.progress_bar=False",
 )
+
+
+def poison_batch(monkeypatch, at: int) -> None:
+    """data.train_iterator's `at`-th batch (1-based) gets NaN inputs (a non-finite step)."""
+    from dlkit import data
+
+    real = data.train_iterator
+
+    class Poisoned:
+        def __init__(self, it):
+            self.it, self.n = it, 0
+
+        def __next__(self):
+            self.n += 1
+            b = next(self.it)
+            return {**b, "inputs": np.where(self.n == at, np.nan, b["inputs"])}
+
+        def get_state(self):
+            return self.it.get_state()
+
+        def set_state(self, s):
+            self.it.set_state(s)
+
+    monkeypatch.setattr(data, "train_iterator", lambda *a, **k: Poisoned(real(*a, **k)))
