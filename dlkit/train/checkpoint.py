@@ -10,8 +10,10 @@ import errno
 import json
 import pathlib
 import sys
+import zlib
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from dlkit.errors import ConfigError, RunError
@@ -107,6 +109,17 @@ def all_finite(tree) -> bool:
     return bool(jax.device_get(jnp.all(jnp.stack(flags)))) if flags else True
 
 
+def digest(tree) -> int | None:
+    """CRC-32 of every array's bytes (in tree order), or None when this process lacks some."""
+    leaves = jax.tree.leaves(tree)
+    if not all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return None
+    crc = 0
+    for x in jax.device_get(leaves):
+        crc = zlib.crc32(np.ascontiguousarray(x).view(np.uint8).reshape(-1), crc)
+    return crc
+
+
 class Checkpointer:
     """A thin wrapper over ocp.CheckpointManager with dlkit's items and safety checks.
 
@@ -144,6 +157,7 @@ class Checkpointer:
 
     def save(self, step: int, state_tree, data_state: dict, config=None, assets=None, force=False):
         """Starts an (asynchronous) save of everything a run needs to resume at `step`."""
+        data_state = {**data_state, "digest": digest(state_tree)}  # catches silent bit flips
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state_tree),
             data=ocp.args.JsonSave(data_state),
@@ -231,6 +245,8 @@ class Checkpointer:
         data = restored["data"]
         if not isinstance(data, dict) or "iterator" not in data or "window" not in data:
             raise Damaged("its data-iterator state is missing or garbled")
+        if data.get("digest") is not None and data["digest"] != digest(restored["state"]):
+            raise Damaged("its arrays do not match the checksum taken when it was saved")
         return restored["state"], data
 
     def set_aside(self, name: str) -> pathlib.Path:
