@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from dlkit import data, models
-from dlkit.errors import Diverged, Preempted, RunError
+from dlkit.errors import ConfigError, Diverged, Preempted, RunError
 from dlkit.train import objectives, transfer
 from dlkit.train.checkpoint import Checkpointer, Damaged, all_finite, warn
 from dlkit.train.divergence import NonFiniteWatch
@@ -106,22 +106,31 @@ def _restore(ckpt, config, state, train_it):
 
 
 def _newest_readable(ckpt, config, target):
-    """(step, restored) of the newest checkpoint that reads; damaged newer ones set aside."""
-    damaged = []
+    """(step, restored) of the newest checkpoint that reads; the newer ones are set aside.
+
+    A newer step that differs from an older readable step of the same run (config or shapes) is
+    damage too; when none reads, a mismatch is a ConfigError and damage a RunError, and nothing
+    moves.
+    """
+    failed = []
     for step in ckpt.all_steps():
         try:
-            ckpt.check_compatible(step, config)  # another run's checkpoint: ConfigError
+            ckpt.check_compatible(step, config)
             restored = ckpt.restore(step, target)
-        except Damaged as e:
-            damaged.append((step, str(e)))
+        except (Damaged, ConfigError) as e:
+            failed.append((step, e))
             continue
-        for bad, why in damaged:  # only once a readable one is found: nothing moves otherwise
+        for bad, e in failed:
+            why = str(e) if isinstance(e, Damaged) else "it differs from the older checkpoints"
             moved = ckpt.set_aside(str(bad)) if jax.process_index() == 0 else bad
             warn(f"checkpoint step {bad} is damaged ({why}); moved to {moved}")
         _barrier("dlkit_set_aside")
         return step, restored
-    if damaged:
-        listing = "; ".join(f"step {s}: {why}" for s, why in damaged)
+    mismatch = [e for _, e in failed if isinstance(e, ConfigError)]
+    if mismatch:
+        raise mismatch[0]
+    if failed:
+        listing = "; ".join(f"step {s}: {e}" for s, e in failed)
         raise RunError(
             f"no readable checkpoint in {ckpt.directory} ({listing}); nothing was deleted: "
             "move that directory away to start afresh"
