@@ -3,6 +3,7 @@ once, a NaN, a full disk; every trial reruns until done and is checked against o
 uninterrupted run (final params bitwise, metrics.jsonl strict JSON, no repeated step).
 
   JAX_PLATFORMS=cpu python benchmarks/faults.py --trials 20 [--seed 0]
+  JAX_PLATFORMS=cpu python benchmarks/faults.py --step-cost   # the non-finite flag's cost
 
 Run with `child WORKDIR NAN_AT`, this file is a training process whose NAN_AT-th batch holds a
 NaN (the fault the binary cannot inject), with the binary's exit codes (dlkit.cli.guard).
@@ -263,12 +264,76 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, load {load:.1f}, Python {py}, jax {jax.__version__}"
 
 
+def step_cost(rounds: int = 300) -> None:
+    """mlp_digits step: flag dropped (XLA removes it: the old step) vs stop vs skip_step."""
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "experiments" / "configs"))
+    import mlp_digits
+    from timing import time_round_robin
+
+    from dlkit import data
+    from dlkit.train import objectives
+    from dlkit.train.loop import build_model, create_state
+    from dlkit.train.step import StepOptions, train_step
+
+    config = mlp_digits.get_config()
+    dataset = data.load(config.data)
+    state0 = create_state(config, dataset, build_model(config, dataset))
+    batch = jax.tree.map(jax.numpy.asarray, dataset.example_batch(config.batch_size))
+    obj = objectives.get(config.loss)
+
+    def make(policy, drop):
+        opts = StepOptions(nonfinite=policy)
+
+        def fn(s, b):
+            new, sums = train_step(s, b, objective=obj, options=opts)
+            return new, {k: v for k, v in sums.items() if not (drop and k == "nonfinite")}
+
+        return jax.jit(fn)
+
+    fns = {
+        "before": make("stop", True),
+        "stop": make("stop", False),
+        "skip": make("skip_step", False),
+    }
+    finals = {}
+    for name, fn in fns.items():
+        s = state0
+        for _ in range(20):
+            s, _ = fn(s, batch)
+        finals[name] = [np.asarray(x) for x in jax.tree.leaves(s.params)]
+    same = all(
+        all(np.array_equal(a, b) for a, b in zip(finals["before"], finals[k], strict=True))
+        for k in ("stop", "skip")
+    )
+    boxes = {name: [state0] for name in fns}
+
+    def runner(name):
+        def run():
+            boxes[name][0] = jax.block_until_ready(fns[name](boxes[name][0], batch))[0]
+
+        return run
+
+    times = time_round_robin({n: runner(n) for n in fns}, rounds)
+    base = times["before"][0]
+    print(f"machine: {machine()}")
+    print(f"params after 20 steps bitwise equal to the step without the flag: {same}")
+    for name, (wall, _) in times.items():
+        print(f"{name}: {wall * 1e6:.1f} us/step median wall, {wall / base:.3f} x before")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=len(KINDS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--step-cost", action="store_true", help="time the non-finite flag")
     args = parser.parse_args()
+    if args.step_cost:
+        return step_cost()
     rng, kinds = random.Random(args.seed), args.kinds.split(",")
     root = pathlib.Path(tempfile.mkdtemp(prefix="dlkit_faults_"))
     t = time.perf_counter()
