@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from dlkit import data, models
 from dlkit.train import objectives, transfer
 from dlkit.train.checkpoint import Checkpointer
+from dlkit.train.config import validate
 from dlkit.train.metrics import MetricWriter, Progress
 from dlkit.train.optim import make_optimizer
 from dlkit.train.parallel import Runner, ensemble_state, initialize_distributed, steps_this_call
@@ -49,6 +50,7 @@ def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -
     `stop_after_step` ends this invocation early (after saving a checkpoint there), as if the
     run were stopped; rerunning the same config in the same workdir continues exactly.
     """
+    validate(config)  # sizes and counts, before any work
     workdir = pathlib.Path(workdir)
     initialize_distributed(config.get("parallel"))  # multi-host: before any computation
     dataset = data.load(config.data)
