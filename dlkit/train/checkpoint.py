@@ -144,18 +144,18 @@ class Checkpointer:
 def _local_target(path):
     """Shape/dtype structs on this process's first device for a saved state (any topology).
 
-    Orbax reads array metadata only from an absolute path (OCDBT); from a relative one it logs a
-    warning and returns none, and a restore without a target then insists on the saved device
-    layout ("Topology mismatch detected"). So the path is made absolute, and no metadata is an
-    error rather than a silent fallback.
+    Orbax reads array metadata only from an absolute path (OCDBT); StandardCheckpointer.metadata
+    of a relative one logs a warning and returns None, and a restore with that None target then
+    insists on the saved device layout ("Topology mismatch detected"). So the path is made
+    absolute, and unreadable metadata is an error rather than a silent fallback.
     """
     from dlkit.errors import RunError
 
     path = pathlib.Path(path).expanduser().absolute()
-    meta = ocp.StandardCheckpointer().metadata(path)
-    meta = getattr(meta, "item_metadata", meta)
-    if meta is None:
-        raise RunError(f"cannot read the array metadata of checkpoint {path}; it may be damaged")
+    try:
+        meta = ocp.StandardCheckpointHandler().metadata(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise RunError(f"cannot read the array metadata of checkpoint {path}: {e}") from e
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
 
