@@ -7,9 +7,11 @@ re-raises instead, for the traceback.
 
 import errno
 import os
+import pathlib
+import re
 import sys
 
-from dlkit.errors import EXIT_FAILURE, DlkitError
+from dlkit.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, DlkitError
 
 EXIT_INTERRUPTED = 130
 _OS_HINTS = {
@@ -42,12 +44,16 @@ def _os_error(e: OSError) -> str | None:
 
 def guard(fn, *args, **kwargs):
     """fn(*args, **kwargs) with DlkitError / OSError / KeyboardInterrupt turned into SystemExit."""
+    from absl import app
+
     if verbose():
         return fn(*args, **kwargs)
     try:
         return fn(*args, **kwargs)
     except DlkitError as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__, e.exit_code)
+    except app.UsageError as e:
+        _fail(_one_line(str(e)), EXIT_USAGE)
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_INTERRUPTED)
     except OSError as e:
@@ -57,11 +63,100 @@ def guard(fn, *args, **kwargs):
         _fail(message, EXIT_FAILURE)
 
 
-def run(main):
-    """app.run(main) for a binary; `--verbose` is taken off argv before absl parses flags."""
+def _config_key_error(e: Exception) -> str:
+    """ml_collections' 'unknown key' error as one line with its did-you-mean."""
+    text = str(e.args[0] if e.args else e)
+    key = re.search(r"'([^'\\]+)", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    overrides = [a.split("=", 1)[0] for a in sys.argv if re.match(r"--(no)?config\.", a)]
+    bad = [a for a in overrides if key and key.group(1) in a.split(".")]
+    where = f" in {bad[0]}" if bad else ""
+    did_you_mean = f" (did you mean {hint.group(1)!r}?)" if hint else ""
+    name = key.group(1) if key else text.splitlines()[0]
+    return f"unknown config key {name!r}{where}{did_you_mean}; see the config file for its fields"
+
+
+def _config_file_error(argv) -> str | None:
+    """A one-line message when --config names a file that does not exist, else None."""
+    for a in argv[1:]:
+        if a.startswith("--config="):
+            path = a.split("=", 1)[1].split(":", 1)[0]
+            if not pathlib.Path(path).expanduser().is_file():
+                return f"config file {path!r} not found; give a config .py such as {_EXAMPLE}"
+    return None
+
+
+_EXAMPLE = "experiments/configs/mlp_digits.py"
+
+
+def _one_line(text: str) -> str:
+    """The first line of an error, completed by its last when the first ends in ':'."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()] or [text]
+    if len(lines) == 1 or not lines[0].endswith(":"):
+        return lines[0]
+    last = re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1])
+    return f"{lines[0]} {last}"
+
+
+def parse_flags(argv):
+    """absl's flag parsing with every user mistake as one line and exit code 2."""
+    from absl import flags
+
+    if not verbose():
+        message = _config_file_error(argv)
+        if message:
+            _fail(message, EXIT_USAGE)
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        if verbose():
+            raise
+        _fail(_one_line(str(e)), EXIT_USAGE)
+    except (KeyError, AttributeError) as e:  # ml_collections: an override names no field
+        if verbose():
+            raise
+        _fail(_config_key_error(e), EXIT_USAGE)
+
+
+def config_value(flag):
+    """The value of an ml_collections config flag; a config file that fails to load is a
+    ConfigError naming the file and the first line of what went wrong."""
+    try:
+        return flag.value
+    except (OSError, ImportError, SyntaxError, TypeError) as e:
+        cause = e.__cause__ or e
+        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+        raise ConfigError(
+            f"cannot load --config: {lines[-1] if lines else type(cause).__name__}"
+        ) from e
+
+
+def run(main, *, defaults: dict | None = None):
+    """app.run(main) for a binary: `--verbose` is taken off argv, `defaults` ({"--config": path})
+    fill flags absent from argv, and flag parsing errors are one line with exit code 2."""
     from absl import app
 
     if "--verbose" in sys.argv:
         os.environ["DLKIT_VERBOSE"] = "1"
         sys.argv = [a for a in sys.argv if a != "--verbose"]
-    app.run(lambda argv: guard(main, argv))
+    for flag, value in (defaults or {}).items():
+        if not any(a == flag or a.startswith(flag + "=") for a in sys.argv[1:]):
+            sys.argv.insert(1, f"{flag}={value}")
+    app.run(lambda argv: guard(main, argv), flags_parser=parse_flags)
+
+
+def writable_workdir(path) -> pathlib.Path:
+    """The workdir, created if needed; RunError at once if this process cannot write there."""
+    import tempfile
+
+    from dlkit.errors import RunError
+
+    path = pathlib.Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_check_"):
+            pass
+    except OSError as e:
+        why = _os_error(e) or f"{e.strerror or e}; use another --workdir"
+        raise RunError(f"cannot write to workdir {path}: {why}") from e
+    return path

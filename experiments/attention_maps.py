@@ -8,7 +8,6 @@ character tokenizer of --text (to see the plumbing, not learned attention).
 """
 
 import pathlib
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -93,26 +92,26 @@ def main(argv):
     import jax.numpy as jnp
     import numpy as np
 
+    from dlkit import cli
     from dlkit.errors import ConfigError
     from dlkit.nn.transformer import attention_weights
 
-    try:
-        model, variables, tok = load(_WORKDIR.value, _CONFIG.value, _TEXT.value)
-        ids = tok.encode(_TEXT.value)
-        if ids.size == 0:
-            raise ConfigError("--text has no tokens")
-        weights = [
-            np.asarray(w[0]) for w in attention_weights(model, variables, jnp.asarray(ids)[None])
-        ]
-        if not weights:
-            raise ConfigError(f"model {type(model).__name__} has no attention layers")
-        layers = pick(_LAYERS.value, len(weights), "layers")
-        heads = pick(_HEADS.value or range(weights[0].shape[0]), weights[0].shape[0], "heads")
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    model, variables, tok = load(_WORKDIR.value, cli.config_value(_CONFIG), _TEXT.value)
+    ids = tok.encode(_TEXT.value)
+    if ids.size == 0:
+        raise ConfigError("--text has no tokens")
+    weights = [
+        np.asarray(w[0]) for w in attention_weights(model, variables, jnp.asarray(ids)[None])
+    ]
+    if not weights:
+        raise ConfigError(f"model {type(model).__name__} has no attention layers")
+    layers = pick(_LAYERS.value, len(weights), "layers")
+    heads = pick(_HEADS.value or range(weights[0].shape[0]), weights[0].shape[0], "heads")
     render(weights, [tok.vocab[i] for i in ids], layers, heads, _OUT.value)
     print(f"wrote {_OUT.value}: layers {layers} x heads {heads}, {len(ids)} tokens")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from dlkit import cli
+
+    cli.run(main)

@@ -4,8 +4,6 @@
       --num_chars=500 --temperature=0.8 --top_k=0 --seed=0
 """
 
-import sys
-
 from absl import app, flags, logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (with checkpoints/).")
@@ -36,11 +34,13 @@ def main(argv):
             temperature=_TEMPERATURE.value,
             top_k=_TOP_K.value,
         )
-    except (ConfigError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    except ValueError as e:  # an empty prompt, a model that cannot generate: one line, exit 2
+        raise ConfigError(str(e)) from e
     print(text)
 
 
 if __name__ == "__main__":
+    from dlkit import cli
+
     flags.mark_flag_as_required("workdir")
-    app.run(main)
+    cli.run(main)

@@ -13,7 +13,6 @@ static_vs_contextual.png (heat maps and the per-layer profile), .txt and .json t
 import json
 import pathlib
 import re
-import sys
 
 import numpy as np
 from absl import app, flags, logging
@@ -196,26 +195,23 @@ def main(argv):
     sentences = [s.strip() for s in _SENTENCES.value.split("|") if s.strip()]
     lm = pathlib.Path(_LM.value)
     out = pathlib.Path(_OUT.value) if _OUT.value else lm / "static_vs_contextual"
-    try:
-        words, vectors = load_vectors(_VECTORS.value)
-        if not (lm / "checkpoints").is_dir():
-            raise ConfigError(f"no checkpoints in {lm}; train a transformer_lm there first")
-        model, variables, tokenizer = load_from_workdir(lm)
-        if not hasattr(model, "hidden_states"):
-            raise ConfigError(f"the model in {lm} has no hidden_states(); train a transformer_lm")
-        result = compare(
-            _WORD.value,
-            sentences,
-            words,
-            vectors,
-            model,
-            variables,
-            tokenizer,
-            _LAYER.value,
-            _POOL.value,
-        )
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    words, vectors = load_vectors(_VECTORS.value)
+    if not (lm / "checkpoints").is_dir():
+        raise ConfigError(f"no checkpoints in {lm}; train a transformer_lm there first")
+    model, variables, tokenizer = load_from_workdir(lm)
+    if not hasattr(model, "hidden_states"):
+        raise ConfigError(f"the model in {lm} has no hidden_states(); train a transformer_lm")
+    result = compare(
+        _WORD.value,
+        sentences,
+        words,
+        vectors,
+        model,
+        variables,
+        tokenizer,
+        _LAYER.value,
+        _POOL.value,
+    )
     out.mkdir(parents=True, exist_ok=True)
     lines = report_lines(result)
     (out / "static_vs_contextual.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -226,4 +222,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from dlkit import cli
+
+    cli.run(main)

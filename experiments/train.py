@@ -11,11 +11,11 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_HERE = pathlib.Path(__file__).resolve().parent
-_CONFIG = config_flags.DEFINE_config_file(
+_DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent / "configs" / "mlp_digits.py"
+_CONFIG = config_flags.DEFINE_config_file(  # default filled in by cli.run, before flag parsing
     "config",
-    str(_HERE / "configs" / "mlp_digits.py"),
-    "Experiment config file (get_config()).",
+    None,
+    f"Experiment config file (get_config()); default {_DEFAULT_CONFIG}.",
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
@@ -39,11 +39,15 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    from dlkit import cli
     from dlkit.train import train_and_evaluate
+    from dlkit.train.config import validate
 
     config_name = pathlib.Path(flags.FLAGS["config"].config_filename).stem
     workdir = _WORKDIR.value or str(pathlib.Path("workdirs") / config_name)
-    config = _CONFIG.value
+    config = cli.config_value(_CONFIG)
+    validate(config)  # sizes and counts: one line, before any work
+    cli.writable_workdir(workdir)
     if config.parallel.get("cpu_devices"):  # before JAX starts; only the CPU backend splits
         import jax
 
@@ -73,4 +77,4 @@ def main(argv):
 if __name__ == "__main__":
     from dlkit import cli
 
-    cli.run(main)
+    cli.run(main, defaults={"--config": _DEFAULT_CONFIG})

@@ -6,7 +6,7 @@ import importlib
 from dlkit.data import subsets
 from dlkit.data.dataset import ArraySource, Dataset, shared_data_dir, tfds_data_dir
 from dlkit.data.pipeline import eval_batches, pad_batch, stack_examples, train_iterator
-from dlkit.errors import ConfigError
+from dlkit.errors import ConfigError, choose
 
 _DATASET_MODULES = (
     "dlkit.data.images",
@@ -34,10 +34,11 @@ def names() -> list[str]:
 
 def load(data_config) -> Dataset:
     """Builds the dataset named by data_config.name (a ConfigDict or dict)."""
-    name = data_config["name"]
-    if name not in registry():
-        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(names())}")
-    return subsets.apply(registry()[name](data_config), data_config)  # data.classes etc.
+    name = data_config.get("name") if hasattr(data_config, "get") else None
+    if not name:
+        raise ConfigError(f"the data config needs a 'name'; choose one of: {', '.join(names())}")
+    builder = choose(registry(), name, "dataset")
+    return subsets.apply(builder(data_config), data_config)  # data.classes etc.
 
 
 __all__ = [

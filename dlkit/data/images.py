@@ -98,7 +98,7 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
     with opener(path, "rb") as f:
         raw = f.read()
     if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise ValueError(f"{path} is not a uint8 idx file (magic {raw[:4]!r})")
+        raise ConfigError(f"{path} is not a uint8 idx file (magic {raw[:4]!r})")
     ndim = raw[3]
     dims = np.frombuffer(raw, ">u4", ndim, 4).astype(int)
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)

@@ -4,6 +4,7 @@ evaluation batches."""
 import numpy as np
 
 from dlkit.data.dataset import Dataset
+from dlkit.errors import ConfigError
 
 
 def train_iterator(
@@ -20,7 +21,7 @@ def train_iterator(
 
     n = len(dataset.train)
     if batch_size * shard_count > n:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {batch_size * shard_count} exceeds the {n} training examples "
             f"of {dataset.name!r}; lower --config.batch_size"
         )

@@ -93,7 +93,7 @@ def shakespeare_text(path: str | None = None, tfds_dir: str | None = None) -> st
     else:
         file = pathlib.Path(shared or "<no shared data dir>") / "tinyshakespeare" / "input.txt"
     if file.is_file():
-        return file.read_text(encoding="utf-8")
+        return read_utf8(file)
     text = None if path else _tfds_text("tiny_shakespeare", tfds_dir)
     if text is None:
         raise ConfigError(
@@ -101,6 +101,18 @@ def shakespeare_text(path: str | None = None, tfds_dir: str | None = None) -> st
             "text file or put input.txt in <shared data>/tinyshakespeare/ ($DLKIT_SHARED_DATA)"
         )
     return text
+
+
+def read_utf8(path) -> str:
+    """The text of a UTF-8 file; ConfigError naming the first bad byte otherwise."""
+    raw = pathlib.Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            "give a UTF-8 text file as data.path"
+        ) from None
 
 
 def _field(cfg, name, default):
@@ -156,7 +168,7 @@ def load_text_file(cfg):
     path = _field(cfg, "path", None)
     if not path or not pathlib.Path(path).is_file():
         raise ConfigError(f"text_file needs data.path set to an existing text file, got {path!r}")
-    return make_text_dataset("text_file", pathlib.Path(path).read_text(encoding="utf-8"), cfg)
+    return make_text_dataset("text_file", read_utf8(path), cfg)
 
 
 DATASETS = {

@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 
+from dlkit.errors import ConfigError
+
 UNK = "<unk>"
 _WORD_RE = re.compile(r"[A-Za-z0-9_']+|[^\sA-Za-z0-9_']")
 
@@ -45,7 +47,7 @@ class Tokenizer:
         ids = [index.get(t, unk) for t in self.split(text)]
         if unk is None and None in ids:
             missing = sorted({t for t in self.split(text) if t not in index})[:10]
-            raise ValueError(f"tokens not in the vocabulary and no {UNK} token: {missing}")
+            raise ConfigError(f"tokens not in the vocabulary and no {UNK} token: {missing}")
         return np.asarray(ids, np.int32)
 
     def decode(self, ids) -> str:

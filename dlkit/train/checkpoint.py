@@ -286,29 +286,49 @@ def warn(message: str) -> None:
 
 
 def _local_target(path):
-    """Shape/dtype structs on this process's first device for a saved state (any topology)."""
-    meta = ocp.StandardCheckpointer().metadata(path)
-    meta = getattr(meta, "item_metadata", meta)
+    """Shape/dtype structs on this process's first device for a saved state (any topology).
+
+    Orbax reads array metadata only from an absolute path (OCDBT); StandardCheckpointer.metadata
+    of a relative one logs a warning and returns None, and a restore with that None target then
+    insists on the saved device layout ("Topology mismatch detected"). So the path is made
+    absolute, and unreadable metadata is an error rather than a silent fallback.
+    """
+    from dlkit.errors import RunError
+
+    path = pathlib.Path(path).expanduser().absolute()
+    try:
+        meta = ocp.StandardCheckpointHandler().metadata(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise RunError(f"cannot read the array metadata of checkpoint {path}: {e}") from e
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+
+
+def restore_state_on_one_device(path):
+    """The state tree saved at a step's `state` folder, on this process's first device."""
+    path = pathlib.Path(path).expanduser().absolute()
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(path, _local_target(path))
 
 
 def restore_latest(workdir, *, items=("config", "assets")) -> dict:
     """Reads the latest checkpoint of a workdir without a target: {"step", item: ...}.
 
-    The state comes back on this process's first device (whatever topology saved it), for
-    sampling and inspection.
+    The state comes back on this process's first device (whatever topology saved it: any device
+    count, any host), for sampling and inspection; relative and absolute workdirs alike.
     """
-    directory = pathlib.Path(workdir) / "checkpoints"
+    directory = pathlib.Path(workdir).expanduser().absolute() / "checkpoints"
     if not directory.is_dir():
         raise ConfigError(f"no checkpoints in {directory}; train first with experiments/train.py")
-    manager = ocp.CheckpointManager(directory.absolute(), item_names=Checkpointer.ITEMS)
-    step = manager.latest_step()
-    if step is None:
-        raise ConfigError(f"no finished checkpoint in {directory}; train first")
-    args = {i: ocp.args.JsonRestore() for i in items if i != "state"}
-    if "state" in items:
-        args["state"] = ocp.args.StandardRestore(_local_target(directory / str(step) / "state"))
-    out = dict(manager.restore(step, args=ocp.args.Composite(**args)))
-    manager.close()
+    manager = ocp.CheckpointManager(directory, item_names=Checkpointer.ITEMS)
+    try:
+        step = manager.latest_step()
+        if step is None:
+            raise ConfigError(f"no finished checkpoint in {directory}; train first")
+        args = {i: ocp.args.JsonRestore() for i in items if i != "state"}
+        if "state" in items:
+            args["state"] = ocp.args.StandardRestore(_local_target(directory / str(step) / "state"))
+        out = dict(manager.restore(step, args=ocp.args.Composite(**args)))
+    finally:
+        manager.close()
     return {"step": step, **out}

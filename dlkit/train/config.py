@@ -60,3 +60,60 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 1e-4
     c.optimizer.grad_clip_norm = 0.0
     return c
+
+
+# ---------------------------------------------------------------------------- validation
+
+# (path, smallest allowed value): sizes and counts a run cannot use below that.
+_AT_LEAST = (
+    ("batch_size", 1),
+    ("eval_batch_size", 1),
+    ("num_train_steps", 0),
+    ("log_every_steps", 0),
+    ("eval_every_steps", 0),
+    ("checkpoint_every_steps", 0),
+    ("max_checkpoints_to_keep", 1),
+    ("steps_per_call", 1),
+    ("grad_accum_steps", 1),
+    ("ensemble_size", 1),
+    ("parallel.cpu_devices", 0),
+    ("optimizer.warmup_steps", 0),
+    ("optimizer.grad_clip_norm", 0),
+    ("optimizer.learning_rate", 0),
+    ("data.num_train_examples", 1),
+    ("data.seq_len", 1),
+)
+
+
+def _get(config, path: str):
+    node = config
+    for key in path.split("."):
+        if node is None or not hasattr(node, "get"):
+            return None
+        node = node.get(key)
+    return node
+
+
+def validate(config, dataset=None) -> None:
+    """Raises ConfigError naming the first setting a run cannot use (sizes, counts, a batch
+    larger than the dataset's training split); called once at the door, before any work."""
+    import math
+
+    from dlkit.errors import ConfigError
+
+    for path, least in _AT_LEAST:
+        value = _get(config, path)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config {path} = {value!r} must be a number; fix --config.{path}")
+        if not math.isfinite(value) or value < least:
+            need = "a positive number" if least == 1 else f"a finite number >= {least}"
+            raise ConfigError(f"config {path} = {value!r} must be {need}; fix --config.{path}")
+    if dataset is not None:
+        n = len(dataset.train)
+        if config.batch_size > n:
+            raise ConfigError(
+                f"batch_size {config.batch_size} exceeds the {n} training examples of "
+                f"{dataset.name!r}; lower --config.batch_size"
+            )

@@ -14,6 +14,7 @@ from dlkit import data, models
 from dlkit.errors import ConfigError, Diverged, Preempted, RunError
 from dlkit.train import objectives, transfer
 from dlkit.train.checkpoint import Checkpointer, Damaged, all_finite, warn
+from dlkit.train.config import validate
 from dlkit.train.divergence import NonFiniteWatch
 from dlkit.train.metrics import MetricWriter, Progress
 from dlkit.train.optim import make_optimizer
@@ -59,6 +60,7 @@ def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -
     holds the workdir's lock; a preemption signal saves and raises Preempted (exit 75);
     non-finite loss or gradients with nonfinite=stop raise Diverged (see README, Training).
     """
+    validate(config)  # sizes and counts, before any work
     workdir = pathlib.Path(workdir)
     initialize_distributed(config.get("parallel"))  # multi-host: before any computation
     signals = config.get("preemption_signals", DEFAULT_SIGNALS)

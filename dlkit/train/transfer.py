@@ -90,7 +90,7 @@ def read_checkpoint(path) -> tuple[int, dict]:
     """(step, {"params": ..., **model_state}) of a saved dlkit checkpoint, as host arrays."""
     import orbax.checkpoint as ocp
 
-    from dlkit.train.checkpoint import Checkpointer
+    from dlkit.train.checkpoint import Checkpointer, restore_state_on_one_device
 
     directory, step = _checkpoint_location(path)
     manager = ocp.CheckpointManager(directory, item_names=Checkpointer.ITEMS)
@@ -98,11 +98,9 @@ def read_checkpoint(path) -> tuple[int, dict]:
         step = manager.latest_step() if step is None else step
         if step is None or step not in manager.all_steps():
             raise ConfigError(f"init_from: no finished checkpoint in {directory}; train it first")
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))[
-            "state"
-        ]
     finally:
         manager.close()
+    restored = restore_state_on_one_device(directory / str(step) / "state")  # any device count
     tree = {"params": restored["params"], **(restored.get("model_state") or {})}
     return step, jax.tree.map(np.asarray, tree)
 

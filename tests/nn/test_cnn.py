@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tolerances import atol_for, rtol_for
 
 import dlkit
 from dlkit import ConfigError, models
@@ -50,7 +51,7 @@ def test_fast_path_matches_stock_path_outputs_and_gradients():
     (l_fast, out_fast), g_fast = loss(fast)
     (l_ref, out_ref), g_ref = loss(ref)
     np.testing.assert_allclose(out_fast, out_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(l_fast, l_ref, rtol=1e-6)
+    np.testing.assert_allclose(l_fast, l_ref, rtol=1e-5)  # as the logits it averages
     for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
@@ -61,7 +62,13 @@ def test_reference_conv2d_is_flax_conv():
     stock = nn.Conv(5, (3, 3), (2, 2), "SAME")
     v = ours.init(jax.random.key(0), x)
     assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, stock.init(jax.random.key(0), x))
-    np.testing.assert_allclose(ours.apply(v, x), stock.apply(v, x), rtol=1e-6, atol=1e-6)
+    n = 3 * 3 * 3  # each output sums kh kw Ci products
+    np.testing.assert_allclose(
+        ours.apply(v, x),
+        stock.apply(v, x),
+        rtol=rtol_for(np.float32, n),
+        atol=atol_for(np.float32, n),
+    )
 
 
 def test_summary_of_the_notes_example():

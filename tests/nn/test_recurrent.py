@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tolerances import rtol_for
 
 import dlkit
 from dlkit.nn.recurrent import GRUCell, LSTMCell, Recurrent, SimpleRNNCell
@@ -103,7 +104,8 @@ def test_fused_lstm_layer_equals_plain_scan_and_its_gradient(bidirectional):
         return jnp.sum(ys**2) + jnp.sum(jnp.sin(jnp.stack(jax.tree.leaves(state))))
 
     v1, v2 = (jax.jit(lambda p, m=m: loss(m, p))(variables["params"]) for m in (fused, plain))
-    np.testing.assert_allclose(v1, v2, rtol=1e-6)
+    # a sum of B T 2H squares, each through 3 layers of T steps computed in another order
+    np.testing.assert_allclose(v1, v2, rtol=rtol_for(np.float32, B * T * 2 * H))
     g1 = jax.jit(jax.grad(lambda p: loss(fused, p)))(variables["params"])
     g2 = jax.jit(jax.grad(lambda p: loss(plain, p)))(variables["params"])
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
@@ -195,4 +197,5 @@ def test_bfloat16_inputs_with_float32_params(cell, fused):
     ys, state = model.apply(variables, x.astype(jnp.bfloat16))
     ref, _ = model.apply(variables, x.astype(jnp.bfloat16).astype(jnp.float32))
     assert ys.dtype == jnp.float32
-    np.testing.assert_allclose(ys, ref, rtol=1e-6, atol=1e-6)
+    tol = rtol_for(np.float32, D + H)  # gate pre-activations: dot products of D + H terms
+    np.testing.assert_allclose(ys, ref, rtol=tol, atol=tol)

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tolerances import rtol_for
 
 from dlkit import models
 from dlkit.train import create_train_state, make_optimizer, objectives, train_and_evaluate
@@ -55,7 +56,9 @@ def test_fused_steps_equal_single_steps():
     fused, fused_sums = runner.train(fresh(runner, c, dropout=0.2), data)  # one lax.scan
     assert int(fused.step) == int(single.step) == 4
     for x, y in zip(leaves(fused), leaves(single), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+        # 4 Adam steps on gradients summed over 16 rows: a scan vs 4 dispatches
+        tol = rtol_for(np.float32, 4 * 16)
+        np.testing.assert_allclose(x, y, rtol=tol, atol=tol * 1e-1)
     for k in total:
         np.testing.assert_allclose(fused_sums[k], total[k], rtol=1e-5)
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tolerances import rtol_for
 
 from dlkit import models
 from dlkit.errors import ConfigError
@@ -145,7 +146,8 @@ def test_ensemble_members_equal_separately_trained_twins():
         for x, y in zip(
             jax.tree.leaves(member), jax.tree.leaves(twin.checkpoint_tree()), strict=True
         ):
-            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+            tol = rtol_for(np.float32, len(data) * c.batch_size)  # vmapped vs plain steps
+            np.testing.assert_allclose(x, y, rtol=tol, atol=tol * 1e-1)
     p0, p1 = (V.member(ens.params, i) for i in (0, 1))
     assert not np.allclose(jax.tree.leaves(p0)[0], jax.tree.leaves(p1)[0])  # different seeds
 
