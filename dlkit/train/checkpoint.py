@@ -46,7 +46,9 @@ def _flatten(d, prefix="") -> dict:
 
 
 def config_to_json(config) -> dict:
-    """A ConfigDict (or dict) as plain JSON data (tuples become lists)."""
+    """A ConfigDict (or dict, or None: {}) as plain JSON data (tuples become lists)."""
+    if config is None:
+        return {}
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     return json.loads(json.dumps(d, default=str))
 
@@ -115,7 +117,7 @@ class Checkpointer:
             raise ConfigError(
                 f"{self.directory} holds step {step} of a different run: "
                 + "; ".join(diffs)
-                + ". Use a new --workdir or the saved settings; nothing was overwritten."
+                + ". Use a new workdir (--workdir) or the saved settings; nothing was overwritten."
             )
 
     def restore(self, step: int, state_tree) -> tuple[dict, dict]:
@@ -131,7 +133,7 @@ class Checkpointer:
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(
                 f"checkpoint {self.directory} step {step} does not fit this model's state: "
-                f"{str(e).splitlines()[0]}. Use a new --workdir; nothing was overwritten."
+                f"{str(e).splitlines()[0]}. Use a new workdir (--workdir); nothing was overwritten."
             ) from e
         return restored["state"], restored["data"]
 
@@ -139,6 +141,21 @@ class Checkpointer:
         """Waits for pending asynchronous saves, then releases the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def locate(path) -> tuple[pathlib.Path, int | None]:
+    """(checkpoint directory, step or None = latest) for a workdir, its checkpoints/ folder or
+    one step folder (checkpoints/<step>): the one path convention of load/restore_latest."""
+    path = pathlib.Path(path).expanduser().absolute()
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints", None
+    if path.name.isdigit() and (path / "state").exists():
+        return path.parent, int(path.name)
+    if path.is_dir():
+        return path, None
+    raise ConfigError(
+        f"{path} does not exist; give a training workdir, its checkpoints/ folder or a step folder"
+    )
 
 
 def _local_target(path):
@@ -149,19 +166,26 @@ def _local_target(path):
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
 
 
-def restore_latest(workdir, *, items=("config", "assets")) -> dict:
-    """Reads the latest checkpoint of a workdir without a target: {"step", item: ...}.
+def restore_latest(workdir, *, items=("config", "assets"), step=None) -> dict:
+    """Reads the latest checkpoint (or `step`) without a target: {"step", item: ...}.
 
+    workdir: a training workdir, its checkpoints/ folder or one step folder (see `locate`).
     The state comes back on this process's first device (whatever topology saved it), for
     sampling and inspection.
     """
-    directory = pathlib.Path(workdir) / "checkpoints"
-    if not directory.is_dir():
-        raise ConfigError(f"no checkpoints in {directory}; train first with experiments/train.py")
-    manager = ocp.CheckpointManager(directory.absolute(), item_names=Checkpointer.ITEMS)
-    step = manager.latest_step()
-    if step is None:
-        raise ConfigError(f"no finished checkpoint in {directory}; train first")
+    directory, at = locate(workdir)
+    step = at if step is None else step
+    manager = ocp.CheckpointManager(directory, item_names=Checkpointer.ITEMS)
+    steps = manager.all_steps()
+    step = manager.latest_step() if step is None else step
+    if not steps or step not in steps:
+        manager.close()
+        if not steps:
+            raise ConfigError(
+                f"no checkpoints in {directory}; train first (dlkit.train.train_and_evaluate "
+                "or experiments/train.py)"
+            )
+        raise ConfigError(f"no checkpoint of step {step} in {directory}; it has {sorted(steps)}")
     args = {i: ocp.args.JsonRestore() for i in items if i != "state"}
     if "state" in items:
         args["state"] = ocp.args.StandardRestore(_local_target(directory / str(step) / "state"))
