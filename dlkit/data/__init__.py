@@ -3,7 +3,7 @@
 import functools
 import importlib
 
-from dlkit.data import subsets
+from dlkit.data import preprocessing, subsets
 from dlkit.data.dataset import ArraySource, Dataset, shared_data_dir, tfds_data_dir
 from dlkit.data.pipeline import eval_batches, pad_batch, stack_examples, train_iterator
 from dlkit.errors import ConfigError
@@ -37,7 +37,8 @@ def load(data_config) -> Dataset:
     name = data_config["name"]
     if name not in registry():
         raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(names())}")
-    return subsets.apply(registry()[name](data_config), data_config)  # data.classes etc.
+    dataset = preprocessing.apply(registry()[name](data_config), data_config)  # data.preprocess
+    return subsets.apply(dataset, data_config)  # data.classes etc.
 
 
 __all__ = [
