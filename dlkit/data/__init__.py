@@ -41,16 +41,16 @@ def load(data_config) -> Dataset:
     return subsets.apply(dataset, data_config)  # data.classes etc.
 
 
-__all__ = [
-    "ArraySource",
-    "Dataset",
-    "eval_batches",
+__all__ = [  # in the order of docs/API.md
     "load",
     "names",
-    "pad_batch",
     "registry",
-    "shared_data_dir",
-    "stack_examples",
-    "tfds_data_dir",
+    "Dataset",
+    "ArraySource",
     "train_iterator",
+    "eval_batches",
+    "pad_batch",
+    "stack_examples",
+    "shared_data_dir",
+    "tfds_data_dir",
 ]

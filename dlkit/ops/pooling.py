@@ -12,7 +12,7 @@ def _pair(v) -> tuple[int, int]:
 
 
 def spatial_padding(padding) -> str | tuple[tuple[int, int], tuple[int, int]]:
-    """"SAME"/"VALID", an int p (p on every side), (ph, pw), or ((top, bottom), (left, right))."""
+    """ "SAME"/"VALID", an int p (p on every side), (ph, pw), or ((top, bottom), (left, right))."""
     if isinstance(padding, str):
         return padding
     if isinstance(padding, int):
