@@ -12,7 +12,7 @@ def _pair(v) -> tuple[int, int]:
 
 
 def spatial_padding(padding) -> str | tuple[tuple[int, int], tuple[int, int]]:
-    """ "SAME"/"VALID", an int p (p on every side), (ph, pw), or ((top, bottom), (left, right))."""
+    """Padding as "SAME"/"VALID", an int p (p on each side), (ph, pw) or ((t, b), (l, r))."""
     if isinstance(padding, str):
         return padding
     if isinstance(padding, int):

@@ -1,4 +1,4 @@
-"""train.load (three kinds of path, any step), save_params / load_params, Checkpointer(config=None)."""
+"""train.load (three kinds of path, any step), save_params / load_params, Checkpointer(None)."""
 
 import jax
 import jax.numpy as jnp
