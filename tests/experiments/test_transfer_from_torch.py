@@ -33,6 +33,7 @@ def weights_file(tmp_path) -> pathlib.Path:
         return path
 
 
+@pytest.mark.slow  # three ResNet-18 compiles: ~1.5 min of CPU on 2 cores
 def test_transfer_from_a_torchvision_resnet18_file(tmp_path):
     weights = weights_file(tmp_path)
     cmd = [sys.executable, str(ROOT / "experiments" / "transfer.py"), "--smoke"]
