@@ -1,11 +1,12 @@
 """dlkit: a JAX functional research toolkit.
 
 `import dlkit` loads jax, flax and optax only; TFDS, Grain, TensorFlow and matplotlib load when the
-data layer or a plot is first used.
+data layer or a plot is first used, torch only when a .pth file is read (dlkit.convert).
 """
 
-from dlkit import models, nn, ops
-from dlkit.errors import ConfigError
+from dlkit import convert, models, nn, ops
+from dlkit.errors import ConfigError, RunError
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "models", "nn", "ops", "__version__"]
+# `dlkit.data` and `dlkit.train` are imported on demand (from dlkit import data, train).
+__all__ = ["ops", "nn", "models", "convert", "ConfigError", "RunError", "__version__"]

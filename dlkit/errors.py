@@ -7,6 +7,8 @@ command) for a run stopped by a signal after saving its checkpoint.
 
 import difflib
 
+__all__ = ["DlkitError", "ConfigError", "RunError", "Diverged", "Preempted", "choose"]
+
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_PREEMPTED = 75

@@ -11,6 +11,8 @@ import importlib
 
 from dlkit.errors import ConfigError
 
+__all__ = ["get", "names", "registry"]
+
 _FAMILY_MODULES = (
     "dlkit.nn.mlp",
     "dlkit.nn.charlm",

@@ -5,6 +5,14 @@ from scratch); prints test accuracy against steps as a table and saves transfer.
   python experiments/transfer.py --workdir=workdirs/transfer
   python experiments/transfer.py --smoke --workdir=/tmp/transfer_smoke   # tiny cnn on 8x8 digits
   python experiments/transfer.py --text --workdir=workdirs/transfer_text  # char LM, word2vec start
+  python experiments/transfer.py --weights=resnet18.pth --workdir=workdirs/transfer_r18
+
+With --weights (a PyTorch .pth/.pt/.safetensors file in the layout of --convert, e.g. a torchvision
+ResNet-18 state_dict) there is no pre-training: the three runs start from the file, converted by
+dlkit.convert (config.init_from + config.convert), with ImageNet preprocessing
+(data.preprocess="imagenet", grey digits repeated to 3 channels, resized to --image_size).
+`python experiments/random_resnet_weights.py --out=r18.safetensors` writes a random-weight file in
+torchvision's layout when no real one is at hand.
 
 The text variant trains skip-gram vectors on the characters of the training text, then a char
 LSTM whose embedding starts from them (config.init_vectors) against a random start.
@@ -31,6 +39,13 @@ _SEEDS = flags.DEFINE_integer("seeds", 3, "Repeats (seed k: init, order, which 1
 _NEW = flags.DEFINE_list(
     "new_layers", "dense_.*,head/.*", "Path patterns initialised fresh; the rest is the backbone."
 )
+
+_WEIGHTS = flags.DEFINE_string(
+    "weights", None, "A PyTorch weights file to start from (no pretrain)."
+)
+_CONVERT = flags.DEFINE_string("convert", "resnet18", "--weights layout: a dlkit.convert name.")
+_WIDTH = flags.DEFINE_integer("width", 64, "--weights: the ResNet's base width (torchvision: 64).")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "--weights: images resized to this side.")
 
 _TEXT = flags.DEFINE_bool("text", False, "The text variant: char LM, word2vec vs random start.")
 _CORPUS = flags.DEFINE_string("corpus", "pydoc", "Text variant corpus: pydoc or tiny_shakespeare.")
@@ -83,7 +98,21 @@ def task_config(kind, smoke, steps, eval_every, pretrained, seed, *, flags_):
         c.freeze = ("(?!(?:" + "|".join(flags_["new_layers"]) + ")$).*",)
     if kind == "finetune":
         c.backbone_lr_scale = flags_["backbone_lr_scale"]
+    if flags_.get("weights"):
+        imported(c, flags_)
     return c
+
+
+def imported(c, flags_) -> None:
+    """Turns a task config into one that starts from a PyTorch weights file (ImageNet inputs)."""
+    c.model = type(c.model)({"name": flags_["convert"]})
+    if flags_["convert"].startswith("resnet"):
+        c.model.width = flags_["width"]
+    c.data.preprocess = "imagenet"
+    c.data.image_size = flags_["image_size"]
+    if c.get("init_from"):
+        c.init_from = str(flags_["weights"])
+        c.convert = flags_["convert"]
 
 
 def eval_curve(workdir, key: str = "eval_accuracy") -> dict[int, float]:
@@ -137,7 +166,10 @@ def run_all(root, *, smoke: bool, pretrain_steps: int, steps: int, eval_every: i
     from dlkit.train import train_and_evaluate
 
     root = pathlib.Path(root)
-    pre = train_and_evaluate(pretrain_config(smoke, pretrain_steps), root / "pretrain")
+    if flags_.get("weights"):
+        pre = None
+    else:
+        pre = train_and_evaluate(pretrain_config(smoke, pretrain_steps), root / "pretrain")
     curves = {kind: [] for kind in RUNS}
     for seed in range(flags_["seeds"]):
         for kind in RUNS:
@@ -256,6 +288,10 @@ def main(argv):
             sys.exit(f"error: {e}")
         print(f"wall_seconds={time.perf_counter() - start:.1f}")
         return
+    weights = _WEIGHTS.value
+    new_layers = _NEW.value
+    if weights and not flags.FLAGS["new_layers"].present:
+        new_layers = ["head/.*"]  # the imported model's classifier
     try:
         out = run_all(
             _WORKDIR.value,
@@ -264,17 +300,27 @@ def main(argv):
             steps=12 if smoke else _STEPS.value,
             eval_every=4 if smoke else _EVAL_EVERY.value,
             seeds=1 if smoke else _SEEDS.value,
-            new_layers=_NEW.value,
+            new_layers=new_layers,
             examples=_EXAMPLES.value,
             backbone_lr_scale=_BACKBONE_LR.value,
+            weights=weights,
+            convert=_CONVERT.value,
+            width=_WIDTH.value,
+            image_size=_IMAGE_SIZE.value,
         )
     except ConfigError as e:
         sys.exit(f"error: {e}")
     pre, runs = out["pretrain"], out["curves"]
     curves = mean_curves(runs)
     data = "8x8 digits (smoke)" if smoke else "MNIST shared split"
-    print(f"pre-trained on 0-4 ({data}): test accuracy {pre['eval_accuracy']:.4f}")
-    print(f"new layers {_NEW.value}; backbone lr scale (finetune) {_BACKBONE_LR.value}")
+    if pre is None:
+        print(
+            f"start: {weights} ({_CONVERT.value} PyTorch layout, ImageNet preprocessing, "
+            f"{_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}); data {data}"
+        )
+    else:
+        print(f"pre-trained on 0-4 ({data}): test accuracy {pre['eval_accuracy']:.4f}")
+    print(f"new layers {new_layers}; backbone lr scale (finetune) {_BACKBONE_LR.value}")
     print(
         f"digits 5-9 from {_EXAMPLES.value} examples, test accuracy "
         f"(mean of {len(runs['scratch'])} seeds):"

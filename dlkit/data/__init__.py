@@ -3,7 +3,7 @@
 import functools
 import importlib
 
-from dlkit.data import subsets
+from dlkit.data import preprocessing, subsets
 from dlkit.data.dataset import ArraySource, Dataset, shared_data_dir, tfds_data_dir
 from dlkit.data.pipeline import eval_batches, pad_batch, stack_examples, train_iterator
 from dlkit.errors import ConfigError, choose
@@ -38,19 +38,20 @@ def load(data_config) -> Dataset:
     if not name:
         raise ConfigError(f"the data config needs a 'name'; choose one of: {', '.join(names())}")
     builder = choose(registry(), name, "dataset")
-    return subsets.apply(builder(data_config), data_config)  # data.classes etc.
+    dataset = preprocessing.apply(builder(data_config), data_config)  # data.preprocess
+    return subsets.apply(dataset, data_config)  # data.classes etc.
 
 
-__all__ = [
-    "ArraySource",
-    "Dataset",
-    "eval_batches",
+__all__ = [  # in the order of docs/API.md
     "load",
     "names",
-    "pad_batch",
     "registry",
-    "shared_data_dir",
-    "stack_examples",
-    "tfds_data_dir",
+    "Dataset",
+    "ArraySource",
     "train_iterator",
+    "eval_batches",
+    "pad_batch",
+    "stack_examples",
+    "shared_data_dir",
+    "tfds_data_dir",
 ]

@@ -40,6 +40,7 @@ class TransformerBlock(nn.Module):
     implementation: str = "auto"
     rope: bool = False
     dtype: jnp.dtype | None = None
+    layer_norm_epsilon: float = 1e-6  # flax's default; PyTorch / GPT-2 use 1e-5
 
     @nn.compact
     def __call__(self, x, *, train=False, cache=None, **attn_kw):
@@ -54,13 +55,17 @@ class TransformerBlock(nn.Module):
             name="attention",
         )
         h = attn(
-            nn.LayerNorm(dtype=self.dtype, name="ln_attn")(x), cache=cache, train=train, **attn_kw
+            nn.LayerNorm(self.layer_norm_epsilon, dtype=self.dtype, name="ln_attn")(x),
+            cache=cache,
+            train=train,
+            **attn_kw,
         )
         if cache is not None:
             h, cache = h
         x = x + h
         ffn = FeedForward(self.mlp_dim, self.activation, self.dropout_rate, self.dtype, name="mlp")
-        x = x + ffn(nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x), train=train)
+        ln = nn.LayerNorm(self.layer_norm_epsilon, dtype=self.dtype, name="ln_mlp")
+        x = x + ffn(ln(x), train=train)
         return x if cache is None else (x, cache)
 
 
@@ -75,6 +80,8 @@ class TransformerLM(nn.Module):
     """logits = head(LN(blocks(embed(x) + pos))) with causal attention; tokens (B,T) -> (B,T,V).
 
     `tie_embeddings` computes logits as h E^T with the input embedding E (no separate head).
+    GPT-2 / nanoGPT weights (dlkit.convert.from_torch) need `layer_norm_epsilon=1e-5` and
+    `activation="gelu"` (GPT-2's tanh GELU) or `"gelu_exact"` (nanoGPT's nn.GELU()).
     """
 
     num_classes: int
@@ -89,6 +96,8 @@ class TransformerLM(nn.Module):
     tie_embeddings: bool = False
     implementation: str = "auto"
     dtype: jnp.dtype | None = None
+    activation: str = "gelu"
+    layer_norm_epsilon: float = 1e-6
 
     def setup(self):
         _check_positional(self.positional)
@@ -103,15 +112,17 @@ class TransformerLM(nn.Module):
                 self.mlp_dim or 4 * self.embed_dim,
                 self.num_kv_heads,
                 self.dropout_rate,
+                activation=self.activation,
                 implementation=self.implementation,
                 rope=self.positional == "rope",
                 dtype=self.dtype,
+                layer_norm_epsilon=self.layer_norm_epsilon,
                 name=f"block_{i}",
             )
             for i in range(self.num_layers)
         ]
         self.drop = nn.Dropout(self.dropout_rate)
-        self.norm = nn.LayerNorm(dtype=self.dtype, name="ln_final")
+        self.norm = nn.LayerNorm(self.layer_norm_epsilon, dtype=self.dtype, name="ln_final")
         if not self.tie_embeddings:
             self.head = nn.Dense(self.num_classes, dtype=self.dtype, name="head")
 

@@ -24,12 +24,24 @@ def gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x)
 
 
+def gelu_exact(x: jax.Array) -> jax.Array:
+    """gelu(x) = x * Phi(x) with the erf form (PyTorch's nn.GELU() default), elementwise."""
+    return jax.nn.gelu(x, approximate=False)
+
+
 def identity(x: jax.Array) -> jax.Array:
     """identity(x) = x."""
     return x
 
 
-ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "gelu": gelu, "identity": identity}
+ACTIVATIONS = {
+    "relu": relu,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "gelu": gelu,
+    "gelu_exact": gelu_exact,
+    "identity": identity,
+}
 
 
 def get_activation(name: str):

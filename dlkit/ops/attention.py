@@ -142,7 +142,7 @@ CHUNKED_SCORE_BYTES = 8 * 2**20
 
 
 def pallas_available() -> bool:
-    """True once dlkit/kernels/flash_attention.py exists (the Pallas kernel issue)."""
+    """True when the Pallas flash kernel (dlkit.kernels.flash_attention) is importable."""
     return importlib.util.find_spec("dlkit.kernels.flash_attention") is not None
 
 

@@ -11,17 +11,33 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def spatial_padding(padding) -> str | tuple[tuple[int, int], tuple[int, int]]:
+    """Padding as "SAME"/"VALID", an int p (p on each side), (ph, pw) or ((t, b), (l, r))."""
+    if isinstance(padding, str):
+        return padding
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    pads = tuple(padding)
+    if len(pads) != 2:
+        raise ValueError(f"padding {padding!r} must be an int, (ph, pw) or ((t, b), (l, r))")
+    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in pads)
+
+
 def _pool(x, init, op, window, stride, padding):
     if x.ndim != 4:
         raise ValueError(f"pooling expects NHWC (B, H, W, C), got shape {x.shape}")
     wh, ww = _pair(window)
     sh, sw = _pair(stride if stride is not None else window)
-    pad = padding if isinstance(padding, str) else ((0, 0), *[tuple(p) for p in padding], (0, 0))
+    pad = spatial_padding(padding)
+    pad = pad if isinstance(pad, str) else ((0, 0), *pad, (0, 0))
     return lax.reduce_window(x, init, op, (1, wh, ww, 1), (1, sh, sw, 1), pad)
 
 
 def max_pool(x: jax.Array, window=2, stride=None, padding="VALID") -> jax.Array:
-    """y[b,i,j,c] = max over the window at (i*s, j*s); x (B, H, W, C), stride defaults to window."""
+    """y[b,i,j,c] = max over the window at (i*s, j*s); x (B, H, W, C), stride defaults to window.
+
+    padding: "VALID", "SAME", an int p (p on every side, as PyTorch's MaxPool2d(padding=p)),
+    (ph, pw) or ((top, bottom), (left, right)); padded cells never win the max."""
     return _pool(x, -jnp.inf, lax.max, window, stride, padding)
 
 

@@ -53,7 +53,9 @@ def _flatten(d, prefix="") -> dict:
 
 
 def config_to_json(config) -> dict:
-    """A ConfigDict (or dict) as plain JSON data (tuples become lists)."""
+    """A ConfigDict (or dict, or None: {}) as plain JSON data (tuples become lists)."""
+    if config is None:
+        return {}
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     return json.loads(json.dumps(d, default=str))
 
@@ -209,7 +211,7 @@ class Checkpointer:
             raise ConfigError(
                 f"{self.directory} holds step {step} of a different run: "
                 + "; ".join(diffs)
-                + ". Use a new --workdir or the saved settings; nothing was overwritten."
+                + ". Use a new workdir (--workdir) or the saved settings; nothing was overwritten."
             )
 
     def _check_shapes(self, step: int, state_tree) -> None:
@@ -285,6 +287,21 @@ def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def locate(path) -> tuple[pathlib.Path, int | None]:
+    """(checkpoint directory, step or None = latest) for a workdir, its checkpoints/ folder or
+    one step folder (checkpoints/<step>): the one path convention of load/restore_latest."""
+    path = pathlib.Path(path).expanduser().absolute()
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints", None
+    if path.name.isdigit() and (path / "state").exists():
+        return path.parent, int(path.name)
+    if path.is_dir():
+        return path, None
+    raise ConfigError(
+        f"{path} does not exist; give a training workdir, its checkpoints/ folder or a step folder"
+    )
+
+
 def _local_target(path):
     """Shape/dtype structs on this process's first device for a saved state (any topology).
 
@@ -311,20 +328,28 @@ def restore_state_on_one_device(path):
         return checkpointer.restore(path, _local_target(path))
 
 
-def restore_latest(workdir, *, items=("config", "assets")) -> dict:
-    """Reads the latest checkpoint of a workdir without a target: {"step", item: ...}.
+def restore_latest(workdir, *, items=("config", "assets"), step=None) -> dict:
+    """Reads the latest checkpoint (or `step`) without a target: {"step", item: ...}.
 
+    workdir: a training workdir, its checkpoints/ folder or one step folder (see `locate`).
     The state comes back on this process's first device (whatever topology saved it: any device
-    count, any host), for sampling and inspection; relative and absolute workdirs alike.
+    count, any host), for sampling and inspection; relative and absolute paths alike.
     """
-    directory = pathlib.Path(workdir).expanduser().absolute() / "checkpoints"
-    if not directory.is_dir():
-        raise ConfigError(f"no checkpoints in {directory}; train first with experiments/train.py")
+    directory, at = locate(workdir)
+    step = at if step is None else step
     manager = ocp.CheckpointManager(directory, item_names=Checkpointer.ITEMS)
     try:
-        step = manager.latest_step()
-        if step is None:
-            raise ConfigError(f"no finished checkpoint in {directory}; train first")
+        steps = manager.all_steps()
+        step = manager.latest_step() if step is None else step
+        if not steps:
+            raise ConfigError(
+                f"no checkpoints in {directory}; train first (dlkit.train.train_and_evaluate "
+                "or experiments/train.py)"
+            )
+        if step not in steps:
+            raise ConfigError(
+                f"no checkpoint of step {step} in {directory}; it has {sorted(steps)}"
+            )
         args = {i: ocp.args.JsonRestore() for i in items if i != "state"}
         if "state" in items:
             args["state"] = ocp.args.StandardRestore(_local_target(directory / str(step) / "state"))

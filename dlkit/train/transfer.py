@@ -3,7 +3,9 @@
 Paths are "/"-joined names inside a collection ("conv_0/kernel", "bn_0/mean"); patterns are
 regular expressions matched against the whole path (`re.fullmatch`).
 
-- `config.init_from`: a workdir, its checkpoints/ folder or one step folder. On a fresh start the
+- `config.init_from`: a workdir, its checkpoints/ folder or one step folder, or a PyTorch weights
+  file (.pth/.pt/.safetensors) with `config.convert` naming its layout (a dlkit.convert model name,
+  e.g. "resnet18"; see dlkit.convert.from_torch). On a fresh start the
   checkpoint's params and mutable collections (BatchNorm statistics) replace the model's by path;
   `config.init_rename` ("old_regex->new", applied to checkpoint paths) maps subtrees, and
   `config.init_skip` patterns keep the fresh initialisation (e.g. "head/.*" for a new classifier).
@@ -103,6 +105,27 @@ def read_checkpoint(path) -> tuple[int, dict]:
     restored = restore_state_on_one_device(directory / str(step) / "state")  # any device count
     tree = {"params": restored["params"], **(restored.get("model_state") or {})}
     return step, jax.tree.map(np.asarray, tree)
+
+
+def read_weights_file(config, path, target: dict) -> tuple[str, dict]:
+    """("converted <layout>", flat variables) from a PyTorch weights file via dlkit.convert; the
+    shapes stay the file's (a 1000-way head is then skipped or reported by match_variables)."""
+    from dlkit import models
+    from dlkit.convert.io import read_state_dict
+    from dlkit.convert.pytorch import convert_state_dict
+
+    name = config.get("convert")
+    if not name:
+        raise ConfigError(
+            f"init_from {path} is a weights file: set config.convert to its layout, the model "
+            f'name whose PyTorch twin wrote it (e.g. "resnet18")'
+        )
+    kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+    kwargs.setdefault("num_classes", 1)  # the head's size does not change where weights go
+    model = models.get(name, **kwargs)
+    shapes = {k: tuple(np.shape(v)) for k, v in target.items()}
+    flat = convert_state_dict(name, read_state_dict(path), model, shapes, strict=False)
+    return f"converted from the PyTorch {name} layout", flat
 
 
 def _renamer(rules):
@@ -205,10 +228,16 @@ def init_from(config, state):
         return state
     if int(config.get("ensemble_size", 1) or 1) > 1:
         raise ConfigError("init_from with ensemble_size > 1 is not supported; train one model")
-    step, source = read_checkpoint(source_path)
+    from dlkit.convert.io import is_weights_file
+
     target = flatten({"params": state.params, **state.model_state})
+    if is_weights_file(source_path):
+        step, source = read_weights_file(config, source_path, target)
+    else:
+        step, source = read_checkpoint(source_path)
+        source = flatten(source)
     new, rows = match_variables(
-        target, flatten(source), skip=config.get("init_skip"), rename=config.get("init_rename")
+        target, source, skip=config.get("init_skip"), rename=config.get("init_rename")
     )
 
     def place(key, value):
@@ -220,7 +249,8 @@ def init_from(config, state):
     variables = unflatten({k: place(k, v) for k, v in new.items()})
     params = variables.pop("params")
     if jax.process_index() == 0:
-        print(f"init_from {source_path} (step {step}):\n{format_table(rows)}", flush=True)
+        where = step if isinstance(step, str) else f"step {step}"
+        print(f"init_from {source_path} ({where}):\n{format_table(rows)}", flush=True)
     return state.replace(params=params, model_state=variables, opt_state=state.tx.init(params))
 
 

@@ -7,6 +7,7 @@ import pytest
 from tolerances import rtol_for
 
 import dlkit
+from dlkit.convert import recurrent_from_torch
 from dlkit.nn.recurrent import GRUCell, LSTMCell, Recurrent, SimpleRNNCell
 
 B, T, D, H = 3, 5, 4, 6
@@ -129,35 +130,6 @@ def test_bad_settings_raise_config_errors():
         Recurrent(H).init(jax.random.key(0), jnp.zeros((3, 4)))
 
 
-def torch_lstm_params(lstm, num_layers):
-    """nn.LSTM weights (gates i, f, g, o; biases b_ih + b_hh) -> Recurrent's params."""
-    out = {}
-    for i in range(num_layers):
-        w_ih, w_hh = (
-            getattr(lstm, f"{n}_l{i}").detach().numpy() for n in ("weight_ih", "weight_hh")
-        )
-        b = (getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}")).detach().numpy()
-        out[f"layer_{i}"] = {"input": {"kernel": w_ih.T, "bias": b}, "w_h": w_hh.T}
-    return out
-
-
-def torch_gru_params(gru, num_layers):
-    """nn.GRU weights (gates r, z, n) -> params; b_hr, b_hz fold into the input bias, b_hn stays."""
-    out = {}
-    for i in range(num_layers):
-        w_ih, w_hh, b_ih, b_hh = (
-            getattr(gru, f"{n}_l{i}").detach().numpy()
-            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        )
-        bias = b_ih + np.concatenate([b_hh[: 2 * H], np.zeros(H, np.float32)])
-        out[f"layer_{i}"] = {
-            "input": {"kernel": w_ih.T, "bias": bias},
-            "w_h": w_hh.T,
-            "b_hn": b_hh[2 * H :],
-        }
-    return out
-
-
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_matches_pytorch_given_its_weights(kind):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
@@ -171,11 +143,11 @@ def test_matches_pytorch_given_its_weights(kind):
         if kind == "lstm":
             want, (hn, cn) = ref(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
             init = tuple((jnp.asarray(c0[i]), jnp.asarray(h0[i])) for i in range(2))
-            params = torch_lstm_params(ref, 2)
+            params = recurrent_from_torch(ref.state_dict(), "lstm")
         else:
             want, hn = ref(torch.from_numpy(x), torch.from_numpy(h0))
             init = tuple(jnp.asarray(h0[i]) for i in range(2))
-            params = torch_gru_params(ref, 2)
+            params = recurrent_from_torch(ref.state_dict(), "gru")
     ys, state = Recurrent(H, num_layers=2, cell=kind).apply(
         {"params": params}, jnp.asarray(x), initial_state=init
     )

@@ -1,0 +1,91 @@
+"""A trained run in one call, and params-only files.
+
+- `load(path, step=None) -> Loaded(model, variables, config, assets, step)`: path is a training
+  workdir, its checkpoints/ folder or one step folder; arrays come back on this process's first
+  device whatever device count saved them. `model.apply(variables, x, train=False)` runs it.
+- `save_params(path, variables)` / `load_params(path)`: any pytree of arrays (e.g. variables from
+  `dlkit.convert.from_torch`) as an Orbax folder, without optimizer state or config.
+"""
+
+import pathlib
+from typing import Any, NamedTuple
+
+from dlkit.errors import ConfigError
+
+
+class Loaded(NamedTuple):
+    """What `load` returns: the registry model, {"params", ...} variables, the run's config
+    (ml_collections.ConfigDict), its assets (e.g. {"tokenizer": ...}) and the step."""
+
+    model: Any
+    variables: dict
+    config: Any
+    assets: dict
+    step: int
+
+
+def _tuples(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _num_classes(params: dict, assets: dict) -> int | None:
+    """The output size of a saved model: its head, else its tokenizer, else its embedding."""
+    head = params.get("head", {}).get("kernel")
+    if head is not None:
+        return int(head.shape[-1])
+    tok = (assets or {}).get("tokenizer") or {}
+    if tok.get("vocab"):
+        return len(tok["vocab"])
+    embed = params.get("embed", {}).get("embedding")
+    return None if embed is None else int(embed.shape[-2])
+
+
+def load(path, step: int | None = None) -> Loaded:
+    """The model, variables, config and assets of a saved run (latest step, or `step`)."""
+    import ml_collections
+
+    from dlkit import models
+    from dlkit.train.checkpoint import restore_latest
+
+    saved = restore_latest(path, items=("config", "assets", "state"), step=step)
+    config = saved.get("config") or {}
+    if "model" not in config:
+        raise ConfigError(f"{path}: the checkpoint has no model config; was it saved by dlkit?")
+    state, assets = saved["state"], saved.get("assets") or {}
+    kwargs = {k: _tuples(v) for k, v in config["model"].items() if k != "name"}
+    if "num_classes" not in kwargs:
+        n = _num_classes(state["params"], assets)
+        if n is not None:
+            kwargs["num_classes"] = n
+    model = models.get(config["model"]["name"], **kwargs)
+    variables = {"params": state["params"], **(state.get("model_state") or {})}
+    return Loaded(model, variables, ml_collections.ConfigDict(config), assets, saved["step"])
+
+
+def save_params(path, variables, *, overwrite: bool = False) -> pathlib.Path:
+    """Writes a pytree of arrays to the folder `path` (Orbax); refuses to overwrite unless asked."""
+    import orbax.checkpoint as ocp
+
+    path = pathlib.Path(path).expanduser().absolute()
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} exists; choose a new path or pass overwrite=True")
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(path, variables, force=overwrite)
+    return path
+
+
+def load_params(path):
+    """The pytree written by `save_params`, on this process's first device."""
+    import orbax.checkpoint as ocp
+
+    from dlkit.train.checkpoint import _local_target
+
+    path = pathlib.Path(path).expanduser().absolute()
+    if not path.is_dir():
+        raise ConfigError(f"{path} is not a params folder written by dlkit.train.save_params")
+    try:
+        target = _local_target(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"{path} is not a params folder written by save_params: {e}") from None
+    with ocp.StandardCheckpointer() as ckpt:
+        return ckpt.restore(path, target)
