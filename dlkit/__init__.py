@@ -4,8 +4,8 @@
 data layer or a plot is first used.
 """
 
-from dlkit import models, nn, ops
+from dlkit import kernels, models, nn, ops  # kernels: plugs the Pallas backend into ops
 from dlkit.errors import ConfigError
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "models", "nn", "ops", "__version__"]
+__all__ = ["ConfigError", "kernels", "models", "nn", "ops", "__version__"]

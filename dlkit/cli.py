@@ -9,6 +9,8 @@ import errno
 import os
 import sys
 
+from absl import app
+
 from dlkit.errors import EXIT_FAILURE, DlkitError
 
 EXIT_INTERRUPTED = 130
@@ -59,8 +61,6 @@ def guard(fn, *args, **kwargs):
 
 def run(main):
     """app.run(main) for a binary; `--verbose` is taken off argv before absl parses flags."""
-    from absl import app
-
     if "--verbose" in sys.argv:
         os.environ["DLKIT_VERBOSE"] = "1"
         sys.argv = [a for a in sys.argv if a != "--verbose"]

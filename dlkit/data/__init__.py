@@ -3,10 +3,10 @@
 import functools
 import importlib
 
+from dlkit import errors
 from dlkit.data import subsets
 from dlkit.data.dataset import ArraySource, Dataset, shared_data_dir, tfds_data_dir
 from dlkit.data.pipeline import eval_batches, pad_batch, stack_examples, train_iterator
-from dlkit.errors import ConfigError
 
 _DATASET_MODULES = (
     "dlkit.data.images",
@@ -34,10 +34,8 @@ def names() -> list[str]:
 
 def load(data_config) -> Dataset:
     """Builds the dataset named by data_config.name (a ConfigDict or dict)."""
-    name = data_config["name"]
-    if name not in registry():
-        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(names())}")
-    return subsets.apply(registry()[name](data_config), data_config)  # data.classes etc.
+    loader = errors.choose(dict(sorted(registry().items())), data_config["name"], "dataset")
+    return subsets.apply(loader(data_config), data_config)  # data.classes etc.
 
 
 __all__ = [

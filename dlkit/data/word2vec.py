@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 
+from dlkit import errors
 from dlkit.data.tokenizers import Tokenizer, build_tokenizer
 from dlkit.errors import ConfigError
 
@@ -135,8 +136,7 @@ class Word2VecData:
     seed: int = 0
 
     def __post_init__(self):
-        if self.mode not in ("skipgram", "cbow"):
-            raise ConfigError(f"word2vec mode {self.mode!r}; choose one of: skipgram, cbow")
+        errors.choose({"skipgram": 0, "cbow": 0}, self.mode, "word2vec mode")
         if self.window < 1 or self.negatives < 1:
             raise ConfigError(
                 f"word2vec window ({self.window}) and negatives ({self.negatives}) must be >= 1"

@@ -1,7 +1,8 @@
 """Pure jnp math with no parameters: the notes as functions."""
 
 from dlkit.ops.activations import gelu, get_activation, identity, relu, sigmoid, tanh
-from dlkit.ops.attention import attention_mask, attention_reference, dot_product_attention
+from dlkit.ops.attention import attention_mask, attention_reference
+from dlkit.ops.attention_dispatch import dot_product_attention
 from dlkit.ops.chunked_attention import chunked_attention  # noqa: F401
 from dlkit.ops.conv import adaptive_avg_pool, conv2d, max_pool2d
 from dlkit.ops.linear import linear
