@@ -13,6 +13,7 @@ import re
 import numpy as np
 
 from dlkit import errors
+from dlkit.data import text
 from dlkit.data.tokenizers import Tokenizer, build_tokenizer
 from dlkit.errors import ConfigError
 
@@ -22,8 +23,6 @@ CORPORA = ("pydoc", "tiny_shakespeare")
 
 def corpus_text(corpus: str) -> str:
     """Text of "pydoc" (CPython help topics), "tiny_shakespeare" (shared data or TFDS) or a path."""
-    from dlkit.data import text
-
     if corpus == "pydoc":
         return text.pydoc_text()
     if corpus == "tiny_shakespeare":
