@@ -47,7 +47,6 @@ _HERE = pathlib.Path(__file__).resolve().parent
 
 def load_config(name: str):
     """get_config() of experiments/configs/<name>.py."""
-
     path = _HERE / "configs" / f"{name}.py"
     if not path.exists():
         raise ConfigError(f"no config {path}; choose files in {path.parent}")
@@ -59,7 +58,6 @@ def load_config(name: str):
 
 def apply_overrides(config, overrides):
     """Sets dotted keys from "key=value" strings (values parsed as Python literals if possible)."""
-
     for item in overrides:
         key, _, value = item.partition("=")
         try:
@@ -75,7 +73,6 @@ def apply_overrides(config, overrides):
 
 def stepper(config, dataset):
     """A function timing n training steps of config's model (compiled on creation)."""
-
     state = create_state(config, dataset, build_model(config, dataset))
     train_fn, _ = make_steps(objectives.get(config.loss))
     it = data.train_iterator(dataset, config.batch_size, config.seed)
@@ -113,7 +110,6 @@ def prepare(name, data_section, overrides):
 
 def run_one(name, config, per_step, budget, workdir):
     """Trains one config for ~budget seconds; returns a row of the table."""
-
     steps = max(1, int(budget / per_step))
     config.num_train_steps = steps
     config.eval_every_steps = config.checkpoint_every_steps = steps
