@@ -18,7 +18,7 @@ NAMES = sorted(p.stem for p in CONFIGS.glob("*.py") if not p.stem.startswith("_"
 # Same family, narrower, so that one step stays quick on 2 CPU cores (full sizes: benchmarks/).
 SMALLER = {
     "alexnet_cifar10": {"features": (8, 16, 16, 16, 16), "hidden": 32},
-    "resnet18_cifar10": {"width": 8},
+    "resnet18_cifar10": {"width": 8, "stage_sizes": (1, 1, 1, 1)},
     "resnet50_cifar10": {"width": 8, "stage_sizes": (1, 1, 1, 1)},
     "vgg16_cifar10": {"widths": (8, 16, 16, 16, 16), "hidden": 32},
 }

@@ -1,4 +1,4 @@
-"""dlkit.extras.profile: XLA cost counts against hand counts, loop flag, timing, per-layer profiles."""
+"""dlkit.extras.profile: XLA cost counts against hand counts, loop flag, timing, layers."""
 
 import math
 
