@@ -273,7 +273,7 @@ def main(argv=None):
                 json.dump(rows, f, indent=1)
         return 0
     if args.check:
-        from dlkit.kernels.flash_check import run_checks
+        from dlkit.extras.flash_check import run_checks
 
         return 0 if run_checks(smoke=args.smoke, json_path=args.json) else 1
     if args.smoke:

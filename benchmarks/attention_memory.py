@@ -74,7 +74,7 @@ def speed(shapes=((8, 128, 4), (4, 512, 4), (2, 1024, 4), (1, 4096, 2))):
 
     import jax
 
-    from dlkit.ops.attention import choose_implementation, dot_product_attention
+    from dlkit.ops.attention_dispatch import choose_implementation, dot_product_attention
 
     impls = ("reference", "xla", "chunked")
     print("| B, S, H (D=32, causal) | auto picks | " + " | ".join(impls) + " |")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared GPU check for the Pallas flash-attention kernel (issue 6), a few minutes:
 #   1. versions and device;
-#   2. the kernel correctness sweep, natively compiled on the device (dlkit.kernels.flash_check:
+#   2. the kernel correctness sweep, natively compiled on the device (dlkit.extras.flash_check:
 #      every mask kind, odd lengths, Sq != Sk, head dims 32-256, GQA, fp32/bf16/fp16, gradients);
 #   3. (RUN_PYTEST=1 and pytest installed) tests/kernels/test_flash_attention.py on the device;
 #   4. the benchmark table (benchmarks/attention.py), the issue's goal points first, within

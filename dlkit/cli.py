@@ -10,8 +10,11 @@ import os
 import pathlib
 import re
 import sys
+import tempfile
 
-from dlkit.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, DlkitError
+from absl import app, flags
+
+from dlkit.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, DlkitError, RunError
 
 EXIT_INTERRUPTED = 130
 _OS_HINTS = {
@@ -44,8 +47,6 @@ def _os_error(e: OSError) -> str | None:
 
 def guard(fn, *args, **kwargs):
     """fn(*args, **kwargs) with DlkitError / OSError / KeyboardInterrupt turned into SystemExit."""
-    from absl import app
-
     if verbose():
         return fn(*args, **kwargs)
     try:
@@ -100,8 +101,6 @@ def _one_line(text: str) -> str:
 
 def parse_flags(argv):
     """absl's flag parsing with every user mistake as one line and exit code 2."""
-    from absl import flags
-
     if not verbose():
         message = _config_file_error(argv)
         if message:
@@ -134,8 +133,6 @@ def config_value(flag):
 def run(main, *, defaults: dict | None = None):
     """app.run(main) for a binary: `--verbose` is taken off argv, `defaults` ({"--config": path})
     fill flags absent from argv, and flag parsing errors are one line with exit code 2."""
-    from absl import app
-
     if "--verbose" in sys.argv:
         os.environ["DLKIT_VERBOSE"] = "1"
         sys.argv = [a for a in sys.argv if a != "--verbose"]
@@ -147,10 +144,6 @@ def run(main, *, defaults: dict | None = None):
 
 def writable_workdir(path) -> pathlib.Path:
     """The workdir, created if needed; RunError at once if this process cannot write there."""
-    import tempfile
-
-    from dlkit.errors import RunError
-
     path = pathlib.Path(path).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -13,9 +13,13 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from absl import app, flags
 
+from dlkit import cli, data, models
+from dlkit.extras import plotting, short_runs
 from dlkit.ops import backprop
+from dlkit.train.state import init_variables
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/activations", "Output directory.")
 _DATASET = flags.DEFINE_string("dataset", "digits", "Registered dataset (digits, mnist).")
@@ -51,40 +55,44 @@ def _probe_stats(params, x, y, activation):
     return loss, norms, jnp.mean(dead.astype(jnp.float32))
 
 
-def run(activation, opt, lr, params, dataset, probe, test, steps, every, depth, width):
+def he_scaled(params, activation: str, he_init: bool):
+    """ReLU with he_init: hidden kernels scaled by sqrt(2) (LeCun var 1/n -> He var 2/n)."""
+    if activation != "relu" or not he_init:
+        return params
+    return {
+        k: {**v, "kernel": v["kernel"] * math.sqrt(2.0)} if k != "head" else v
+        for k, v in params.items()
+    }
+
+
+def run(activation, opt, lr, params, dataset, probe, test, steps, every, depth, width, settings):
     """Trains one deep MLP; returns its snapshots {"step", "loss", "norms", "dead"}, the test
-    accuracy and the step where the loss stopped being finite (None if it never did)."""
-    import jax
-    import ml_collections
-
-    from dlkit import data, models
-    from dlkit.train import create_train_state, evaluate, make_optimizer, make_steps, objectives
-    from dlkit.train.objectives import summarize
-
+    accuracy and the step where the loss stopped being finite (None if it never did).
+    settings: {"seed", "batch_size", "he_init"} from the flags."""
     model = models.get(
         "mlp", num_classes=dataset.num_classes, hidden_sizes=(width,) * depth, activation=activation
     )
-    x0 = probe["inputs"][:1]
-    params = jax.tree.map(jnp.array, params)  # a copy: the train step donates (deletes) its input
-    if activation == "relu" and _HE.value:  # LeCun var 1/n -> He var 2/n for the hidden layers
-        params = {
-            k: {**v, "kernel": v["kernel"] * math.sqrt(2.0)} if k != "head" else v
-            for k, v in params.items()
-        }
-    tx = make_optimizer(ml_collections.ConfigDict({"name": opt, "learning_rate": lr}), steps)
-    state = create_train_state(model, tx, x0, _SEED.value, params=params)
-    train_fn, eval_fn = make_steps(objectives.get("cross_entropy"))
-    it = data.train_iterator(dataset, _BATCH.value, _SEED.value)
     snaps = []
-    for step in range(steps + 1):
-        if step % every == 0 or step == steps:
-            snap = snapshot(jax.device_get(state.params), probe, activation)
-            if not all(map(math.isfinite, [snap["loss"], *snap["norms"]])):
-                return snaps, summarize(evaluate(eval_fn, state, test))["accuracy"], step
-            snaps.append({"step": step, **snap})
-        if step < steps:
-            state, _ = train_fn(state, next(it))
-    return snaps, summarize(evaluate(eval_fn, state, test))["accuracy"], None
+
+    def watch(step, state, _):  # a snapshot every `every` steps; stop once it is not finite
+        if step % every and step != steps:
+            return False
+        snap = snapshot(jax.device_get(state.params), probe, activation)
+        if not all(map(math.isfinite, [snap["loss"], *snap["norms"]])):
+            return True
+        snaps.append({"step": step, **snap})
+        return False
+
+    state, diverged = short_runs.run_steps(
+        model,
+        he_scaled(params, activation, settings["he_init"]),
+        {"name": opt, "learning_rate": lr},
+        data.train_iterator(dataset, settings["batch_size"], settings["seed"]),
+        steps,
+        seed=settings["seed"],
+        watch=watch,
+    )
+    return snaps, short_runs.evaluate_on(state, test)["accuracy"], diverged
 
 
 def table_row(label, activation, snaps, acc, diverged) -> dict:
@@ -114,12 +122,8 @@ def ratio(norms) -> float:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    import ml_collections
-
-    from dlkit import data, models
-    from dlkit.train.state import init_variables
-
     smoke = _SMOKE.value
+    settings = {"seed": _SEED.value, "batch_size": _BATCH.value, "he_init": _HE.value}
     depth, width = (6, 16) if smoke else (_DEPTH.value, _WIDTH.value)
     steps, every = (20, 10) if smoke else (_STEPS.value, _EVERY.value)
     workdir = pathlib.Path(_WORKDIR.value)
@@ -135,7 +139,7 @@ def main(argv):
     results, rows = {}, []
     for activation, opt, lr in runs:
         label = f"{activation} {opt} lr {lr:g}"
-        args = (params, dataset, probe, test, steps, every, depth, width)
+        args = (params, dataset, probe, test, steps, every, depth, width, settings)
         snaps, acc, diverged = run(activation, opt, lr, *args)
         if not snaps:
             print(f"{label}: the loss is not finite at initialisation; left out", flush=True)
@@ -153,8 +157,6 @@ def main(argv):
 
 def write_outputs(workdir, results, rows, depth, width, steps):
     """grad_norms.png (init, middle, end), training.png (loss, dead ReLU), table.md + json"""
-    from dlkit import plotting
-
     layers = list(range(1, depth + 2))
     snaps0 = next(iter(results.values()))
     mid = snaps0[len(snaps0) // 2]["step"]
@@ -210,4 +212,4 @@ def write_outputs(workdir, results, rows, depth, width, steps):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -11,11 +11,25 @@ Prints a markdown table with the step time, steps, the whole run's wall time (da
 and evaluation included), held-out loss (nats/char) and bits per character.
 """
 
+import ast
+import importlib.util
 import pathlib
 import sys
 import time
 
+import jax
 from absl import app, flags, logging
+
+from dlkit import data
+from dlkit.errors import ConfigError
+from dlkit.train import (
+    build_model,
+    create_state,
+    make_steps,
+    objectives,
+    restore_latest,
+    train_and_evaluate,
+)
 
 _CONFIGS = flags.DEFINE_list(
     "configs", ["transformer_lm_shakespeare", "char_lstm_pydoc"], "Config names in configs/."
@@ -33,10 +47,6 @@ _HERE = pathlib.Path(__file__).resolve().parent
 
 def load_config(name: str):
     """get_config() of experiments/configs/<name>.py."""
-    import importlib.util
-
-    from dlkit.errors import ConfigError
-
     path = _HERE / "configs" / f"{name}.py"
     if not path.exists():
         raise ConfigError(f"no config {path}; choose files in {path.parent}")
@@ -48,8 +58,6 @@ def load_config(name: str):
 
 def apply_overrides(config, overrides):
     """Sets dotted keys from "key=value" strings (values parsed as Python literals if possible)."""
-    import ast
-
     for item in overrides:
         key, _, value = item.partition("=")
         try:
@@ -65,11 +73,6 @@ def apply_overrides(config, overrides):
 
 def stepper(config, dataset):
     """A function timing n training steps of config's model (compiled on creation)."""
-    import jax
-
-    from dlkit import data
-    from dlkit.train import build_model, create_state, make_steps, objectives
-
     state = create_state(config, dataset, build_model(config, dataset))
     train_fn, _ = make_steps(objectives.get(config.loss))
     it = data.train_iterator(dataset, config.batch_size, config.seed)
@@ -96,20 +99,17 @@ def calibrate(configs, datasets, steps: int, rounds: int) -> list[float]:
     return best
 
 
-def prepare(name, data_section):
-    from dlkit import data
-
+def prepare(name, data_section, overrides):
+    """(config with the shared data section and the overrides, its dataset)."""
     config = load_config(name)
     config.data = data_section
-    apply_overrides(config, _OVERRIDES.value)
+    apply_overrides(config, overrides)
     config.progress_bar = False
     return config, data.load(config.data)
 
 
 def run_one(name, config, per_step, budget, workdir):
     """Trains one config for ~budget seconds; returns a row of the table."""
-    from dlkit.train import train_and_evaluate
-
     steps = max(1, int(budget / per_step))
     config.num_train_steps = steps
     config.eval_every_steps = config.checkpoint_every_steps = steps
@@ -131,9 +131,6 @@ def run_one(name, config, per_step, budget, workdir):
 
 
 def _count_params(workdir) -> int:
-    import jax
-
-    from dlkit.train import restore_latest
 
     state = restore_latest(workdir, items=("state",))["state"]
     return int(sum(x.size for x in jax.tree.leaves(state["params"])))
@@ -157,9 +154,6 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    import jax
-
-    from dlkit.errors import ConfigError
 
     try:
         first = load_config(_CONFIGS.value[0])
@@ -171,7 +165,9 @@ def main(argv):
                     f"{workdir} is not empty (a resumed run would not be timed); "
                     "use a new --workdir"
                 )
-        configs, datasets = zip(*(prepare(n, first.data) for n in _CONFIGS.value), strict=True)
+        configs, datasets = zip(
+            *(prepare(n, first.data, _OVERRIDES.value) for n in _CONFIGS.value), strict=True
+        )
         per_step = calibrate(configs, datasets, _CALIBRATION.value, _ROUNDS.value)
         rows = []
         for name, config, sec, workdir in zip(

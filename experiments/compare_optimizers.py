@@ -9,8 +9,14 @@ import json
 import pathlib
 import time
 
+import jax
+import ml_collections
 import numpy as np
 from absl import app, flags
+
+from dlkit import cli, data, errors, models
+from dlkit.extras import plotting, short_runs
+from dlkit.train.state import init_variables
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/compare_optimizers", "Output directory.")
 _DATASET = flags.DEFINE_string("dataset", "digits", "Registered dataset (digits, mnist).")
@@ -48,8 +54,6 @@ RUNS = {
 
 def train_arrays(dataset) -> dict:
     """The whole preprocessed training split as numpy arrays (inputs, targets, mask of ones)."""
-    from dlkit import data
-
     return data.eval_batches(dataset, len(dataset.train), split="train")[0]
 
 
@@ -69,41 +73,30 @@ def batches(arrays: dict, batch_size: int, seed: int):
 
 def run_one(key, model, params, arrays, eval_train, eval_test, steps, eval_every, seed, bs):
     """Trains one run from the shared initial params; returns its curves and summary."""
-    import jax
-    import ml_collections
-
-    from dlkit.train import create_train_state, evaluate, make_optimizer, make_steps, objectives
-    from dlkit.train.objectives import summarize
-
     label, batch_size, opt = RUNS[key]
     batch_size = bs if batch_size is None else batch_size
-    tx = make_optimizer(ml_collections.ConfigDict(opt), steps)
-    params = jax.tree.map(np.array, params)  # a copy: the train step donates (deletes) its input
-    state = create_train_state(model, tx, arrays["inputs"][:1], seed, params=params)
-    train_fn, eval_fn = make_steps(objectives.get("cross_entropy"))
-    stream = batches(arrays, batch_size, seed)
-    first = next(stream)
-    jax.block_until_ready(train_fn(jax.tree.map(np.copy, state), first))  # compile, off the clock
     curve = {"step": [], "seconds": [], "loss": []}
-    elapsed, batch = 0.0, first
+    clock = {"elapsed": 0.0, "start": 0.0}
 
-    def record(step):
-        curve["step"].append(step)
-        curve["seconds"].append(elapsed)
-        curve["loss"].append(summarize(evaluate(eval_fn, state, eval_train))["loss"])
-
-    record(0)
-    start = time.perf_counter()
-    for step in range(1, steps + 1):  # the clock runs over steps and batch slicing, not evals
-        state, _ = train_fn(state, batch)
-        batch = next(stream)
-        if step % eval_every == 0 or step == steps:
+    def watch(step, state, _):  # the clock runs over steps and batch slicing, not evals
+        if step and step % eval_every and step != steps:
+            return False
+        if step:
             jax.block_until_ready(state)
-            elapsed += time.perf_counter() - start
-            record(step)
-            start = time.perf_counter()
-    test = summarize(evaluate(eval_fn, state, eval_test))
+            clock["elapsed"] += time.perf_counter() - clock["start"]
+        curve["step"].append(step)
+        curve["seconds"].append(clock["elapsed"])
+        curve["loss"].append(short_runs.evaluate_on(state, eval_train)["loss"])
+        clock["start"] = time.perf_counter()
+        return False
+
+    stream = batches(arrays, batch_size, seed)
+    state, _ = short_runs.run_steps(
+        model, params, opt, stream, steps, seed=seed, watch=watch, compile_first=True
+    )
+    test = short_runs.evaluate_on(state, eval_test)
     n = batch_size or len(arrays["targets"])
+    elapsed = clock["elapsed"]
     return (
         label,
         curve,
@@ -125,14 +118,8 @@ def run_one(key, model, params, arrays, eval_train, eval_test, steps, eval_every
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    import ml_collections
-
-    from dlkit import data, models, plotting
-    from dlkit.train.state import init_variables
-
-    unknown = [r for r in _RUNS.value if r not in RUNS]
-    if unknown:
-        raise app.UsageError(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
+    for r in _RUNS.value:
+        errors.choose(RUNS, r, "run")
     smoke = _SMOKE.value
     steps, eval_every = (12, 4) if smoke else (_STEPS.value, _EVAL_EVERY.value)
     hidden = (8,) if smoke else tuple(int(h) for h in _HIDDEN.value)
@@ -186,4 +173,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

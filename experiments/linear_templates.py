@@ -7,8 +7,14 @@ default) from W = 0 through the shared train step, then draw each class's row of
 import json
 import pathlib
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import app, flags
+
+from dlkit import cli, data, models
+from dlkit.extras import plotting, short_runs
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/linear_templates", "Output directory.")
 _DATASET = flags.DEFINE_string("dataset", "mnist", "Registered image dataset (mnist, digits).")
@@ -21,26 +27,20 @@ _SEED = flags.DEFINE_integer("seed", 0, "Shuffling seed.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny settings for tests: 30 steps.")
 
 
-def train(dataset, steps: int):
-    """Softmax regression from W = 0, b = 0; returns the final TrainState."""
-    import jax
-    import jax.numpy as jnp
-    import ml_collections
-
-    from dlkit import data, models
-    from dlkit.train import create_train_state, make_optimizer, make_steps, objectives
-
+def train(dataset, steps: int, settings: dict):
+    """Softmax regression from W = 0, b = 0; returns the final TrainState.
+    settings: {"optimizer", "learning_rate", "batch_size", "seed"} from the flags."""
     model = models.get("linear", num_classes=dataset.num_classes)
     x0 = jnp.asarray(dataset.example_batch(1)["inputs"])
     params = jax.tree.map(jnp.zeros_like, model.init(jax.random.PRNGKey(0), x0)["params"])
-    tx = make_optimizer(
-        ml_collections.ConfigDict({"name": _OPT.value, "learning_rate": _LR.value}), steps
+    state, _ = short_runs.run_steps(
+        model,
+        params,
+        {"name": settings["optimizer"], "learning_rate": settings["learning_rate"]},
+        data.train_iterator(dataset, settings["batch_size"], settings["seed"]),
+        steps,
+        seed=settings["seed"],
     )
-    state = create_train_state(model, tx, x0, _SEED.value, params=params)
-    train_fn, _ = make_steps(objectives.get("cross_entropy"))
-    it = data.train_iterator(dataset, _BATCH.value, _SEED.value)
-    for _ in range(steps):
-        state, _ = train_fn(state, next(it))
     return state
 
 
@@ -58,19 +58,11 @@ def per_class_accuracy(state, batches, num_classes: int) -> tuple[np.ndarray, fl
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    import ml_collections
-
-    from dlkit import ConfigError, data, plotting
-
     workdir = pathlib.Path(_WORKDIR.value)
-    try:
-        dataset = data.load(
-            ml_collections.ConfigDict({"name": _DATASET.value, "dir": _DATA_DIR.value})
-        )
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
+    dataset = data.load(ml_collections.ConfigDict({"name": _DATASET.value, "dir": _DATA_DIR.value}))
     steps = 30 if _SMOKE.value else _STEPS.value
-    state = train(dataset, steps)
+    settings = {"optimizer": _OPT.value, "learning_rate": _LR.value}
+    state = train(dataset, steps, settings | {"batch_size": _BATCH.value, "seed": _SEED.value})
     acc, overall = per_class_accuracy(state, data.eval_batches(dataset, 500), dataset.num_classes)
     shape = dataset.example_batch(1)["inputs"].shape[1:3]  # (H, W)
     w = np.asarray(state.params["head"]["kernel"])  # (H W C, classes): column c is row c of W
@@ -101,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

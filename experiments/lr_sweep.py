@@ -10,7 +10,12 @@ import json
 import math
 import pathlib
 
+import ml_collections
 from absl import app, flags
+
+from dlkit import cli, data, models
+from dlkit.extras import plotting, short_runs
+from dlkit.train.state import init_variables
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lr_sweep", "Output directory.")
 _DATASET = flags.DEFINE_string("dataset", "digits", "Registered dataset (digits, mnist).")
@@ -28,36 +33,36 @@ _SEED = flags.DEFINE_integer("seed", 0, "Initialisation and shuffling seed.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny settings for tests: 20 steps, rates 0.1 and 100.")
 
 
-def sweep_one(lr, model, params, dataset, eval_train, steps, eval_every, factor):
-    """Trains at rate lr; returns (curve, diverged_at or None, loss at divergence or None)."""
-    import jax
-    import ml_collections
-    import numpy as np
+def sweep_one(lr, model, params, dataset, eval_train, steps, eval_every, factor, settings):
+    """Trains at rate lr; returns (curve, diverged_at or None, loss at divergence or None).
+    settings: {"optimizer", "batch_size", "seed"} from the flags."""
+    curve, limit, bad = {"step": [], "loss": []}, [math.inf], [None]
 
-    from dlkit import data
-    from dlkit.train import create_train_state, evaluate, make_optimizer, make_steps, objectives
-    from dlkit.train.objectives import summarize
+    def watch(step, state, sums):  # stop at a batch or training-set loss above the limit
+        if sums is not None:
+            bad[0] = float(sums["loss"] / sums["count"])
+            if not math.isfinite(bad[0]) or bad[0] > limit[0]:
+                return True
+        if step % eval_every and step != steps:
+            return False
+        bad[0] = short_runs.evaluate_on(state, eval_train)["loss"]
+        if step and (not math.isfinite(bad[0]) or bad[0] > limit[0]):
+            return True
+        curve["step"].append(step)
+        curve["loss"].append(bad[0])
+        limit[0] = factor * curve["loss"][0]
+        return False
 
-    cfg = ml_collections.ConfigDict({"name": _OPTIMIZER.value, "learning_rate": lr})
-    x0 = dataset.example_batch(1)["inputs"]
-    params = jax.tree.map(np.array, params)  # a copy: the train step donates (deletes) its input
-    state = create_train_state(model, make_optimizer(cfg, steps), x0, _SEED.value, params=params)
-    train_fn, eval_fn = make_steps(objectives.get("cross_entropy"))
-    it = data.train_iterator(dataset, _BATCH.value, _SEED.value)
-    curve = {"step": [0], "loss": [summarize(evaluate(eval_fn, state, eval_train))["loss"]]}
-    limit = factor * curve["loss"][0]
-    for step in range(1, steps + 1):
-        state, sums = train_fn(state, next(it))
-        batch_loss = float(sums["loss"] / sums["count"])
-        if not math.isfinite(batch_loss) or batch_loss > limit:
-            return curve, step, batch_loss
-        if step % eval_every == 0 or step == steps:
-            loss = summarize(evaluate(eval_fn, state, eval_train))["loss"]
-            if not math.isfinite(loss) or loss > limit:
-                return curve, step, loss
-            curve["step"].append(step)
-            curve["loss"].append(loss)
-    return curve, None, None
+    _, at = short_runs.run_steps(
+        model,
+        params,
+        {"name": settings["optimizer"], "learning_rate": lr},
+        data.train_iterator(dataset, settings["batch_size"], settings["seed"]),
+        steps,
+        seed=settings["seed"],
+        watch=watch,
+    )
+    return curve, at, None if at is None else bad[0]
 
 
 def status(curve, diverged_at, loss_there, slow_fraction) -> str:
@@ -71,12 +76,8 @@ def status(curve, diverged_at, loss_there, slow_fraction) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    import ml_collections
-
-    from dlkit import data, models, plotting
-    from dlkit.train.state import init_variables
-
     smoke = _SMOKE.value
+    settings = {"optimizer": _OPTIMIZER.value, "batch_size": _BATCH.value, "seed": _SEED.value}
     rates = [0.1, 100.0] if smoke else [float(r) for r in _RATES.value]
     steps, eval_every = (20, 5) if smoke else (_STEPS.value, _EVAL_EVERY.value)
     hidden = (8,) if smoke else tuple(int(h) for h in _HIDDEN.value)
@@ -88,7 +89,7 @@ def main(argv):
     series, marks, rows, results = {}, {}, [], []
     for lr in rates:
         curve, at, there = sweep_one(
-            lr, model, params, dataset, eval_train, steps, eval_every, _FACTOR.value
+            lr, model, params, dataset, eval_train, steps, eval_every, _FACTOR.value, settings
         )
         verdict = status(curve, at, there, _SLOW.value)
         steps_shown, losses_shown = list(curve["step"]), list(curve["loss"])
@@ -147,4 +148,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

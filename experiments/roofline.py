@@ -9,7 +9,17 @@ memory-bound and which compute-bound. Runs on CPU, and on GPU where present.
 import json
 import pathlib
 
+import jax
+import jax.numpy as jnp
 from absl import app, flags
+
+from dlkit import models, ops
+from dlkit.extras import plotting, profile
+from dlkit.kernels.flash_attention import flash_attention
+from dlkit.nn.cnn import CNN
+from dlkit.ops.attention import attention_reference
+from dlkit.ops.attention_dispatch import pallas_available
+from dlkit.ops.chunked_attention import chunked_attention
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/roofline", "Output directory.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 1024, "Peak FLOP/s: n x n @ n x n float32.")
@@ -25,11 +35,6 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny settings for tests.")
 def peaks(n: int, stream_mb: int, cache_mb: float, repeats: int) -> dict:
     """Measured peaks, best of `repeats` calls: FLOP/s of float32 matmuls up to n x n, and the
     read bandwidth of sum(x) over stream_mb MB (beyond the caches) and over cache_mb MB."""
-    import jax
-    import jax.numpy as jnp
-
-    from dlkit import profile
-
     flops = 0.0
     for m in sorted({min(256, n), n // 2, n}):
         a = jax.random.normal(jax.random.PRNGKey(0), (m, m))
@@ -44,11 +49,6 @@ def peaks(n: int, stream_mb: int, cache_mb: float, repeats: int) -> dict:
 
 def mlp_costs(batch: int, repeats: int, hidden=(128, 64)):
     """The notes' MLP 784 -> 128 -> 64 -> 10: each Dense layer, plus one ReLU on its own."""
-    import jax
-    import jax.numpy as jnp
-
-    from dlkit import models, ops, profile
-
     model = models.get("mlp", num_classes=10, hidden_sizes=hidden)
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, 784))
     costs = profile.profile_layers(
@@ -62,15 +62,9 @@ def mlp_costs(batch: int, repeats: int, hidden=(128, 64)):
 
 def cnn_costs(batch: int, repeats: int):
     """The CNN of dlkit.nn.cnn (conv 3x3 -> relu -> max pool, twice; dense) on 28x28x1."""
-    import jax
-
-    from dlkit import models, profile
-
     try:
         model = models.get("cnn", num_classes=10)
     except Exception:  # the family may not be registered yet: use the module directly
-        from dlkit.nn.cnn import CNN
-
         model = CNN(num_classes=10)
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, 28, 28, 1))
     return profile.profile_layers(
@@ -80,12 +74,6 @@ def cnn_costs(batch: int, repeats: int):
 
 def attention_costs(seq: int, block: int, repeats: int, b=1, h=4, d=64):
     """Reference attention (XLA counts) and chunked (counted by hand: XLA counts a scan once)."""
-    import jax
-
-    from dlkit import profile
-    from dlkit.ops.attention import attention_reference, pallas_available
-    from dlkit.ops.chunked_attention import chunked_attention
-
     q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, b, seq, h, d))
     ref = profile.profile(
         attention_reference,
@@ -113,8 +101,6 @@ def attention_costs(seq: int, block: int, repeats: int, b=1, h=4, d=64):
     )
     costs = [ref, chunked]
     if jax.default_backend() == "gpu" and pallas_available():  # the Pallas flash kernel
-        from dlkit.kernels.flash_attention import flash_attention
-
         costs.append(
             profile.profile(
                 flash_attention,
@@ -134,9 +120,6 @@ def attention_costs(seq: int, block: int, repeats: int, b=1, h=4, d=64):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    import jax
-
-    from dlkit import plotting, profile
 
     smoke = _SMOKE.value
     n, mb, cache_mb, batch, seq, reps = (

@@ -15,6 +15,12 @@ import time
 
 from absl import app, flags
 
+from dlkit.data.word2vec import corpus_text, make_word2vec_data
+from dlkit.errors import ConfigError
+from dlkit.extras import word2vec as w2v
+from dlkit.ops.word2vec import analogy, nearest_neighbours
+from dlkit.train import embeddings
+
 _CORPUS = flags.DEFINE_string("corpus", "pydoc", "pydoc, tiny_shakespeare, or a text file path.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default workdirs/w2v_<corpus>).")
 _MODE = flags.DEFINE_enum("mode", "skipgram", ["skipgram", "cbow"], "Word2vec architecture.")
@@ -42,8 +48,6 @@ def _listing(words, ids, sims) -> str:
 
 def report_lines(words, vectors, queries, analogies, k: int) -> list[str]:
     """Neighbour and analogy lines: 'word: n1 (0.71), n2 (0.63), ...'."""
-    from dlkit.ops.word2vec import analogy, nearest_neighbours
-
     index = {w: i for i, w in enumerate(words)}
     lines = []
     for q in queries:
@@ -67,10 +71,6 @@ def report_lines(words, vectors, queries, analogies, k: int) -> list[str]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from dlkit.data.word2vec import corpus_text, make_word2vec_data
-    from dlkit.errors import ConfigError
-    from dlkit.train import embeddings
-
     workdir = pathlib.Path(_WORKDIR.value or f"workdirs/w2v_{pathlib.Path(_CORPUS.value).stem}")
     start = time.perf_counter()
     try:
@@ -85,7 +85,7 @@ def main(argv):
             seed=_SEED.value,
         )
         print(f"corpus {_CORPUS.value}: {len(data.ids)} words, vocabulary {len(data.counts)}")
-        state, history = embeddings.train_word2vec(
+        state, history = w2v.train_word2vec(
             data,
             features=_DIM.value,
             batch_size=_BATCH.value,
@@ -97,7 +97,7 @@ def main(argv):
         )
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    words, vectors = embeddings.word_vectors(state, data)
+    words, vectors = w2v.word_vectors(state, data)
     embeddings.save_vectors(workdir, words, vectors, data.counts[len(data.counts) - len(words) :])
     lines = report_lines(words, vectors, _QUERY.value, _ANALOGY.value, _K.value)
     (workdir / "neighbours.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -12,6 +12,8 @@ import re
 
 import numpy as np
 
+from dlkit import errors
+from dlkit.data import text
 from dlkit.data.tokenizers import Tokenizer, build_tokenizer
 from dlkit.errors import ConfigError
 
@@ -21,8 +23,6 @@ CORPORA = ("pydoc", "tiny_shakespeare")
 
 def corpus_text(corpus: str) -> str:
     """Text of "pydoc" (CPython help topics), "tiny_shakespeare" (shared data or TFDS) or a path."""
-    from dlkit.data import text
-
     if corpus == "pydoc":
         return text.pydoc_text()
     if corpus == "tiny_shakespeare":
@@ -135,8 +135,7 @@ class Word2VecData:
     seed: int = 0
 
     def __post_init__(self):
-        if self.mode not in ("skipgram", "cbow"):
-            raise ConfigError(f"word2vec mode {self.mode!r}; choose one of: skipgram, cbow")
+        errors.choose({"skipgram": 0, "cbow": 0}, self.mode, "word2vec mode")
         if self.window < 1 or self.negatives < 1:
             raise ConfigError(
                 f"word2vec window ({self.window}) and negatives ({self.negatives}) must be >= 1"

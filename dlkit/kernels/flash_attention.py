@@ -1,10 +1,11 @@
 """Fused (flash) attention in Pallas: tiled forward and backward, S x S scores never in HBM.
 
 Layout (B, S, H, D) like `jax.nn.dot_product_attention`; masks as `dlkit.ops.attention` (causal
-top-left aligned, segment ids, kv_lengths; rows with no visible key -> zeros). Internally q/k/v are
-padded to block multiples in S and to a power of two (>= 16) in D; padding is masked, sliced off.
-On GPU the kernels lower through Triton (`pallas_call` with Triton compiler params); elsewhere they
-run in Pallas interpret mode. Segment ids must be > -2**31 + 1 (the two lowest ids mark padding).
+top-left or bottom-right aligned, segment ids, kv_lengths; rows with no visible key -> zeros).
+Internally q/k/v are padded to block multiples in S and to a power of two (>= 16) in D; padding is
+masked, sliced off. On GPU the kernels lower through Triton (`pallas_call` with Triton compiler
+params); elsewhere they run in Pallas interpret mode. Segment ids must be > -2**31 + 1 (the two
+lowest ids mark padding).
 """
 
 import functools
@@ -14,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from dlkit.kernels import flash_kernels as fk
-from dlkit.ops.attention import check_qkv, split_segment_ids
+from dlkit.ops import attention_dispatch
+from dlkit.ops.attention import causal_alignment, causal_offset, check_qkv, split_segment_ids
 
 DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 MAX_HEAD_DIM = 256
@@ -67,8 +69,10 @@ def make_plan(q, k, *, causal, scale, block_q, block_k, interpret, use_ids, sani
         bwd = (block_q or bwd[0], block_k or bwd[1]) + bwd[2:]
     bq, bqb = min(fwd[0], _pow2(sq)), min(bwd[0], _pow2(sq))
     bk, bkb = min(fwd[1], _pow2(sk)), min(bwd[1], _pow2(sk))
+    offset = causal_offset(causal, sq, sk)
     return fk.Plan(
-        causal=bool(causal),
+        causal=offset is not None,
+        offset=offset or 0,
         scale=float(d**-0.5 if scale is None else scale),
         sq=sq,
         sk=sk,
@@ -181,7 +185,7 @@ def flash_attention_with_lse(
     if isinstance(segment_ids, list):
         segment_ids = tuple(segment_ids)
     return _attention(
-        q, k, v, segment_ids, kv_lengths, causal=bool(causal),
+        q, k, v, segment_ids, kv_lengths, causal=causal_alignment(causal) or False,
         scale=None if scale is None else float(scale), block_q=block_q, block_k=block_k,
         interpret=interpret,
     )  # fmt: skip
@@ -196,3 +200,6 @@ def flash_attention(
         q, k, v, causal=causal, segment_ids=segment_ids, kv_lengths=kv_lengths, scale=scale,
         block_q=block_q, block_k=block_k, interpret=interpret,
     )[0]  # fmt: skip
+
+
+attention_dispatch.register_kernel("pallas", flash_attention)  # dlkit.ops.dot_product_attention

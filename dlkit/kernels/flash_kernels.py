@@ -26,6 +26,7 @@ class Plan:
     """Static kernel plan: lengths before padding, blocks, masks and GPU launch parameters."""
 
     causal: bool
+    offset: int  # causal: query i sees key j iff j <= i + offset (0 top-left, Sk - Sq bottom-right)
     scale: float
     sq: int
     sk: int
@@ -67,10 +68,10 @@ def _dot_tn(a, b):
 
 
 def _mask(plan, qpos, kpos, qid, kid, *, pad_k):
-    """Boolean (bq, bk): causal (k <= q), equal segment ids, and (pad_k) k < Sk."""
+    """Boolean (bq, bk): causal (k <= q + offset), equal segment ids, and (pad_k) k < Sk."""
     m = None
     if plan.causal:
-        m = qpos[:, None] >= kpos[None, :]
+        m = qpos[:, None] + plan.offset >= kpos[None, :]
     if plan.use_ids:
         same = qid[:, None] == kid[None, :]
         m = same if m is None else jnp.logical_and(m, same)
@@ -112,9 +113,10 @@ def _loop(lo, hi, body, carry):
 def _kv_loop_bounds(plan, i, bq, bk, *, pad_k):
     """(n_free, n_end) for query block i: blocks [0, n_free) need no mask, [.., n_end) do."""
     n_real = pl.cdiv(plan.sk, bk)
-    if plan.causal:
-        n_end = jnp.minimum(lax.div((i + 1) * bq + bk - 1, bk), n_real)
-        n_free = jnp.minimum(lax.div(i * bq + 1, bk), n_end)
+    if plan.causal:  # row r sees keys <= r + offset; a block is free if its first row sees it all
+        last = jnp.maximum((i + 1) * bq + plan.offset, 0)
+        n_end = jnp.minimum(lax.div(last + bk - 1, bk), n_real)
+        n_free = jnp.minimum(lax.div(jnp.maximum(i * bq + plan.offset + 1, 0), bk), n_end)
     else:
         n_end = n_free = n_real
     if plan.use_ids:
@@ -162,7 +164,7 @@ def fwd_kernel(*refs, plan: Plan):
     )
     carry = _loop(0, n_free, functools.partial(body, masked=False), carry)
     acc, m, den = _loop(n_free, n_end, functools.partial(body, masked=True), carry)
-    empty = den == 0.0  # only possible with id masks: no visible key -> zeros, lse2 = -inf
+    empty = den == 0.0  # id masks or bottom-right Sq > Sk: no visible key -> zeros, lse2 = -inf
     o_ref[...] = (acc / jnp.where(empty, 1.0, den)[:, None]).astype(o_ref.dtype)
     lse_ref[...] = jnp.where(empty, -jnp.inf, m + jnp.log2(jnp.where(empty, 1.0, den)))
 
@@ -227,9 +229,10 @@ def dkv_kernel(*refs, plan: Plan):
 
     # Query rows past Sq are zero with zero cotangent: they add nothing, so only real blocks run.
     n_real = pl.cdiv(plan.sq, bq)
-    if plan.causal:  # q block i meets key block j iff (i+1)*bq - 1 >= j*bk
-        lo = jnp.minimum(lax.div(j * bk, bq), n_real)
-        mid = jnp.minimum(lax.div((j + 1) * bk - 1 + bq - 1, bq), n_real)
+    if plan.causal:  # q block i meets key block j iff (i+1)*bq - 1 + offset >= j*bk
+        lo = jnp.minimum(lax.div(jnp.maximum(j * bk - plan.offset, 0), bq), n_real)
+        top = jnp.maximum((j + 1) * bk - 1 - plan.offset, 0)
+        mid = jnp.minimum(lax.div(top + bq - 1, bq), n_real)
     else:
         lo, mid = 0, 0
     if plan.use_ids:

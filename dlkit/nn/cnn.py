@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from dlkit import errors
 from dlkit.ops import get_activation
 from dlkit.ops.conv import conv2d, max_pool2d
 from dlkit.ops.pooling import avg_pool
@@ -68,13 +69,11 @@ class AvgPool(nn.Module):
 
 def pool_layer(kind: str, window: int, impl: str = "fast", name: str | None = None) -> nn.Module:
     """A `window` x `window`, stride-`window` pooling module; kind max|avg."""
-    if kind == "max":
-        return MaxPool((window, window), impl=impl, name=name)
-    if kind == "avg":
-        return AvgPool((window, window), name=name)
-    from dlkit.errors import ConfigError
-
-    raise ConfigError(f"unknown pool {kind!r}; choose one of: max, avg")
+    pools = {
+        "max": lambda: MaxPool((window, window), impl=impl, name=name),
+        "avg": lambda: AvgPool((window, window), name=name),
+    }
+    return errors.choose(pools, kind, "pool")()
 
 
 def _per_layer(padding, n: int) -> list:
@@ -82,9 +81,9 @@ def _per_layer(padding, n: int) -> list:
     if isinstance(padding, str | int):
         return [padding] * n
     if len(padding) != n:
-        from dlkit.errors import ConfigError
-
-        raise ConfigError(f"padding {padding!r} must be one value or one per conv layer ({n})")
+        raise errors.ConfigError(
+            f"padding {padding!r} must be one value or one per conv layer ({n})"
+        )
     return list(padding)
 
 

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dlkit import errors
 from dlkit.errors import ConfigError
 from dlkit.ops import recurrent as rops
 from dlkit.ops.lstm_stack import lstm_stack
@@ -99,9 +100,7 @@ CELLS = {"rnn": SimpleRNNCell, "lstm": LSTMCell, "gru": GRUCell}
 
 def get_cell(name: str):
     """The cell class for "rnn", "lstm" or "gru"."""
-    if name not in CELLS:
-        raise ConfigError(f"unknown recurrent cell {name!r}; choose one of: {', '.join(CELLS)}")
-    return CELLS[name]
+    return errors.choose(CELLS, name, "recurrent cell")
 
 
 class Recurrent(nn.Module):

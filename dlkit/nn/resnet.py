@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from dlkit import errors
 from dlkit.nn.cnn import Conv2D, MaxPool
 
 KAIMING = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # torchvision's conv init
@@ -89,12 +90,7 @@ class ResNet(_Layers):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         if x.ndim != 4:
             raise ValueError(f"ResNet expects images (B, H, W, C), got {x.shape}")
-        if self.block not in BLOCKS:
-            from dlkit.errors import ConfigError
-
-            raise ConfigError(
-                f"unknown ResNet block {self.block!r}; choose one of: basic, bottleneck"
-            )
+        errors.choose(BLOCKS, self.block, "ResNet block")
         if self.cifar_stem:
             x = nn.relu(self.bn(train, "bn_stem")(self.conv(self.width, 3, 1, "conv_stem")(x)))
         else:

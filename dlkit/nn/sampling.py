@@ -76,22 +76,10 @@ def generate(
 
 
 def load_from_workdir(workdir):
-    """(model, variables, tokenizer) from the latest checkpoint of a training workdir."""
-    from dlkit import models
-    from dlkit.data.text import tokenizer_from_assets
-    from dlkit.train import restore_latest
+    """Moved to dlkit.train.restore_model (nn does not import train); kept for the binaries."""
+    from dlkit.train.restore_model import load_from_workdir as load  # cleaned by the lead's #14
 
-    saved = restore_latest(workdir, items=("config", "assets", "state"))
-    tokenizer = tokenizer_from_assets(saved.get("assets") or {})
-    cfg = saved["config"]["model"]
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k != "name"}
-    kwargs.setdefault("num_classes", tokenizer.vocab_size)
-    model = models.get(cfg["name"], **kwargs)
-    if not hasattr(model, "step"):
-        raise ValueError(f"model {cfg['name']!r} has no step(): it cannot generate text")
-    state = saved["state"]
-    variables = {"params": state["params"], **(state.get("model_state") or {})}
-    return model, variables, tokenizer
+    return load(workdir)
 
 
 def generate_text(model, variables, tokenizer, prompt: str, num_chars: int, **kwargs) -> str:

@@ -5,10 +5,14 @@ dlkit.nn.sampling with a KV cache: `init_carry(batch_size, max_len)` and
 `step(carry, tokens (B,)) -> (carry, logits (B, V))`; `hidden_states` is the contextual probe.
 """
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from dlkit import errors
 from dlkit.nn.attention import MultiHeadAttention
 from dlkit.nn.positional import POSITIONAL, LearnedPositions, SinusoidalPositions
 from dlkit.ops import get_activation
@@ -70,10 +74,7 @@ class TransformerBlock(nn.Module):
 
 
 def _check_positional(name: str) -> None:
-    from dlkit.errors import ConfigError
-
-    if name not in POSITIONAL:
-        raise ConfigError(f"unknown positional encoding {name!r}; choose one of: {POSITIONAL}")
+    errors.choose({p: p for p in POSITIONAL}, name, "positional encoding")
 
 
 class TransformerLM(nn.Module):
@@ -209,9 +210,7 @@ class TransformerClassifier(nn.Module):
         mask, keep = None, None
         if jnp.issubdtype(inputs.dtype, jnp.integer):
             if self.vocab_size is None:
-                from dlkit.errors import ConfigError
-
-                raise ConfigError("transformer_classifier on tokens needs model.vocab_size")
+                raise errors.ConfigError("transformer_classifier on tokens needs model.vocab_size")
             x = nn.Embed(self.vocab_size, self.embed_dim, name="embed")(inputs)
             if self.pad_id is not None:
                 keep = inputs != self.pad_id  # (B, T)
@@ -264,15 +263,11 @@ def attention_weights(model, variables, inputs, **kwargs) -> list[jax.Array]:
 def probe_sentence(model, variables, tokenizer, sentence: str, layer: int = -1, pool=None):
     """Per-token vectors of a trained LM for `sentence`: (tokens, (T, E) numpy array).
 
-    model, variables, tokenizer: e.g. `dlkit.nn.sampling.load_from_workdir(workdir)`.
+    model, variables, tokenizer: e.g. `dlkit.train.restore_model.load_from_workdir(workdir)`.
 
     pool="last" or "mean" turns a character model's vectors into one per word (words as the
     word tokenizer splits them; "last" = the vector after the word's last character).
     """
-    import re
-
-    import numpy as np
-
     ids = tokenizer.encode(sentence)
     if ids.size == 0:
         raise ValueError(f"sentence {sentence!r} has no tokens")

@@ -1,7 +1,8 @@
 """Pure jnp math with no parameters: the notes as functions. Listed in the order of docs/API.md."""
 
 from dlkit.ops.activations import gelu, gelu_exact, get_activation, identity, relu, sigmoid, tanh
-from dlkit.ops.attention import attention_mask, attention_reference, dot_product_attention
+from dlkit.ops.attention import attention_mask, attention_reference
+from dlkit.ops.attention_dispatch import dot_product_attention
 from dlkit.ops.chunked_attention import chunked_attention
 from dlkit.ops.conv import adaptive_avg_pool, conv2d, max_pool2d
 from dlkit.ops.linear import linear

@@ -3,6 +3,8 @@
 import jax
 import jax.numpy as jnp
 
+from dlkit import errors
+
 
 def relu(x: jax.Array) -> jax.Array:
     """relu(x) = max(0, x), elementwise."""
@@ -46,8 +48,4 @@ ACTIVATIONS = {
 
 def get_activation(name: str):
     """Looks an activation up by name; unknown names list the choices."""
-    from dlkit.errors import ConfigError
-
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+    return errors.choose(ACTIVATIONS, name, "activation")

@@ -11,6 +11,7 @@ The gradient pytree has the same structure as `jax.grad` of the same loss with r
 import jax
 import jax.numpy as jnp
 
+from dlkit import errors
 from dlkit.ops.activations import get_activation
 from dlkit.ops.losses import cross_entropy, softmax
 
@@ -36,12 +37,9 @@ def layer_names(params: dict) -> list[str]:
 
 def activation_grad(name: str, z: jax.Array, a: jax.Array) -> jax.Array:
     """f'(z) for activation `name`, given z and a = f(z); same shape as z."""
-    if name not in _DERIVATIVES:
-        get_activation(name)  # unknown names raise ConfigError listing the choices
-        raise ValueError(
-            f"backprop: no hand-written derivative for {name!r}; use one of {list(_DERIVATIVES)}"
-        )
-    return _DERIVATIVES[name](z, a)
+    get_activation(name)  # unknown names raise ConfigError listing every activation
+    what = "activation with a hand-written derivative (backprop)"
+    return errors.choose(_DERIVATIVES, name, what)(z, a)
 
 
 def mlp_forward(params: dict, x: jax.Array, activation: str = "relu"):

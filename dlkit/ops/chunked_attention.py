@@ -7,7 +7,8 @@ Backward (a `jax.custom_vjp`, as FlashAttention-2): p_j = e^(s_j - lse) is recom
   dv_j = p_j^T dO, ds_j = p_j (dO v_j^T - rowsum(dO * out)),
   dq += ds_j k_j scale, dk_j = ds_j^T q scale.
 Only (B, H, Sq, block) scores live at a time, so memory grows linearly with the key length.
-Masks follow `dlkit.ops.attention` (mask, causal, segment_ids, kv_lengths; empty rows give zeros).
+Masks follow `dlkit.ops.attention` (mask, causal top-left or bottom-right, segment_ids, kv_lengths;
+empty rows give zeros). Inside, `offset` is the d of `causal_offset` (None: not causal).
 """
 
 import functools
@@ -15,7 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from dlkit.ops.attention import check_qkv, split_segment_ids
+from dlkit.ops.attention import causal_offset, check_qkv, split_segment_ids
 
 DEFAULT_BLOCK_K = 512
 
@@ -33,13 +34,13 @@ def _check_mask(mask, b: int, h: int, sq: int, sk: int):
     return jnp.broadcast_to(mask, (mb, mh, mq, sk))  # a (.., 1, Sk) key mask stays linear
 
 
-def _block_mask(j, aux, *, causal: bool, block: int, sk: int, sq: int, hkv: int):
-    """Visibility of key block j, broadcastable to (B, Hkv, G, Sq, block)."""
+def _block_mask(j, aux, *, offset: int | None, block: int, sk: int, sq: int, hkv: int):
+    """Visibility of key block j, broadcastable to (B, Hkv, G, Sq, block); causal: j <= i + d."""
     mask, q_ids, kv_ids, kv_lengths = aux
     kpos = j * block + jnp.arange(block)  # (block,)
     vis = (kpos < sk)[None, None, None, None, :]
-    if causal:
-        vis = vis & (jnp.arange(sq)[:, None] >= kpos[None, :])[None, None, None]
+    if offset is not None:
+        vis = vis & (jnp.arange(sq)[:, None] + offset >= kpos[None, :])[None, None, None]
     if q_ids is not None:
         kv_blk = jax.lax.dynamic_slice_in_dim(kv_ids, j * block, block, axis=1)  # (B, block)
         vis = vis & (q_ids[:, :, None] == kv_blk[:, None, :])[:, None, None]
@@ -64,12 +65,12 @@ def _scores(qg, kb, scale):
     return jnp.einsum("bhgqd,bkhd->bhgqk", qg, kb, preferred_element_type=jnp.float32) * scale
 
 
-def _forward(q, k, v, aux, causal, scale, block, sk):
+def _forward(q, k, v, aux, offset, scale, block, sk):
     """Online-softmax scan; returns out (B,Hkv,G,Sq,D) float32 and lse (B,Hkv,G,Sq)."""
     b, sq, h, d = q.shape
     hkv = k.shape[2]
     qg = jnp.moveaxis(q.reshape(b, sq, hkv, h // hkv, d), 1, 3)  # (B, Hkv, G, Sq, D)
-    mask_of = functools.partial(_block_mask, causal=causal, block=block, sk=sk, sq=sq, hkv=hkv)
+    mask_of = functools.partial(_block_mask, offset=offset, block=block, sk=sk, sq=sq, hkv=hkv)
 
     def body(carry, xs):
         o, m, norm = carry
@@ -98,16 +99,16 @@ def _to_bshd(x, dtype):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _chunked(q, k, v, aux, causal, scale, block, sk):
-    return _to_bshd(_forward(q, k, v, aux, causal, scale, block, sk)[0], q.dtype)
+def _chunked(q, k, v, aux, offset, scale, block, sk):
+    return _to_bshd(_forward(q, k, v, aux, offset, scale, block, sk)[0], q.dtype)
 
 
-def _chunked_fwd(q, k, v, aux, causal, scale, block, sk):
-    out, lse = _forward(q, k, v, aux, causal, scale, block, sk)
+def _chunked_fwd(q, k, v, aux, offset, scale, block, sk):
+    out, lse = _forward(q, k, v, aux, offset, scale, block, sk)
     return _to_bshd(out, q.dtype), (q, k, v, aux, out, lse)
 
 
-def _chunked_bwd(causal, scale, block, sk, res, g):
+def _chunked_bwd(offset, scale, block, sk, res, g):
     q, k, v, aux, out, lse = res
     b, sq, h, d = q.shape
     hkv = k.shape[2]
@@ -115,7 +116,7 @@ def _chunked_bwd(causal, scale, block, sk, res, g):
     do = jnp.moveaxis(g.reshape(b, sq, hkv, h // hkv, d), 1, 3).astype(jnp.float32)
     delta = jnp.sum(do * out, -1)  # (B, Hkv, G, Sq)
     lse = jnp.where(jnp.isfinite(lse), lse, 0.0)
-    mask_of = functools.partial(_block_mask, causal=causal, block=block, sk=sk, sq=sq, hkv=hkv)
+    mask_of = functools.partial(_block_mask, offset=offset, block=block, sk=sk, sq=sq, hkv=hkv)
 
     def body(dq, xs):
         j, kb, vb = xs
@@ -173,4 +174,5 @@ def chunked_attention(
         k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (k, v))
         kv_ids = None if kv_ids is None else jnp.pad(kv_ids, ((0, 0), (0, pad)))
         mask = None if mask is None else jnp.pad(mask, ((0, 0), (0, 0), (0, 0), (0, pad)))
-    return _chunked(q, k, v, (mask, q_ids, kv_ids, kv_lengths), causal, scale, block, sk)
+    offset = causal_offset(causal, sq, sk)
+    return _chunked(q, k, v, (mask, q_ids, kv_ids, kv_lengths), offset, scale, block, sk)

@@ -16,6 +16,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from dlkit import errors
+from dlkit.ops.pooling import max_pool
+
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 IM2COL_MAX_PATCH = 64  # kh * kw * C_in up to which the weight gradient uses im2col + matmul
 
@@ -143,8 +146,6 @@ _max_pool_tiles.defvjp(_max_pool_tiles_fwd, _max_pool_tiles_bwd)
 
 def max_pool_reference(x, window=2, stride=None, padding="VALID"):
     """y[b,i,j,c] = max over the window at (i*s, j*s) via lax.reduce_window; x (B, H, W, C)."""
-    from dlkit.ops.pooling import max_pool
-
     return max_pool(x, window, stride, padding)
 
 
@@ -164,13 +165,7 @@ POOL_IMPLS = {"reference": max_pool_reference, "fast": max_pool_fast}
 
 
 def _choose(table: dict, impl: str, what: str):
-    if impl not in table:
-        from dlkit.errors import ConfigError
-
-        raise ConfigError(
-            f"unknown {what} implementation {impl!r}; choose one of: {', '.join(table)}"
-        )
-    return table[impl]
+    return errors.choose(table, impl, f"{what} implementation")
 
 
 def conv2d(x, w, b=None, stride=1, padding="SAME", impl="fast"):

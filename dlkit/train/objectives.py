@@ -4,7 +4,7 @@ import math
 
 import jax.numpy as jnp
 
-from dlkit.errors import ConfigError
+from dlkit import errors
 from dlkit.ops.losses import cross_entropy_per_example
 from dlkit.ops.word2vec import negative_sampling_loss
 
@@ -48,9 +48,7 @@ OBJECTIVES = {"cross_entropy": cross_entropy, "negative_sampling": negative_samp
 
 def get(name: str):
     """The objective registered as `name`."""
-    if name not in OBJECTIVES:
-        raise ConfigError(f"unknown loss {name!r}; choose one of: {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name]
+    return errors.choose(OBJECTIVES, name, "loss")
 
 
 def summarize(sums: dict) -> dict:

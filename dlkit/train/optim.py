@@ -2,21 +2,22 @@
 
 import optax
 
-from dlkit.errors import ConfigError
+from dlkit import errors
 from dlkit.train import scratch
 
 
 def make_schedule(cfg, num_train_steps: int) -> optax.Schedule:
     """constant: lr; cosine: lr (1 + cos(pi t / T)) / 2; warmup_cosine: linear warmup, cosine."""
     lr, kind = cfg.learning_rate, cfg.get("schedule", "constant")
-    if kind == "constant":
-        return optax.constant_schedule(lr)
-    if kind == "cosine":
-        return optax.cosine_decay_schedule(lr, max(num_train_steps, 1))
-    if kind == "warmup_cosine":
-        warmup = cfg.get("warmup_steps", 0)
-        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(num_train_steps, warmup + 1))
-    raise ConfigError(f"unknown schedule {kind!r}; choose one of: constant, cosine, warmup_cosine")
+    warmup = cfg.get("warmup_steps", 0)
+    schedules = {
+        "constant": lambda: optax.constant_schedule(lr),
+        "cosine": lambda: optax.cosine_decay_schedule(lr, max(num_train_steps, 1)),
+        "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(
+            0.0, lr, warmup, max(num_train_steps, warmup + 1)
+        ),
+    }
+    return errors.choose(schedules, kind, "schedule")()
 
 
 def _rule(name: str, lr, cfg) -> optax.GradientTransformation:
@@ -30,9 +31,7 @@ def _rule(name: str, lr, cfg) -> optax.GradientTransformation:
         "sgd_scratch": lambda: scratch.sgd(lr),
         "adam_scratch": lambda: scratch.adam(lr),
     }
-    if name not in rules:
-        raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(rules)}")
-    return rules[name]()
+    return errors.choose(rules, name, "optimizer")()
 
 
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "sgd_scratch", "adam_scratch")

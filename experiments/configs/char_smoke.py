@@ -3,33 +3,14 @@
 The cell is the config argument: `--config=experiments/configs/char_smoke.py:gru` (lstm, gru, rnn).
 """
 
-from ml_collections import config_dict
+from dlkit import errors
+from dlkit.extras.configs import sibling
 
-from dlkit.errors import ConfigError
-from dlkit.train.config import default_config
+MODELS = {"lstm": "char_lstm", "gru": "char_gru", "rnn": "char_rnn"}
 
 
 def get_config(cell: str = "lstm"):
-    if cell not in ("lstm", "gru", "rnn"):
-        raise ConfigError(f"char_smoke.py takes lstm, gru or rnn after ':', got {cell!r}")
-    c = default_config()
-    c.model.name = f"char_{cell}"
-    c.model.hidden_size = 32
-    c.model.num_layers = 2
-    c.model.embed_dim = 16
-    c.data.name = "pydoc"
-    c.data.seq_len = 32
-    c.data.train_stride = 32
-    c.data.eval_fraction = 0.01
-    c.data.path = config_dict.placeholder(str)
-    c.batch_size = 8
-    c.eval_batch_size = 64
-    c.num_train_steps = 20
-    c.log_every_steps = 10
-    c.eval_every_steps = 20
-    c.checkpoint_every_steps = 10
-    c.progress_bar = False
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 3e-3
-    c.optimizer.grad_clip_norm = 1.0
+    name = errors.choose(MODELS, cell, "char_smoke.py cell (after ':')")
+    c = sibling(__file__, "_smoke_text")
+    c.model.update(name=name, hidden_size=32, num_layers=2, embed_dim=16)
     return c

@@ -1,22 +1,12 @@
 """The notes' CNN (conv32-pool-conv64-pool-dense256) on MNIST: the shared 8,000 / 2,000 split by
 default (or data.dir / a prepared TFDS mnist). Fast CPU conv/pool path (model.impl="fast")."""
 
-from dlkit.train.config import default_config
+from dlkit.extras.configs import sibling
 
 
 def get_config():
-    c = default_config()
-    c.model.name = "cnn"
-    c.model.dropout_rate = 0.3
-    c.data.name = "mnist"
-    c.batch_size = 128
+    c = sibling(__file__, "_mnist")
+    c.model.update(name="cnn", dropout_rate=0.3)
     c.num_train_steps = 1500
-    c.log_every_steps = 100
-    c.eval_every_steps = 500
-    c.checkpoint_every_steps = 500
-    c.optimizer.name = "adamw"
-    c.optimizer.learning_rate = 2e-3
-    c.optimizer.weight_decay = 1e-4
-    c.optimizer.schedule = "warmup_cosine"
-    c.optimizer.warmup_steps = 100
+    c.optimizer.update(name="adamw", weight_decay=1e-4)
     return c

@@ -1,23 +1,13 @@
 """The notes' MLP 784 -> 128 -> 64 -> 10 (ReLU) on MNIST: the shared 8,000 / 2,000 split by default
 (data.dir unset and no prepared TFDS mnist), or any directory of idx files via --config.data.dir."""
 
-from dlkit.train.config import default_config
+from dlkit.extras.configs import sibling
 
 
 def get_config():
-    c = default_config()
-    c.model.name = "mlp"
-    c.model.hidden_sizes = (128, 64)
-    c.model.activation = "relu"
-    c.model.dropout_rate = 0.2
-    c.data.name = "mnist"
-    c.batch_size = 128
-    c.num_train_steps = 3000
-    c.log_every_steps = 200
-    c.eval_every_steps = 1000
-    c.checkpoint_every_steps = 1000
-    c.optimizer.name = "adamw"
-    c.optimizer.learning_rate = 2e-3
-    c.optimizer.weight_decay = 1e-4
-    c.optimizer.schedule = "cosine"
+    c = sibling(__file__, "_mnist")
+    c.model.update(hidden_sizes=(128, 64), activation="relu", dropout_rate=0.2)
+    c.update(num_train_steps=3000, log_every_steps=200)
+    c.update(eval_every_steps=1000, checkpoint_every_steps=1000)
+    c.optimizer.update(name="adamw", weight_decay=1e-4, schedule="cosine", warmup_steps=0)
     return c

@@ -1,26 +1,9 @@
 """ResNet-50 (bottleneck blocks) with the CIFAR stem (3x3/1 conv, no max pool) on CIFAR-10."""
 
-from dlkit.train.config import default_config
+from dlkit.extras.configs import sibling
 
 
 def get_config():
-    c = default_config()
+    c = sibling(__file__, "resnet18_cifar10")
     c.model.name = "resnet50"
-    c.model.cifar_stem = True
-    c.data.name = "cifar10"  # TFDS array_record under data.tfds_dir, or data.download=True
-    c.data.download = False
-    c.data.augment = True  # random crop (zero pad 4) + horizontal flip, per-example seeds
-    c.data.crop_padding = 4
-    c.data.flip = True
-    c.batch_size = 128
-    c.num_train_steps = 100 * 50_000 // 128  # 100 epochs
-    c.log_every_steps = 200
-    c.eval_every_steps = 2000
-    c.checkpoint_every_steps = 2000
-    c.optimizer.name = "nesterov"
-    c.optimizer.learning_rate = 0.1
-    c.optimizer.momentum = 0.9
-    c.optimizer.weight_decay = 5e-4
-    c.optimizer.schedule = "warmup_cosine"
-    c.optimizer.warmup_steps = 400
     return c

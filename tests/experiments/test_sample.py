@@ -8,6 +8,7 @@ import pytest
 
 from dlkit.nn import sampling
 from dlkit.train import train_and_evaluate
+from dlkit.train.restore_model import load_from_workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -32,7 +33,7 @@ def workdir(tmp_path_factory):
 
 
 def test_load_and_generate_from_workdir(workdir):
-    model, variables, tok = sampling.load_from_workdir(workdir)
+    model, variables, tok = load_from_workdir(workdir)
     assert tok.kind == "char" and model.num_classes == tok.vocab_size
     a = sampling.generate_text(model, variables, tok, "class ", 30, seed=3, temperature=1.0)
     b = sampling.generate_text(model, variables, tok, "class ", 30, seed=3, temperature=1.0)
@@ -51,7 +52,7 @@ def test_sample_binary(workdir, tmp_path):
         check=True,
         cwd=ROOT,
     ).stdout
-    model, variables, tok = sampling.load_from_workdir(workdir)
+    model, variables, tok = load_from_workdir(workdir)
     want = sampling.generate_text(model, variables, tok, "def ", 25, temperature=0.0)
     assert out == want + "\n"  # greedy: what the library gives
     bad = subprocess.run(

@@ -10,6 +10,7 @@ import pytest
 from dlkit.data.tokenizers import build_tokenizer
 from dlkit.data.word2vec import make_word2vec_data
 from dlkit.errors import ConfigError
+from dlkit.extras import word2vec as w2v
 from dlkit.ops.word2vec import nearest_neighbours
 from dlkit.train import embeddings
 
@@ -32,12 +33,12 @@ def test_training_puts_cooccurring_words_together(mode):
     data = make_word2vec_data(
         _two_topic_text(), min_count=1, mode=mode, window=2, negatives=4, subsample=0.0
     )
-    state, history = embeddings.train_word2vec(
+    state, history = w2v.train_word2vec(
         data, features=16, batch_size=256, num_steps=120, learning_rate=2e-2, steps_per_call=40
     )
     assert [h["step"] for h in history] == [40, 80, 120]
     assert history[-1]["loss"] < 0.85 * history[0]["loss"]
-    words, vectors = embeddings.word_vectors(state, data)
+    words, vectors = w2v.word_vectors(state, data)
     assert len(words) == 20 and "<unk>" not in words
     same = 0
     for i, w in enumerate(words):

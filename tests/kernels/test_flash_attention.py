@@ -240,7 +240,12 @@ def test_interpret_is_automatic_off_gpu():
         (((1, 4, 2, 8), (1, 4, 2, 16), (1, 4, 2, 16)), None, {}, r"head_dim.*\(1, 4, 2, 8\)"),
         (((1, 4, 3, 8), (1, 4, 2, 8), (1, 4, 2, 8)), None, {}, r"3 query heads.*2 KV heads"),
         (((1, 4, 2, 8),) * 3, (jnp.float32, jnp.bfloat16, jnp.float32), {}, "dtypes differ"),
-        (((1, 4, 2, 8),) * 3, (jnp.int32,) * 3, {}, r"dtype int32 of q \(1, 4, 2, 8\)"),
+        (
+            ((1, 4, 2, 8),) * 3,
+            (jnp.int32,) * 3,
+            {},
+            r"needs floating q, k, v; got int32 for q \(1, 4, 2, 8\)",
+        ),
         (((1, 4, 2, 512),) * 3, None, {}, r"head_dim 512.*> 256"),
         (((1, 4, 2, 8),) * 3, None, {"block_q": 24}, "block_q=24 must be a power of two"),
         (((1, 4, 2, 8),) * 3, None, {"kv_lengths": jnp.array([1, 2])}, r"kv_lengths.*\(1,\)"),

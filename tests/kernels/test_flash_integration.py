@@ -13,7 +13,8 @@ import numpy as np
 import optax
 
 from dlkit.nn.transformer import TransformerLM
-from dlkit.ops.attention import attention_reference, dot_product_attention
+from dlkit.ops.attention import attention_reference
+from dlkit.ops.attention_dispatch import dot_product_attention
 from dlkit.train import create_train_state, train_step
 from dlkit.train.objectives import cross_entropy
 

@@ -124,7 +124,10 @@ def test_lstm_forget_bias_and_parameter_shapes():
 
 
 def test_bad_settings_raise_config_errors():
-    with pytest.raises(dlkit.ConfigError, match="unknown recurrent cell 'lstn'; choose one of"):
+    with pytest.raises(
+        dlkit.ConfigError,
+        match=r"unknown recurrent cell 'lstn' \(did you mean 'lstm'\?\); choose one of",
+    ):
         Recurrent(H, cell="lstn").init(jax.random.key(0), inputs())
     with pytest.raises(ValueError, match=r"expects x \(B, T, D\), got \(3, 4\)"):
         Recurrent(H).init(jax.random.key(0), jnp.zeros((3, 4)))

@@ -199,3 +199,25 @@ def test_greedy_sampling_matches_full_forward_argmax():
     for t in range(3, 9):
         seq = seq.at[:, t].set(jnp.argmax(logits_of(variables, seq)[:, t - 1], -1))
     np.testing.assert_array_equal(np.asarray(got), np.asarray(seq[:, 3:]))
+
+
+def test_mha_kv_cache_uses_cache_implementation_explicitly():
+    """implementation='pallas' trains; with a cache the mask-taking cache_implementation decodes,
+    and a maskless one there is a one-line ConfigError (never a silent switch)."""
+    x = jax.random.normal(jax.random.key(1), (1, 3, 8))
+    cache = (jnp.zeros((1, 6, 2, 4)), jnp.zeros((1, 6, 2, 4)), jnp.int32(0))
+    ref = MultiHeadAttention(num_heads=2, implementation="reference", cache_implementation="xla")
+    variables = ref.init(jax.random.key(0), x)
+    want, _ = ref.apply(variables, x, cache=cache)
+    got, new = MultiHeadAttention(num_heads=2, implementation="pallas").apply(
+        variables, x, cache=cache
+    )
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+    assert int(new[2]) == 3
+    full = MultiHeadAttention(num_heads=2, implementation="pallas").apply(variables, x, causal=True)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(full), atol=1e-5)
+    bad = MultiHeadAttention(num_heads=2, cache_implementation="pallas")
+    with pytest.raises(dlkit.ConfigError, match="cache_implementation 'pallas' takes no mask"):
+        bad.apply(variables, x, cache=cache)
+    with pytest.raises(dlkit.ConfigError, match="unknown attention implementation 'xl'"):
+        MultiHeadAttention(num_heads=2, implementation="xl").apply(variables, x)

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlkit.ops.attention import (
-    attention_reference,
+from dlkit.errors import ConfigError
+from dlkit.kernels import flash_attention
+from dlkit.ops.attention import attention_reference
+from dlkit.ops.attention_dispatch import (
     choose_implementation,
     dot_product_attention,
     pallas_available,
@@ -222,3 +224,65 @@ def test_cudnn_matches_reference_on_gpu():
         *(x.astype(jnp.float32) for x in (q, k, v)), causal=True, kv_lengths=lengths
     )
     assert_close(got, want, TOL[jnp.bfloat16])
+
+
+def test_reference_causal_alignments():
+    """top-left: query i sees keys j <= i; bottom-right: j <= i + Sk - Sq (the last sees all)."""
+    for sq, sk in ((3, 5), (5, 3)):
+        q, k, v = qkv(1, sq, sk, 1, 1, 4)
+        _, tl = attention_reference(q, k, v, causal=True, return_weights=True)
+        _, br = attention_reference(q, k, v, causal="bottom_right", return_weights=True)
+        i, j = np.arange(sq)[:, None], np.arange(sk)[None, :]
+        np.testing.assert_array_equal(np.asarray(tl[0, 0]) > 0, j <= i)
+        np.testing.assert_array_equal(np.asarray(br[0, 0]) > 0, j <= i + sk - sq)
+    q, k, v = qkv(1, 4, 4, 1, 1, 4)
+    same = [attention_reference(q, k, v, causal=c) for c in (True, "top_left", "bottom_right")]
+    assert_close(same[0], same[1], 0)
+    assert_close(same[0], same[2], 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("sq,sk", [(5, 13), (13, 5), (1, 9)])
+def test_bottom_right_matches_reference(backend, sq, sk):
+    needs(backend)
+    shape = (2, sq, sk, 4, 2, 8)
+    q, k, v = qkv(*shape)
+    kw = {"causal": "bottom_right", "kv_lengths": jnp.asarray([sk, sk - 1], jnp.int32)}
+    want = loss_and_grads(lambda *a: attention_reference(*a, **kw), q, k, v)
+    got = loss_and_grads(
+        lambda *a: dot_product_attention(*a, implementation=backend, **kw), q, k, v
+    )
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert_close(g, w, TOL[jnp.float32])
+    if sq > sk:  # the first Sq - Sk queries see no key
+        np.testing.assert_array_equal(np.asarray(got[0][:, : sq - sk]), 0.0)
+
+
+@pytest.mark.parametrize("sq,sk", [(40, 70), (70, 40)])
+def test_pallas_bottom_right_across_blocks(sq, sk):
+    """Small blocks: the kernels' causal loop bounds with an offset, forward and backward."""
+    q, k, v = qkv(1, sq, sk, 2, 1, 16)
+    want = loss_and_grads(lambda *a: attention_reference(*a, causal="bottom_right"), q, k, v)
+    got = loss_and_grads(
+        lambda *a: flash_attention(*a, causal="bottom_right", block_q=16, block_k=16), q, k, v
+    )
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert_close(g, w, 1e-5)
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference", *BACKENDS])
+def test_integer_or_mixed_dtypes_raise(backend):
+    q, k, v = qkv(1, 4, 4, 2, 2, 8)
+    ints = tuple(x.astype(jnp.int32) for x in (q, k, v))
+    with pytest.raises(ValueError, match="needs floating q, k, v; got int32"):
+        dot_product_attention(*ints, implementation=backend)
+    with pytest.raises(ValueError, match="dtypes differ: q float32, k bfloat16"):
+        dot_product_attention(q, k.astype(jnp.bfloat16), v, implementation=backend)
+
+
+def test_bad_causal_and_implementation_are_config_errors():
+    q, k, v = qkv(1, 4, 4, 2, 2, 8)
+    with pytest.raises(ConfigError, match="unknown causal alignment 'bottom-right'.*did you mean"):
+        dot_product_attention(q, k, v, causal="bottom-right")
+    with pytest.raises(ConfigError, match="unknown attention implementation 'palas'"):
+        dot_product_attention(q, k, v, implementation="palas")

@@ -1,7 +1,7 @@
 """Device correctness sweep of flash attention vs the fp32 reference, without pytest.
 
 For the GPU machine (`benchmarks/gpu_check.sh`): every mask kind, odd lengths, Sq != Sk, head dims,
-GQA and low precision, natively compiled. `python -m dlkit.kernels.flash_check [--smoke]`.
+GQA and low precision, natively compiled. `python -m dlkit.extras.flash_check [--smoke]`.
 """
 
 import json

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import time
 
+import flax.linen as nn
 import jax
 
 
@@ -95,8 +96,6 @@ def profile(
 
 def layer_calls(model, variables, *args, **kwargs) -> list[tuple]:
     """[(path, module, its variables, its args)] for each leaf submodule call in model.apply."""
-    import flax.linen as nn
-
     calls, stack = [], []
 
     def interceptor(next_fun, call_args, call_kwargs, context):

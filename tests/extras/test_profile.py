@@ -1,4 +1,4 @@
-"""dlkit.profile: XLA cost counts against hand counts, loop flag, timing, per-layer profiles."""
+"""dlkit.extras.profile: XLA cost counts against hand counts, loop flag, timing, layers."""
 
 import math
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from dlkit import profile
+from dlkit.extras import profile
 from dlkit.nn import MLP
 
 
