@@ -92,9 +92,10 @@ def test_migrate_is_pure_idempotent_and_one_line_per_key():
     assert twice == once and again == []
     assert messages and all("\n" not in m and len(m) < 160 for m in messages)
     assert len(messages) == len(set(messages))
-    assert "config key init_skip is deprecated: use transfer.skip" in messages[
-        [m.split()[2] for m in messages].index("init_skip")
-    ]
+    assert (
+        "config key init_skip is deprecated: use transfer.skip"
+        in messages[[m.split()[2] for m in messages].index("init_skip")]
+    )
     assert not set(opts.MOVED_KEYS) & set(once)
 
 

@@ -85,7 +85,9 @@ def test_shape_mismatch_names_path_and_both_shapes():
 def test_other_architecture_without_mapping_fails_clearly(pretrained, tmp_path):
     c = finetune_config(pretrained)
     c.model.hidden_sizes = (16,)  # no hidden_1, and head is (16, 5)
-    with pytest.raises(ConfigError, match=r"does not fit this model.*hidden_1/kernel.*transfer.skip"):
+    with pytest.raises(
+        ConfigError, match=r"does not fit this model.*hidden_1/kernel.*transfer.skip"
+    ):
         train_and_evaluate(c, tmp_path)
     c = finetune_config(pretrained)
     c.model.hidden_sizes = (32, 8)

@@ -1,0 +1,26 @@
+"""Loop scheduling: how many steps the next dispatch runs."""
+
+from dlkit.train.options import RunOptions
+
+
+def steps_this_call(step: int, last: int, *, steps_per_call: int, every=()) -> int:
+    """min(steps_per_call, last - step), cut at the next multiple of each positive interval in
+    `every` (log, eval, checkpoint); at least 1."""
+    k = min(steps_per_call, last - step)
+    for interval in every:
+        if interval > 0:
+            k = min(k, interval - step % interval)
+    return max(k, 1)
+
+
+def loop_intervals(options) -> tuple[int, int, int]:
+    """(log, eval, checkpoint) intervals of a RunOptions: the steps a dispatch must stop at."""
+    return options.log_every_steps, options.eval_every_steps, options.checkpoint.every_steps
+
+
+def steps_this_call_from_config(config, step: int, last: int) -> int:
+    """Deprecated (phase 2 of issue 14 deletes it): steps_this_call with a ConfigDict."""
+    options = RunOptions.from_config(config)
+    return steps_this_call(
+        step, last, steps_per_call=options.parallel.steps_per_call, every=loop_intervals(options)
+    )
