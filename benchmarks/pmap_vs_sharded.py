@@ -117,7 +117,9 @@ def main():
     pm = jax.tree.map(lambda x: np.asarray(x)[0], box["pmap"].checkpoint_tree())
     between = max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-        for a, b in zip(jax.tree.leaves(box["sharded"].checkpoint_tree()), jax.tree.leaves(pm), strict=True)
+        for a, b in zip(
+            jax.tree.leaves(box["sharded"].checkpoint_tree()), jax.tree.leaves(pm), strict=True
+        )
     )
     print(f"max |sharded - pmap| = {between:.2e}")
     print(f"{'one':8s} {1e3 * times['one'][0]:8.2f} ms/step (one device)")

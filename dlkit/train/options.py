@@ -34,6 +34,7 @@ from dlkit import models
 from dlkit.errors import ConfigError, choose
 from dlkit.train import objectives
 from dlkit.train.optim import OPTIMIZER_NAMES
+from dlkit.train.step import StepOptions
 
 PARALLEL_KINDS = ("sharded", "fsdp", "none")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -65,11 +66,16 @@ MOVED_KEYS = {
 RETIRED_KEYS = {"parallel.mesh_shape": "nothing reads it"}
 
 
+def _is_section(value) -> bool:
+    """A mapping, ConfigDict or FrozenConfigDict (the latter two are not Mappings)."""
+    return isinstance(value, Mapping) or hasattr(value, "to_dict")
+
+
 def _plain(config) -> dict:
     """A ConfigDict, FrozenConfigDict or mapping as nested plain dicts (a fresh copy)."""
     if hasattr(config, "to_dict"):
         config = config.to_dict()
-    return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in dict(config).items()}
+    return {k: _plain(v) if _is_section(v) else v for k, v in dict(config).items()}
 
 
 def _moved_message(old: str, new: str) -> str:
@@ -201,7 +207,7 @@ def _section(config: Mapping, name: str) -> Mapping:
     value = config.get(name)
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if not _is_section(value):
         raise ConfigError(f"config {name} must be a section (a ConfigDict), got {value!r}")
     return value
 
@@ -261,17 +267,15 @@ class TrainStepOptions:
 
     def to_step_options(self):
         """The static options of dlkit.train.step.train_step."""
-        from dlkit.train import step  # step.py imports nothing from here; kept lazy for phase 2
-
         kwargs = dict(
             grad_accum_steps=self.grad_accum_steps,
             dp_clip_norm=self.dp.clip_norm if self.dp.enabled else None,
             dp_noise_multiplier=self.dp.noise_multiplier if self.dp.enabled else 0.0,
             compute_dtype="bfloat16" if self.mixed_precision else None,
         )
-        if "nonfinite" in _field_names(step.StepOptions):  # phase 2: pass it unconditionally
+        if "nonfinite" in _field_names(StepOptions):  # phase 2: pass it unconditionally
             kwargs["nonfinite"] = self.nonfinite
-        return step.StepOptions(**kwargs)
+        return StepOptions(**kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -449,7 +453,7 @@ class OptimizerOptions:
 
 def _frozen(value):
     """Nested dicts/lists -> FrozenConfigDict/tuples, so equal configs compare equal."""
-    if isinstance(value, Mapping):
+    if _is_section(value):
         return FrozenConfigDict({k: _frozen(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
         return tuple(_frozen(v) for v in value)
@@ -547,6 +551,10 @@ class RunOptions:
         _check_across(options)
         return options
 
+    def to_dict(self) -> dict:
+        """The options as a nested JSON-able config (every default filled); parses back equal."""
+        return as_dict(self)
+
     def with_seed(self, seed: int) -> "RunOptions":
         """The same options with another seed (an ensemble member)."""
         return dataclasses.replace(self, seed=seed)
@@ -584,24 +592,25 @@ def resumable_keys() -> frozenset[str]:
     return frozenset(keys)
 
 
-def _jsonish(value):
-    """Tuples as lists, as a config reads back from JSON."""
-    return [_jsonish(v) for v in value] if isinstance(value, tuple | list) else value
-
-
-def _flat(value, prefix: str = "") -> dict:
-    """Options or nested mappings -> {dotted key: JSON-like leaf}; model kwargs sit under model."""
+def as_dict(value):
+    """Options -> nested plain JSON-able dicts (tuples as lists; model kwargs beside its name)."""
     if isinstance(value, ModelOptions):
-        items = [("name", value.name), *value.kwargs.items()]
-    elif dataclasses.is_dataclass(value):
-        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare]
-    elif isinstance(value, Mapping):
-        items = list(value.items())
-    else:
-        return {prefix[:-1]: _jsonish(value)}
+        return {"name": value.name, **as_dict(value.kwargs)}
+    if dataclasses.is_dataclass(value):
+        fields = dataclasses.fields(value)
+        return {f.name: as_dict(getattr(value, f.name)) for f in fields if f.compare}
+    if _is_section(value):
+        return {k: as_dict(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [as_dict(v) for v in value]
+    return value
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts -> {dotted key: leaf}."""
     out: dict = {}
-    for k, v in items:
-        out.update(_flat(v, f"{prefix}{k}."))
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
@@ -611,9 +620,9 @@ def canonical(config) -> dict:
     A config that no longer parses (e.g. saved by an older dlkit) is compared as migrated.
     """
     try:
-        return _flat(RunOptions.from_config(config))
+        return _flat(RunOptions.from_config(config).to_dict())
     except ConfigError:
-        return _flat(migrate(config)[0])
+        return _flat(as_dict(migrate(config)[0]))
 
 
 def config_differences(saved, current) -> list[str]:

@@ -205,3 +205,33 @@ def test_an_old_flat_saved_config_compares_to_its_nested_twin():
         "model.hidden_sizes (saved '<missing>', now [8])",
         "step.grad_accum_steps (saved 4, now 2)",
     ]
+
+
+def test_to_dict_is_json_and_parses_back_equal():
+    import json
+
+    options = RunOptions.from_config(flat_config())
+    saved = json.loads(json.dumps(options.to_dict()))
+    assert RunOptions.from_config(saved) == options
+    assert saved["transfer"]["rename"] == [["enc/(.*)", "body/\\1"]]
+    assert config_differences(saved, flat_config()) == []
+
+
+def test_a_workdir_saved_with_flat_keys_matches_its_nested_twin(tmp_path):
+    """The config saved by the (phase-1) loop, read back from the checkpoint, parses to the
+    same run as the nested config: the comparison phase 2 makes before resuming."""
+    from dlkit.train import restore_latest, train_and_evaluate
+
+    c = default_config()
+    c.model.hidden_sizes = (8,)
+    c.batch_size, c.num_train_steps, c.progress_bar = 16, 2, False
+    c.checkpoint_every_steps, c.grad_accum_steps = 2, 2
+    train_and_evaluate(c, tmp_path)
+    saved = restore_latest(tmp_path)["config"]
+    assert saved["grad_accum_steps"] == 2 and "step" not in saved  # written flat
+    nested = RunOptions.from_config(c).to_dict()  # the same run, sections only
+    nested["num_train_steps"] = 10  # a longer run resumes
+    assert "grad_accum_steps" not in nested and nested["step"]["grad_accum_steps"] == 2
+    assert config_differences(saved, nested) == []
+    nested["step"]["grad_accum_steps"] = 1
+    assert config_differences(saved, nested) == ["step.grad_accum_steps (saved 2, now 1)"]
