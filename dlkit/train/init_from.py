@@ -73,6 +73,21 @@ def read_checkpoint(path) -> tuple[int, dict]:
     return step, jax.tree.map(np.asarray, tree)
 
 
+def read_source(options) -> tuple[str, dict]:
+    """(a description, {"params": ..., **collections} as host arrays) of options.init_from.
+
+    The one place a source is read: a dlkit workdir or checkpoint folder. (Helper 16's foreign
+    weights files, read by name with options.convert, plug in here.)
+    """
+    if options.convert:
+        raise ConfigError(
+            f"transfer.convert {options.convert!r}: this build reads dlkit checkpoints only; "
+            "unset transfer.convert"
+        )
+    step, tree = read_checkpoint(options.init_from)
+    return f"{options.init_from} (step {step})", tree
+
+
 # ---------------------------------------------------------------------------- matching
 
 
@@ -196,11 +211,11 @@ def init_from(state, options):
     """
     if not options.init_from:
         return state
-    step, source = read_checkpoint(options.init_from)
+    label, source = read_source(options)
     target = flatten({"params": state.params, **state.model_state})
     new, rows = match_variables(target, flatten(source), skip=options.skip, rename=options.rename)
     variables = unflatten({k: _place_like(v, target[k]) for k, v in new.items()})
     params = variables.pop("params")
     if jax.process_index() == 0:
-        print(f"init_from {options.init_from} (step {step}):\n{format_table(rows)}", flush=True)
+        print(f"init_from {label}:\n{format_table(rows)}", flush=True)
     return state.replace(params=params, model_state=variables, opt_state=state.tx.init(params))

@@ -235,3 +235,20 @@ def test_a_workdir_saved_with_flat_keys_matches_its_nested_twin(tmp_path):
     assert config_differences(saved, nested) == []
     nested["step"]["grad_accum_steps"] = 1
     assert config_differences(saved, nested) == ["step.grad_accum_steps (saved 2, now 1)"]
+
+
+def test_every_shipped_config_parses():
+    import importlib.util
+    import pathlib
+
+    root = pathlib.Path(__file__).parents[2] / "experiments" / "configs"
+    paths = sorted(p for p in root.glob("*.py") if not p.name.startswith("_"))
+    assert paths
+    for path in paths:
+        spec = importlib.util.spec_from_file_location(f"cfg_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            continue
+        options = RunOptions.from_config(module.get_config())
+        assert RunOptions.from_config(options.to_dict()) == options, path.name

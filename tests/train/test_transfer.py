@@ -252,3 +252,16 @@ def test_resnet_frozen_batchnorm_through_the_loop(tmp_path):
         np.testing.assert_array_equal(flat1[k], np.asarray(flat0[k]))
     trained = [k for k in flat1 if k not in frozen]
     assert all(not np.array_equal(flat1[k], np.asarray(flat0[k])) for k in trained if "bn" in k[1])
+
+
+def test_init_from_sources_and_their_errors(pretrained, tmp_path):
+    step, tree = init_from.read_checkpoint(pretrained / "checkpoints" / "12")  # one step folder
+    assert step == 12 and tree["params"]["head"]["kernel"].shape == (8, 10)
+    assert init_from.read_checkpoint(pretrained)[0] == 12  # the workdir: its latest step
+    with pytest.raises(ConfigError, match="does not exist; give a workdir"):
+        init_from.read_checkpoint(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="no finished checkpoint in"):
+        init_from.read_checkpoint(tmp_path)
+    options = TransferOptions(init_from=str(pretrained), convert="torch")
+    with pytest.raises(ConfigError, match="transfer.convert 'torch'"):
+        init_from.read_source(options)
