@@ -26,9 +26,11 @@ import dataclasses
 import difflib
 import re
 import signal
+import types
+import typing
 from collections.abc import Mapping
 
-from ml_collections import FrozenConfigDict
+from ml_collections import ConfigDict, FrozenConfigDict, config_dict
 
 from dlkit import models
 from dlkit.errors import ConfigError, choose
@@ -630,3 +632,60 @@ def config_differences(saved, current) -> list[str]:
     a, b, skip = canonical(saved), canonical(current), resumable_keys()
     keys = sorted(k for k in set(a) | set(b) if k not in skip and a.get(k) != b.get(k))
     return [f"{k} (saved {a.get(k, '<missing>')!r}, now {b.get(k, '<missing>')!r})" for k in keys]
+
+
+# ---------------------------------------------------------------------------- default config
+
+
+def _placeholder_type(f: dataclasses.Field):
+    """The type of an Optional field (`str | None` -> str), else None."""
+    if isinstance(f.type, types.UnionType) or typing.get_origin(f.type) is typing.Union:
+        kinds = [t for t in typing.get_args(f.type) if t is not type(None)]
+        return kinds[0] if len(kinds) == 1 else None
+    return None
+
+
+def _section_config(cls) -> ConfigDict:
+    """A ConfigDict of an options class's defaults; Optional fields as typed placeholders."""
+    c = ConfigDict()
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if not f.compare:
+            continue
+        value = getattr(defaults, f.name)
+        if isinstance(value, ModelOptions | FrozenConfigDict):  # model, data: free-form
+            c[f.name] = ConfigDict(as_dict(value))
+        elif dataclasses.is_dataclass(value):
+            c[f.name] = _section_config(type(value))
+        elif value is None:
+            c[f.name] = config_dict.placeholder(_placeholder_type(f))
+        else:
+            c[f.name] = value
+    return c
+
+
+def defaults() -> ConfigDict:
+    """Every typed section with its defaults (the one place they live); model and data hold
+    their names only (their other fields belong to the model and the dataset)."""
+    return _section_config(RunOptions)
+
+
+def add_flat_placeholders(c: ConfigDict) -> ConfigDict:
+    """c with every moved flat key as an unset placeholder (one release), so flags such as
+    --config.grad_accum_steps=4 still reach a locked config; migrate() moves what is set."""
+    for old, new in MOVED_KEYS.items():
+        section, _, key = new.partition(".")
+        target = dataclasses.fields(RunOptions)
+        cls = next(f.type for f in target if f.name == section)
+        field = next(f for f in dataclasses.fields(cls) if f.name == key)
+        if dataclasses.is_dataclass(field.type):  # dp: a section of placeholders
+            c[old] = ConfigDict(
+                {
+                    g.name: config_dict.placeholder(type(getattr(field.type(), g.name)))
+                    for g in dataclasses.fields(field.type)
+                }
+            )
+        else:
+            kind = _placeholder_type(field) or type(getattr(cls(), key))
+            c[old] = config_dict.placeholder(kind)
+    return c

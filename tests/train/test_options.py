@@ -252,3 +252,16 @@ def test_every_shipped_config_parses():
             continue
         options = RunOptions.from_config(module.get_config())
         assert RunOptions.from_config(options.to_dict()) == options, path.name
+
+
+def test_defaults_come_from_the_options_and_flat_placeholders_stay_silent():
+    c = opts.add_flat_placeholders(opts.defaults())
+    parsed = RunOptions.from_config(c)
+    assert parsed == RunOptions() and parsed.deprecations == ()
+    c.lock()  # as config_flags locks it: a flag may only set existing fields
+    c.grad_accum_steps = 4  # the old flag still works, and says where it moved
+    c.transfer.skip = ("head/.*",)
+    c.init_from = "/runs/pre"
+    parsed = RunOptions.from_config(c)
+    assert parsed.step.grad_accum_steps == 4 and parsed.transfer.init_from == "/runs/pre"
+    assert [m.split()[2] for m in parsed.deprecations] == ["grad_accum_steps", "init_from"]
