@@ -88,29 +88,25 @@ def _moved_message(old: str, new: str) -> str:
     )
 
 
-def migrate(config) -> tuple[dict, list[str]]:
-    """(config as nested plain dicts with old flat keys moved into sections, one line per move).
+def _move(out: dict, old: str, new: str) -> bool:
+    """Moves out[old] to its section in place; False for an unset placeholder (None)."""
+    value = out.pop(old)
+    if isinstance(value, dict):  # dp: its set fields join step.dp's
+        value = {k: v for k, v in value.items() if v is not None} or None
+    if value is None:
+        return False
+    section, _, key = new.partition(".")
+    if not isinstance(out.get(section), dict):
+        out[section] = {}
+    if isinstance(value, dict) and isinstance(out[section].get(key), dict):
+        value = {**out[section][key], **value}
+    out[section][key] = value
+    return True
 
-    Pure and idempotent; used for user configs and for configs saved inside old checkpoints. A
-    flat key set to None (an unset placeholder) is dropped silently; a set one wins over the
-    section's value.
-    """
-    out, messages = _plain(config), []
-    for old, new in MOVED_KEYS.items():
-        if old not in out:
-            continue
-        value = out.pop(old)
-        if isinstance(value, dict):  # dp: its set fields join step.dp's
-            value = {k: v for k, v in value.items() if v is not None} or None
-        if value is None:
-            continue
-        section, _, key = new.partition(".")
-        if not isinstance(out.get(section), dict):
-            out[section] = {}
-        if isinstance(value, dict) and isinstance(out[section].get(key), dict):
-            value = {**out[section][key], **value}
-        out[section][key] = value
-        messages.append(_moved_message(old, new))
+
+def _retire(out: dict) -> list[str]:
+    """Drops retired keys and maps parallel.kind 'pmap' to 'sharded' in place; their messages."""
+    messages = []
     for dotted, why in RETIRED_KEYS.items():
         section, _, key = dotted.partition(".")
         if isinstance(out.get(section), dict) and key in out[section]:
@@ -123,7 +119,19 @@ def migrate(config) -> tuple[dict, list[str]]:
             "parallel.kind 'pmap' is retired: 'sharded' (jit over the device mesh) computes the "
             "same steps, BatchNorm statistics over the global batch included; using 'sharded'"
         )
-    return out, messages
+    return messages
+
+
+def migrate(config) -> tuple[dict, list[str]]:
+    """(config as nested plain dicts with old flat keys moved into sections, one line per move).
+
+    Pure and idempotent; used for user configs and for configs saved inside old checkpoints. A
+    flat key set to None (an unset placeholder) is dropped silently; a set one wins over the
+    section's value.
+    """
+    out = _plain(config)
+    moved = [old for old in MOVED_KEYS if old in out and _move(out, old, MOVED_KEYS[old])]
+    return out, [_moved_message(old, MOVED_KEYS[old]) for old in moved] + _retire(out)
 
 
 # ---------------------------------------------------------------------------- value checks
