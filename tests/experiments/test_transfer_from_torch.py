@@ -65,7 +65,7 @@ def test_weights_file_needs_a_layout_name(tmp_path):
     c = train.default_config()
     c.num_train_steps, c.progress_bar = 1, False
     c.init_from = str(path)
-    with pytest.raises(ConfigError, match="set config.convert to its layout"):
+    with pytest.raises(ConfigError, match="set transfer.convert to its layout"):
         train.train_and_evaluate(c, str(tmp_path / "run"))
     c.convert = "mlp"
     with pytest.raises(ConfigError, match="the state_dict has 0 layers with weights"):

@@ -8,7 +8,9 @@ from tolerances import rtol_for
 from dlkit import models
 from dlkit.train import create_train_state, make_optimizer, objectives, train_and_evaluate
 from dlkit.train.config import default_config
-from dlkit.train.parallel import Runner
+from dlkit.train.options import RunOptions
+from dlkit.train.runner import Runner
+from dlkit.train.schedule import steps_this_call
 from dlkit.train.step import StepOptions, train_step
 
 
@@ -37,7 +39,7 @@ def fresh(runner, c, dropout=0.0):
     model = models.get("mlp", num_classes=10, hidden_sizes=(16,), dropout_rate=dropout)
     tx = make_optimizer(c.optimizer, 100)
     state = create_train_state(model, tx, jnp.zeros((1, 8, 8, 1)), 0)
-    return runner.to_run(runner.place(state))
+    return runner.place(state)
 
 
 def leaves(state):
@@ -46,7 +48,7 @@ def leaves(state):
 
 def test_fused_steps_equal_single_steps():
     c = config()
-    runner = Runner.from_config(c, objectives.get("cross_entropy"))
+    runner = Runner.create(RunOptions.from_config(c), objectives.get("cross_entropy"))
     data = batches(4)
     single = fresh(runner, c, dropout=0.2)  # per-step dropout keys must match too
     total = {}
@@ -64,8 +66,10 @@ def test_fused_steps_equal_single_steps():
 
 
 def test_grad_accumulation_equals_large_batch():
-    big = Runner.from_config(config(), objectives.get("cross_entropy"))
-    accum = Runner.from_config(config(grad_accum_steps=4), objectives.get("cross_entropy"))
+    big = Runner.create(RunOptions.from_config(config()), objectives.get("cross_entropy"))
+    accum = Runner.create(
+        RunOptions.from_config(config(grad_accum_steps=4)), objectives.get("cross_entropy")
+    )
     a, b = fresh(big, config()), fresh(accum, config())
     for batch in batches(2):
         a, sums_a = big.train(a, [batch])
@@ -78,7 +82,7 @@ def test_grad_accumulation_equals_large_batch():
 
 def test_mixed_precision_computes_in_bf16_and_keeps_fp32_state():
     c = config()
-    runner = Runner.from_config(c, objectives.get("cross_entropy"))
+    runner = Runner.create(RunOptions.from_config(c), objectives.get("cross_entropy"))
     state, batch = fresh(runner, c), jax.tree.map(jnp.asarray, batches(1)[0])
     options = StepOptions.from_config(config(mixed_precision=True))
     step = jax.jit(
@@ -127,3 +131,24 @@ def test_loop_with_steps_per_call_matches_plain_loop(tmp_path):
     b = restore_latest(tmp_path / "fused", items=("state",))["state"]
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def test_steps_this_call_cuts_at_every_interval():
+    assert steps_this_call(0, 12, steps_per_call=4, every=(5, 12, 6)) == 4
+    assert steps_this_call(4, 12, steps_per_call=4, every=(5, 12, 6)) == 1  # log at 5
+    assert steps_this_call(5, 12, steps_per_call=4, every=(5, 12, 6)) == 1  # save at 6
+    assert steps_this_call(10, 12, steps_per_call=4, every=(0, 0, 0)) == 2  # the last step
+    assert steps_this_call(3, 100, steps_per_call=50, every=(0, 0, 0)) == 50
+
+
+def test_one_runner_trains_states_of_any_structure():
+    """The jitted functions are built once; another model's state needs no cache reset."""
+    runner = Runner.create(RunOptions.from_config(config()), objectives.get("cross_entropy"))
+    train_one = runner.train_one
+    for hidden in ((16,), (8, 8)):
+        model = models.get("mlp", num_classes=10, hidden_sizes=hidden)
+        tx = make_optimizer(config().optimizer, 100)
+        state = runner.place(create_train_state(model, tx, jnp.zeros((1, 8, 8, 1)), 0))
+        state, sums = runner.train(state, batches(1))
+        assert int(state.step) == 1 and np.isfinite(float(sums["loss"]))
+    assert runner.train_one is train_one

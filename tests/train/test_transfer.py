@@ -1,5 +1,6 @@
 """Transfer learning: init_from by path, head replacement, freezing (params and BatchNorm
-statistics bit-identical), per-group learning rates, class subsets and exact resume."""
+statistics bit-identical), per-group learning rates, class subsets and exact resume; through the
+new modules (init_from, freeze, paths, vectors) and, for the loop, the deprecated flat keys."""
 
 import flax.linen as nn
 import jax
@@ -10,8 +11,9 @@ import pytest
 
 from dlkit import data
 from dlkit.errors import ConfigError
-from dlkit.train import objectives, restore_latest, train_and_evaluate, transfer
+from dlkit.train import freeze, init_from, objectives, paths, restore_latest, train_and_evaluate
 from dlkit.train.config import default_config
+from dlkit.train.options import TransferOptions
 from dlkit.train.state import create_train_state
 from dlkit.train.step import make_steps
 
@@ -62,14 +64,14 @@ def test_match_variables_loads_skips_and_reports():
         ("params", "enc/kernel"): np.ones((3, 4)),
         ("params", "head/kernel"): np.ones((4, 10)),
     }
-    new, rows = transfer.match_variables(
+    new, rows = init_from.match_variables(
         target, source, skip=("head/.*",), rename=("enc/(.*)->body/\\1",)
     )
     np.testing.assert_array_equal(new[("params", "body/kernel")], np.ones((3, 4)))
     np.testing.assert_array_equal(new[("params", "head/kernel")], np.zeros((4, 5)))
     status = {r[1]: r[3] for r in rows}
     assert status == {"body/kernel": "loaded", "head/kernel": "skipped"}
-    table = transfer.format_table(rows)
+    table = init_from.format_table(rows)
     assert "loaded" in table and "<- enc" in table and "skipped" in table
 
 
@@ -77,13 +79,15 @@ def test_shape_mismatch_names_path_and_both_shapes():
     target = {("params", "head/kernel"): np.zeros((4, 5))}
     source = {("params", "head/kernel"): np.ones((4, 10))}
     with pytest.raises(ConfigError, match=r"params:head/kernel is \(4, 10\).*but \(4, 5\)"):
-        transfer.match_variables(target, source)
+        init_from.match_variables(target, source)
 
 
 def test_other_architecture_without_mapping_fails_clearly(pretrained, tmp_path):
     c = finetune_config(pretrained)
     c.model.hidden_sizes = (16,)  # no hidden_1, and head is (16, 5)
-    with pytest.raises(ConfigError, match=r"does not fit this model.*hidden_1/kernel.*init_skip"):
+    with pytest.raises(
+        ConfigError, match=r"does not fit this model.*hidden_1/kernel.*transfer.skip"
+    ):
         train_and_evaluate(c, tmp_path)
     c = finetune_config(pretrained)
     c.model.hidden_sizes = (32, 8)
@@ -115,19 +119,19 @@ def test_finetune_new_head_frozen_layer_and_exact_resume(pretrained, tmp_path, c
 
 
 def test_backbone_lr_scale_and_set_to_zero():
-    c = default_config()
-    c.optimizer.name, c.optimizer.learning_rate = "sgd", 0.5
-    c.freeze, c.init_skip, c.backbone_lr_scale = ("frozen/.*",), ("head/.*",), 0.1
+    options = TransferOptions.from_config(
+        {"freeze": ("frozen/.*",), "skip": ("head/.*",), "backbone_lr_scale": 0.1}
+    )
     base = optax.sgd(0.5)
-    tx = transfer.wrap_optimizer(c, base)
+    tx = freeze.wrap_optimizer(options, base)
     params = {k: {"w": jnp.ones(3)} for k in ("frozen", "body", "head")}
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
     np.testing.assert_allclose(updates["head"]["w"], -0.5)
     np.testing.assert_allclose(updates["body"]["w"], -0.05, rtol=1e-6)
     np.testing.assert_array_equal(updates["frozen"]["w"], 0.0)
-    c.init_skip = None
-    with pytest.raises(ConfigError, match="backbone_lr_scale needs config.init_skip"):
-        transfer.wrap_optimizer(c, base)
+    assert freeze.wrap_optimizer(TransferOptions(), base) is base
+    with pytest.raises(ConfigError, match="backbone_lr_scale needs transfer.skip"):
+        TransferOptions.from_config({"backbone_lr_scale": 0.1})
 
 
 class BNNet(nn.Module):
@@ -143,12 +147,11 @@ class BNNet(nn.Module):
 
 
 def test_frozen_batchnorm_statistics_bit_identical_and_inference_mode():
-    c = default_config()
-    c.freeze = ("dense_0/.*", "bn_0/.*")
+    options = TransferOptions(freeze=("dense_0/.*", "bn_0/.*"))
     x = jax.random.normal(jax.random.PRNGKey(0), (16, 5))
     batch = {"inputs": x, "targets": jnp.arange(16) % 3}
-    tx = transfer.wrap_optimizer(c, optax.sgd(0.1))
-    state = transfer.prepare_state(c, create_train_state(BNNet(), tx, x[:1], seed=0))
+    tx = freeze.wrap_optimizer(options, optax.sgd(0.1))
+    state = freeze.freeze_state(create_train_state(BNNet(), tx, x[:1], seed=0), options)
     # make the running statistics non-trivial, so inference mode is distinguishable
     stats = jax.tree.map(lambda a: a + 0.5, state.model_state)
     state = state.replace(model_state=stats)
@@ -180,12 +183,12 @@ def test_frozen_batchnorm_statistics_bit_identical_and_inference_mode():
 
 
 def test_freeze_pattern_matching_nothing_is_an_error():
-    c = default_config()
-    c.freeze = ("backbone/.*",)
     x = jnp.zeros((1, 5))
     state = create_train_state(BNNet(), optax.sgd(0.1), x, seed=0)
     with pytest.raises(ConfigError, match=r"freeze pattern 'backbone/\.\*' matches no parameter"):
-        transfer.prepare_state(c, state)
+        freeze.freeze_state(state, TransferOptions(freeze=("backbone/.*",)))
+    with pytest.raises(ConfigError, match=r"matches every parameter; nothing trains"):
+        freeze.freeze_state(state, TransferOptions(freeze=(".*",)))
 
 
 def test_class_subset_relabels_and_samples():
@@ -241,11 +244,24 @@ def test_resnet_frozen_batchnorm_through_the_loop(tmp_path):
     ds = data.load(c.data)
     init = create_state(c, ds, build_model(c, ds))  # the run's step-0 state (same seed)
     end = restore_latest(tmp_path, items=("state",))["state"]
-    flat0 = transfer.flatten({"params": init.params, **init.model_state})
-    flat1 = transfer.flatten({"params": end["params"], **end["model_state"]})
-    frozen = [k for k in flat1 if transfer.matches(k[1], c.freeze)]
+    flat0 = paths.flatten({"params": init.params, **init.model_state})
+    flat1 = paths.flatten({"params": end["params"], **end["model_state"]})
+    frozen = [k for k in flat1 if paths.matches(k[1], c.freeze)]
     assert any(k[0] == "batch_stats" for k in frozen) and any(k[0] == "params" for k in frozen)
     for k in frozen:
         np.testing.assert_array_equal(flat1[k], np.asarray(flat0[k]))
     trained = [k for k in flat1 if k not in frozen]
     assert all(not np.array_equal(flat1[k], np.asarray(flat0[k])) for k in trained if "bn" in k[1])
+
+
+def test_init_from_sources_and_their_errors(pretrained, tmp_path):
+    step, tree = init_from.read_checkpoint(pretrained / "checkpoints" / "12")  # one step folder
+    assert step == 12 and tree["params"]["head"]["kernel"].shape == (8, 10)
+    assert init_from.read_checkpoint(pretrained)[0] == 12  # the workdir: its latest step
+    with pytest.raises(ConfigError, match="does not exist; give a workdir"):
+        init_from.read_checkpoint(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="no finished checkpoint in"):
+        init_from.read_checkpoint(tmp_path)
+    options = TransferOptions(init_from=str(pretrained), convert="torch")
+    with pytest.raises(ConfigError, match="transfer.convert .torch. reads weights files"):
+        init_from.read_source(options, {})

@@ -14,7 +14,9 @@ from dlkit.errors import ConfigError
 from dlkit.train import create_train_state, make_optimizer, objectives, train_and_evaluate
 from dlkit.train import vmap as V
 from dlkit.train.config import default_config
-from dlkit.train.parallel import Runner, ensemble_state
+from dlkit.train.ensemble import ensemble_state
+from dlkit.train.options import RunOptions
+from dlkit.train.runner import Runner
 from dlkit.train.step import StepOptions, train_step
 
 
@@ -128,16 +130,16 @@ def test_ensemble_members_equal_separately_trained_twins():
     k = 2
     c.ensemble_size = k
     objective = objectives.get("cross_entropy")
-    create = lambda cfg: mlp_state(seed=cfg.seed, dropout=0.2)  # noqa: E731
-    runner = Runner.from_config(c, objective)
-    ens = runner.place(ensemble_state(c, create))
+    create = lambda seed: mlp_state(seed=seed, dropout=0.2)  # noqa: E731
+    runner = Runner.create(RunOptions.from_config(c), objective)
+    ens = runner.place(ensemble_state(k, c.seed, create))
     data = [batch(seed=i) for i in range(2)]
     for b in data:
         ens, sums = runner.train(ens, [jax.device_get(b)])
     assert sums["loss"].shape == ()
     single = copy.deepcopy(c)
     single.ensemble_size = 1
-    one = Runner.from_config(single, objective)
+    one = Runner.create(RunOptions.from_config(single), objective)
     for m in range(k):
         twin = one.place(mlp_state(seed=c.seed + m, dropout=0.2))
         for b in data:
