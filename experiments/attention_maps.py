@@ -29,7 +29,7 @@ def load(workdir, config, text):
     from dlkit import models
     from dlkit.data.tokenizers import build_tokenizer
     from dlkit.errors import ConfigError
-    from dlkit.nn.sampling import load_from_workdir
+    from dlkit.train.load import load_language_model as load_from_workdir
 
     if workdir:
         return load_from_workdir(workdir)

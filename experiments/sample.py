@@ -20,7 +20,8 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)  # Orbax warns about metadata on every restore
     from dlkit.errors import ConfigError
-    from dlkit.nn.sampling import generate_text, load_from_workdir
+    from dlkit.nn.sampling import generate_text
+    from dlkit.train.load import load_language_model as load_from_workdir
 
     try:
         model, variables, tokenizer = load_from_workdir(_WORKDIR.value)

@@ -189,8 +189,8 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
     from dlkit.errors import ConfigError
-    from dlkit.nn.sampling import load_from_workdir
     from dlkit.train.embeddings import load_vectors
+    from dlkit.train.load import load_language_model as load_from_workdir
 
     sentences = [s.strip() for s in _SENTENCES.value.split("|") if s.strip()]
     lm = pathlib.Path(_LM.value)

@@ -46,12 +46,6 @@ def main(argv):
     config_name = pathlib.Path(flags.FLAGS["config"].config_filename).stem
     workdir = _WORKDIR.value or str(pathlib.Path("workdirs") / config_name)
     config = cli.config_value(_CONFIG)
-    validate(config)  # sizes and counts: one line, before any work
-    cli.writable_workdir(workdir)
-    if config.parallel.get("cpu_devices"):  # before JAX starts; only the CPU backend splits
-        import jax
-
-        jax.config.update("jax_num_cpu_devices", int(config.parallel.cpu_devices))
     for flag, key in [
         (_COORDINATOR, "coordinator_address"),
         (_NUM_PROCESSES, "num_processes"),
@@ -59,8 +53,14 @@ def main(argv):
     ]:
         if flag.value is not None:
             config.parallel[key] = flag.value
+    options = validate(config)  # the door: every section parsed, checked and defaulted once
+    cli.writable_workdir(workdir)
+    if options.parallel.cpu_devices:  # before JAX starts; only the CPU backend splits
+        import jax
+
+        jax.config.update("jax_num_cpu_devices", options.parallel.cpu_devices)
     start = time.perf_counter()
-    metrics = train_and_evaluate(config, workdir)  # errors: one line each, via dlkit.cli.run
+    metrics = train_and_evaluate(options, workdir)  # errors: one line each, via dlkit.cli.run
     import jax
 
     if jax.process_index() != 0:  # multi-host: only process 0 reports

@@ -154,7 +154,7 @@ def final_spread(curves: dict[str, list[dict]]) -> str:
 
 
 def plot(path, curves: dict, title: str, ylabel: str = "test accuracy"):
-    from dlkit.plotting import line_plots
+    from dlkit.extras.plotting import line_plots
 
     series = {k: (sorted(c), [c[s] for s in sorted(c)]) for k, c in curves.items()}
     panel = {"title": title, "xlabel": "step", "ylabel": ylabel, "series": series}
@@ -215,7 +215,8 @@ def char_vectors(config, root, *, features: int, steps: int) -> pathlib.Path:
     from dlkit import data
     from dlkit.data.text import tokenizer_from_assets
     from dlkit.data.word2vec import Word2VecData
-    from dlkit.train.embeddings import save_vectors, train_word2vec, word_vectors
+    from dlkit.extras.word2vec import train_word2vec, word_vectors
+    from dlkit.train.embeddings import save_vectors
 
     out = pathlib.Path(root) / "char_vectors"
     if (out / "vectors.npz").is_file():

@@ -17,26 +17,16 @@ LAYERS = {
     "data": 3,
     "models": 4,
     "train": 5,
+    "convert": 5,
     "extras": 6,
     "cli": 6,
-    "plotting": 6,  # compat alias of dlkit.extras.plotting (cleaned by the lead's #14 step)
     "__init__": 7,
 }
 # Optional heavy dependencies that may be imported inside a function (`import dlkit` stays light).
 LAZY_OK = {"tensorflow_datasets", "grain", "matplotlib", "torch", "sklearn", "tensorboardX"}
 LAZY_OK |= {"tqdm", "pydoc_data"}
-# (importing module, imported module) pairs still inside functions or against the layers.
-ALLOWED = {
-    # cleaned by the lead's #14 step
-    ("dlkit.train.transfer", "dlkit.train.checkpoint"),
-    ("dlkit.train.transfer", "dlkit.data.tokenizers"),
-    ("dlkit.train.transfer", "dlkit.train.embeddings"),
-    ("dlkit.train.transfer", "orbax.checkpoint"),
-    ("dlkit.train.parallel", "dlkit.data"),
-    ("dlkit.nn.sampling", "dlkit.train.restore_model"),  # binaries' old path, then delete it
-    ("dlkit.train.embeddings", "dlkit.extras.word2vec"),  # compat for experiments/transfer.py
-    ("dlkit.plotting", "dlkit.extras.plotting"),  # compat for experiments/transfer.py
-}
+# (importing module, imported module) pairs allowed inside functions or against the layers: none.
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def module_name(path: pathlib.Path) -> str:

@@ -6,6 +6,7 @@ Every reader returns {key: numpy array}; floating arrays become float32 (the mod
 import pathlib
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from dlkit.errors import ConfigError
 
@@ -55,8 +56,6 @@ def read_state_dict(source) -> dict[str, np.ndarray]:
             raise ConfigError(f"weights file {path} does not exist")
         suffix = path.suffix.lower()
         if suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
             raw = load_file(str(path))
         elif suffix == ".npz":
             with np.load(path) as f:
@@ -83,6 +82,4 @@ def read_state_dict(source) -> dict[str, np.ndarray]:
 
 def save_safetensors(state_dict: dict, path) -> None:
     """Writes {key: array} (e.g. to_torch's result) as a .safetensors file (no torch needed)."""
-    from safetensors.numpy import save_file
-
     save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, str(path))

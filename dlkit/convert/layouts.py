@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dlkit.errors import ConfigError
+from dlkit.errors import ConfigError, choose
 
 
 class ShapeMismatch(ValueError):
@@ -435,8 +435,6 @@ def family(name: str):
         "transformer_lm": transformer_lm,
     }
     if name not in table:
-        from dlkit.errors import choose
-
         names = ["resnet18..152", "vgg11..19[_bn]", *table]
         choose(dict.fromkeys(names), name, "model with a PyTorch layout")
     return table[name]

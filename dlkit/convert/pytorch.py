@@ -2,11 +2,16 @@
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from dlkit import models
 from dlkit.convert import layouts
 from dlkit.convert.io import read_state_dict
 from dlkit.errors import ConfigError
+from dlkit.nn.cnn import _per_layer
+from dlkit.ops.pooling import conv_output_size
 
 IMAGE_SIZE = 224  # abstract example input for the ImageNet families (shapes only, nothing runs)
 
@@ -46,9 +51,6 @@ def _first_weight(sd, ndim):
 
 def _cnn_side(model, rows: int) -> int:
     """The square input side whose conv/pool stack flattens to `rows` features."""
-    from dlkit.nn.cnn import _per_layer
-    from dlkit.ops.pooling import conv_output_size
-
     pads = _per_layer(model.padding, len(model.features))
     for side in range(1, 2049):
         s = side
@@ -68,8 +70,6 @@ def _cnn_side(model, rows: int) -> int:
 
 def example_input(name: str, model, sd: dict):
     """A small input with which model.init creates parameters of the state_dict's shapes."""
-    import jax.numpy as jnp
-
     fam = layouts.family(name)
     if fam in (layouts.charlm, layouts.transformer_lm):
         return jnp.zeros((1, 2), jnp.int32)
@@ -87,8 +87,6 @@ def example_input(name: str, model, sd: dict):
 
 def target_shapes(model, example) -> dict:
     """{(collection, path): shape} of model.init(example) (abstract: nothing is computed)."""
-    import jax
-
     key = jax.random.key(0)
     shapes = jax.eval_shape(lambda: model.init({"params": key, "dropout": key}, example))
     return {k: tuple(v.shape) for k, v in flatten(dict(shapes)).items()}
@@ -161,10 +159,6 @@ def from_torch(name: str, state_dict_or_path, **model_kwargs) -> dict:
     torch.load(weights_only=True)) or .safetensors (no torch needed) file. Unknown or missing
     keys and shape mismatches raise ConfigError naming the key and both shapes.
     """
-    import jax.numpy as jnp
-
-    from dlkit import models
-
     sd = read_state_dict(state_dict_or_path)
     layouts.family(name)  # unknown names fail before the model is built
     model = models.get(name, **model_kwargs)
@@ -177,8 +171,6 @@ def to_torch(name: str, variables: dict, **model_kwargs) -> dict:
     """dlkit variables -> a state_dict of numpy arrays in the PyTorch layout from_torch reads
     (torchvision names for resnet/vgg/alexnet, nanoGPT names for transformer_lm, dlkit's own
     module names for cnn/lenet5/mlp and the char LMs)."""
-    from dlkit import models
-
     layouts.family(name)
     model = models.get(name, **model_kwargs)
     flat = {k: np.asarray(v, np.float32) for k, v in flatten(dict(variables)).items()}
@@ -203,8 +195,6 @@ def to_torch(name: str, variables: dict, **model_kwargs) -> dict:
 def recurrent_from_torch(state_dict_or_path, cell: str = "lstm", prefix: str = "") -> dict:
     """nn.LSTM / nn.GRU / nn.RNN (tanh) weights, any layers, bidirectional or not -> the params
     {"layer_0": ..., "layer_0_bwd": ...} of `dlkit.nn.Recurrent(hidden, layers, cell, bidir)`."""
-    import jax.numpy as jnp
-
     sd = read_state_dict(state_dict_or_path)
     tp = f"{prefix}." if prefix else ""
     keys = [k for k in sd if k.startswith(tp) and layouts._RNN_KEY.fullmatch(k)]

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from dlkit.errors import ConfigError
+from dlkit.errors import ConfigError, choose
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,8 +57,6 @@ def apply(dataset, data_config):
     kind = data_config.get("preprocess") or "none"
     size = int(data_config.get("image_size") or 0)
     if kind not in PREPROCESS:
-        from dlkit.errors import choose
-
         choose(dict.fromkeys(PREPROCESS), kind, "data.preprocess")
     if kind == "none":
         if size:

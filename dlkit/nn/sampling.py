@@ -75,13 +75,6 @@ def generate(
     return _generate(model, variables, prompt, key, jnp.float32(temperature), num_tokens, top_k)
 
 
-def load_from_workdir(workdir):
-    """Moved to dlkit.train.restore_model (nn does not import train); kept for the binaries."""
-    from dlkit.train.restore_model import load_from_workdir as load  # cleaned by the lead's #14
-
-    return load(workdir)
-
-
 def generate_text(model, variables, tokenizer, prompt: str, num_chars: int, **kwargs) -> str:
     """prompt + num_chars generated tokens, decoded (kwargs: seed, temperature, top_k)."""
     ids = tokenizer.encode(prompt)

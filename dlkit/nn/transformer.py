@@ -263,7 +263,7 @@ def attention_weights(model, variables, inputs, **kwargs) -> list[jax.Array]:
 def probe_sentence(model, variables, tokenizer, sentence: str, layer: int = -1, pool=None):
     """Per-token vectors of a trained LM for `sentence`: (tokens, (T, E) numpy array).
 
-    model, variables, tokenizer: e.g. `dlkit.train.restore_model.load_from_workdir(workdir)`.
+    model, variables, tokenizer: e.g. `dlkit.train.load.load_language_model(workdir)`.
 
     pool="last" or "mean" turns a character model's vectors into one per word (words as the
     word tokenizer splits them; "last" = the vector after the word's last character).

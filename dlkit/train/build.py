@@ -12,12 +12,14 @@ from dlkit.train.state import TrainState, create_train_state
 
 def build_model(options: RunOptions, dataset):
     """The registry model options.model names; num_classes defaults to the dataset's."""
+    options = RunOptions.of(options)
     return models.get(options.model.name, **options.model.factory_kwargs(dataset.num_classes))
 
 
 def create_state(options: RunOptions, dataset, model, seed: int | None = None) -> TrainState:
     """A fresh step-0 state (seed: options.seed unless given): model.init on one example batch,
     the optimizer (with freezing and per-group rates), word vectors and frozen state applied."""
+    options = RunOptions.of(options)
     seed = options.seed if seed is None else seed
     # phase 2: make_optimizer(options.optimizer, ...) once optim.py reads attributes, not .get
     base = make_optimizer(FrozenConfigDict(as_dict(options.optimizer)), options.num_train_steps)

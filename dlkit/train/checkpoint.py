@@ -17,54 +17,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dlkit.errors import ConfigError, RunError
-
-# Settings a rerun may change without making the checkpoint someone else's.
-RESUMABLE_KEYS = frozenset(
-    {
-        "num_train_steps",
-        "log_every_steps",
-        "eval_every_steps",
-        "checkpoint_every_steps",
-        "max_checkpoints_to_keep",
-        "progress_bar",
-        "nonfinite",
-        "preemption_signals",
-        "data.dir",
-        "data.tfds_dir",
-        "data.path",
-        "init_from",
-        "parallel.coordinator_address",
-        "parallel.num_processes",
-        "parallel.process_id",
-        "parallel.mesh_shape",
-        "parallel.kind",
-        "parallel.cpu_devices",
-        "steps_per_call",
-    }
-)
-
-
-def _flatten(d, prefix="") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
+from dlkit.train.options import config_differences
 
 
 def config_to_json(config) -> dict:
-    """A ConfigDict (or dict, or None: {}) as plain JSON data (tuples become lists)."""
+    """A RunOptions, ConfigDict or dict (None: {}) as plain JSON data (tuples become lists)."""
     if config is None:
         return {}
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     return json.loads(json.dumps(d, default=str))
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """Keys whose values differ between two configs, ignoring RESUMABLE_KEYS."""
-    a, b = _flatten(saved), _flatten(current)
-    keys = sorted(k for k in set(a) | set(b) if k not in RESUMABLE_KEYS and a.get(k) != b.get(k))
-    return [f"{k} (saved {a.get(k, '<missing>')!r}, now {b.get(k, '<missing>')!r})" for k in keys]
 
 
 def abstract_like(tree):
@@ -310,8 +271,6 @@ def _local_target(path):
     insists on the saved device layout ("Topology mismatch detected"). So the path is made
     absolute, and unreadable metadata is an error rather than a silent fallback.
     """
-    from dlkit.errors import RunError
-
     path = pathlib.Path(path).expanduser().absolute()
     try:
         meta = ocp.StandardCheckpointHandler().metadata(path)

@@ -72,7 +72,3 @@ def embedding_table(vocab, source, *, seed: int = 0, scale: float | None = None)
         "missing_examples": missing[:10],
     }
     return table, report
-
-
-# compat for experiments/transfer.py until the lead's #14 step moves it to dlkit.extras.word2vec
-from dlkit.extras.word2vec import train_word2vec, word_vectors  # noqa: E402, F401, I001

@@ -3,6 +3,7 @@
 - `load(path, step=None) -> Loaded(model, variables, config, assets, step)`: path is a training
   workdir, its checkpoints/ folder or one step folder; arrays come back on this process's first
   device whatever device count saved them. `model.apply(variables, x, train=False)` runs it.
+- `load_language_model(path)` -> (model, variables, tokenizer) for sampling a text model.
 - `save_params(path, variables)` / `load_params(path)`: any pytree of arrays (e.g. variables from
   `dlkit.convert.from_torch`) as an Orbax folder, without optimizer state or config.
 """
@@ -10,7 +11,13 @@
 import pathlib
 from typing import Any, NamedTuple
 
+import ml_collections
+import orbax.checkpoint as ocp
+
+from dlkit import models
+from dlkit.data.text import tokenizer_from_assets
 from dlkit.errors import ConfigError
+from dlkit.train.checkpoint import _local_target, restore_latest
 
 
 class Loaded(NamedTuple):
@@ -42,11 +49,6 @@ def _num_classes(params: dict, assets: dict) -> int | None:
 
 def load(path, step: int | None = None) -> Loaded:
     """The model, variables, config and assets of a saved run (latest step, or `step`)."""
-    import ml_collections
-
-    from dlkit import models
-    from dlkit.train.checkpoint import restore_latest
-
     saved = restore_latest(path, items=("config", "assets", "state"), step=step)
     config = saved.get("config") or {}
     if "model" not in config:
@@ -62,10 +64,17 @@ def load(path, step: int | None = None) -> Loaded:
     return Loaded(model, variables, ml_collections.ConfigDict(config), assets, saved["step"])
 
 
+def load_language_model(path, step: int | None = None):
+    """(model, variables, tokenizer) of a saved language-model run, for sampling and probing."""
+    run = load(path, step)
+    if not hasattr(run.model, "step"):
+        name = run.config.model.name
+        raise ConfigError(f"model {name!r} has no step(): it cannot generate text")
+    return run.model, run.variables, tokenizer_from_assets(run.assets)
+
+
 def save_params(path, variables, *, overwrite: bool = False) -> pathlib.Path:
     """Writes a pytree of arrays to the folder `path` (Orbax); refuses to overwrite unless asked."""
-    import orbax.checkpoint as ocp
-
     path = pathlib.Path(path).expanduser().absolute()
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} exists; choose a new path or pass overwrite=True")
@@ -76,10 +85,6 @@ def save_params(path, variables, *, overwrite: bool = False) -> pathlib.Path:
 
 def load_params(path):
     """The pytree written by `save_params`, on this process's first device."""
-    import orbax.checkpoint as ocp
-
-    from dlkit.train.checkpoint import _local_target
-
     path = pathlib.Path(path).expanduser().absolute()
     if not path.is_dir():
         raise ConfigError(f"{path} is not a params folder written by dlkit.train.save_params")

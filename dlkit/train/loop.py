@@ -9,37 +9,27 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 
-from dlkit import data, models
+from dlkit import data
 from dlkit.errors import ConfigError, Diverged, Preempted, RunError
-from dlkit.train import objectives, transfer
+from dlkit.train import objectives
+from dlkit.train.build import build_model, create_state
 from dlkit.train.checkpoint import Checkpointer, Damaged, all_finite, warn
-from dlkit.train.config import validate
+from dlkit.train.config import check_batch_fits, validate
 from dlkit.train.divergence import NonFiniteWatch
+from dlkit.train.ensemble import ensemble_state
+from dlkit.train.init_from import init_from
 from dlkit.train.metrics import MetricWriter, Progress
-from dlkit.train.optim import make_optimizer
-from dlkit.train.parallel import Runner, ensemble_state, initialize_distributed, steps_this_call
-from dlkit.train.preemption import DEFAULT_SIGNALS, SignalWatch
-from dlkit.train.state import TrainState, create_train_state
+from dlkit.train.options import RunOptions
+from dlkit.train.parallel import initialize_distributed
+from dlkit.train.preemption import SignalWatch
+from dlkit.train.runner import Runner
+from dlkit.train.schedule import loop_intervals, steps_this_call
 from dlkit.train.step import evaluate
 from dlkit.train.workdir import exclusive
 
 log = logging.getLogger("dlkit")
-
-
-def build_model(config, dataset):
-    """The registry model named by config.model.name; num_classes defaults to the dataset's."""
-    kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
-    kwargs.setdefault("num_classes", dataset.num_classes)
-    return models.get(config.model.name, **kwargs)
-
-
-def create_state(config, dataset, model) -> TrainState:
-    """A fresh step-0 state: model.init on one example batch, optimizer from config."""
-    tx = transfer.wrap_optimizer(config, make_optimizer(config.optimizer, config.num_train_steps))
-    inputs = jnp.asarray(dataset.example_batch(1)["inputs"])
-    state = create_train_state(model, tx, inputs, config.seed)
-    return transfer.prepare_state(config, state, dataset)
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -53,61 +43,64 @@ def _say(message: str) -> None:
 
 
 def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -> dict:
-    """Trains config.model on config.data for config.num_train_steps; returns the final metrics.
+    """Trains options.model on options.data for options.num_train_steps; returns final metrics.
 
-    `stop_after_step` ends this invocation early (after saving a checkpoint there), as if the
-    run were stopped; rerunning the same config in the same workdir continues exactly. The run
-    holds the workdir's lock; a preemption signal saves and raises Preempted (exit 75);
-    non-finite loss or gradients with nonfinite=stop raise Diverged (see README, Training).
+    `config`: a RunOptions, or a ConfigDict parsed into one here (the door: every setting checked
+    and defaulted once). `stop_after_step` ends this invocation early (after saving a checkpoint
+    there), as if the run were stopped; rerunning the same config in the same workdir continues
+    exactly. The run holds the workdir's lock; a preemption signal saves and raises Preempted
+    (exit 75); non-finite loss or gradients with step.nonfinite=stop raise Diverged.
     """
-    validate(config)  # sizes and counts, before any work
+    options = validate(config)  # the door: a RunOptions, checked and defaulted once
+    for message in options.deprecations:
+        warn(message)
     workdir = pathlib.Path(workdir)
-    initialize_distributed(config.get("parallel"))  # multi-host: before any computation
-    signals = config.get("preemption_signals", DEFAULT_SIGNALS)
+    initialize_distributed(options.parallel)  # multi-host: before any computation
+    signals = options.checkpoint.preemption_signals
     with exclusive(workdir), SignalWatch(signals) as watch:
-        return _train(config, workdir, stop_after_step, watch)
+        return _train(options, workdir, stop_after_step, watch)
 
 
-def _train(config, workdir, stop_after_step, watch) -> dict:
-    dataset = data.load(config.data)
-    model = build_model(config, dataset)
-    objective = objectives.get(config.loss)
-    runner = Runner.from_config(config, objective)  # devices, hosts, step options
-    state = runner.place(ensemble_state(config, lambda c: create_state(c, dataset, model)))
+def _train(options: RunOptions, workdir, stop_after_step, watch) -> dict:
+    dataset = data.load(options.data)
+    check_batch_fits(options, dataset)
+    model = build_model(options, dataset)
+    runner = Runner.create(options, objectives.get(options.loss))  # devices, hosts, step
+    create = lambda seed: create_state(options, dataset, model, seed)  # noqa: E731
+    state = runner.place(ensemble_state(options.parallel.ensemble_size, options.seed, create))
     procs = jax.process_count()
     train_it = data.train_iterator(
         dataset,
-        config.batch_size // procs,
-        config.seed,
+        options.batch_size // procs,
+        options.seed,
         shard_index=jax.process_index(),
         shard_count=procs,
     )
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_checkpoints_to_keep)
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=options.checkpoint.max_to_keep)
     writer = None
     try:
-        state, start, window = _restore(ckpt, config, state, train_it)
+        state, start, window = _restore(ckpt, options, state, train_it, model)
         writer = MetricWriter(workdir, enabled=jax.process_index() == 0, start_step=start)
-        state = runner.to_run(runner.place(state))
-        run = _Run(config, dataset, runner, train_it, ckpt, writer, watch)
-        return run.loop(state, start, window, stop_after_step)
+        run = _Run(options, dataset, runner, train_it, ckpt, writer, watch)
+        return run.loop(runner.place(state), start, window, stop_after_step)
     finally:
         ckpt.close()
         if writer is not None:
             writer.close()
 
 
-def _restore(ckpt, config, state, train_it):
+def _restore(ckpt, options, state, train_it, model):
     """Resumes from the newest readable checkpoint if there is one: (state, step, window)."""
-    step, (tree, data_state) = _newest_readable(ckpt, config, state.checkpoint_tree())
+    step, (tree, data_state) = _newest_readable(ckpt, options, state.checkpoint_tree())
     if step is None:
-        return transfer.init_from(config, state), 0, {}
+        return init_from(state, options.transfer, model), 0, {}
     train_it.set_state(data_state["iterator"])
     _say(f"Resuming from the checkpoint at step {step} in {ckpt.directory}")
     window = {k: jnp.float32(v) for k, v in data_state["window"].items()}
     return state.from_checkpoint_tree(tree), step, window
 
 
-def _newest_readable(ckpt, config, target):
+def _newest_readable(ckpt, options, target):
     """(step, restored) of the newest checkpoint that reads; the newer ones are set aside.
 
     A newer step that differs from an older readable step of the same run (config or shapes) is
@@ -117,7 +110,7 @@ def _newest_readable(ckpt, config, target):
     failed = []
     for step in ckpt.all_steps():
         try:
-            ckpt.check_compatible(step, config)
+            ckpt.check_compatible(step, options)
             restored = ckpt.restore(step, target)
         except (Damaged, ConfigError) as e:
             failed.append((step, e))
@@ -142,40 +135,37 @@ def _newest_readable(ckpt, config, target):
 
 def _barrier(name: str) -> None:
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
 class _Run:
     """One invocation's loop: dispatches, metrics, evaluation, checkpoints and stop requests."""
 
-    def __init__(self, config, dataset, runner, train_it, ckpt, writer, watch):
-        self.config, self.dataset, self.runner = config, dataset, runner
+    def __init__(self, options: RunOptions, dataset, runner, train_it, ckpt, writer, watch):
+        self.options, self.dataset, self.runner = options, dataset, runner
         self.train_it, self.ckpt, self.writer, self.watch = train_it, ckpt, writer, watch
-        self.skip = runner.options.nonfinite == "skip_step"
+        self.skip = options.step.nonfinite == "skip_step"
         self.nonfinite = NonFiniteWatch()
         self.saved = ckpt.latest_step()
-        self.eval_data = data.eval_batches(dataset, config.eval_batch_size)
+        self.eval_data = data.eval_batches(dataset, options.eval_batch_size)
 
     def loop(self, state, start: int, window: dict, stop: int | None) -> dict:
-        config, total = self.config, self.config.num_train_steps
+        options, total = self.options, self.options.num_train_steps
         last = total if stop is None else min(stop, total)
-        progress = Progress(start, total, enabled=config.progress_bar and jax.process_index() == 0)
+        intervals = every_log, every_eval, every_save = loop_intervals(options)
+        per_call = options.parallel.steps_per_call
+        progress = Progress(start, total, enabled=options.progress_bar and jax.process_index() == 0)
         final, step = {}, start
         while step < last:  # steps_per_call steps per dispatch, cut at every log/eval/save step
-            k = steps_this_call(config, step, last)
+            k = steps_this_call(step, last, steps_per_call=per_call, every=intervals)
             state, sums = self.runner.train(state, [next(self.train_it) for _ in range(k)])
             sums = self.nonfinite.record(step, sums)
             step += k
             window = sums if not window else jax.tree.map(jnp.add, window, sums)
             progress.update(step)
             preempted = self.watch.requested()
-            log, ev = (
-                _due(step, config.log_every_steps, total),
-                _due(step, config.eval_every_steps, total),
-            )
-            save = _due(step, config.checkpoint_every_steps, total) or step == last or preempted
+            log, ev = _due(step, every_log, total), _due(step, every_eval, total)
+            save = _due(step, every_save, total) or step == last or preempted
             if log or ev or save or self.nonfinite.due():
                 self._check_finite()
             if log:
@@ -212,7 +202,7 @@ class _Run:
         )
         raise Diverged(
             f"non-finite loss or gradients at step {bad}; {where}. Lower the learning rate, or "
-            "rerun with --config.nonfinite=skip_step to skip such steps"
+            "rerun with --config.step.nonfinite=skip_step to skip such steps"
         )
 
     def _log(self, step: int, window: dict, progress) -> dict:
@@ -225,7 +215,7 @@ class _Run:
         return train
 
     def _save(self, step: int, state, window: dict) -> None:
-        tree = self.runner.canonical(state).checkpoint_tree()
+        tree = state.checkpoint_tree()
         if not all_finite(tree["params"]):
             raise Diverged(
                 f"the parameters are non-finite at step {step}; no checkpoint was written there "
@@ -235,7 +225,7 @@ class _Run:
             "iterator": self.train_it.get_state(),
             "window": {k: float(v) for k, v in jax.device_get(window).items()},
         }
-        self.ckpt.save(step, tree, data_state, self.config, self.dataset.assets, force=True)
+        self.ckpt.save(step, tree, data_state, self.options, self.dataset.assets, force=True)
         self.saved = step
 
     def _preempted(self, step: int) -> None:

@@ -8,6 +8,7 @@ TensorBoard events from them, so neither ever repeats a step after an interrupti
 import json
 import math
 import pathlib
+import struct
 import sys
 import time
 
@@ -130,8 +131,6 @@ class Progress:
 
 def read_tensorboard(workdir) -> list[tuple[int, str, float]]:
     """(step, tag, value) of every scalar in workdir/tensorboard's event files (TFRecord)."""
-    import struct
-
     from tensorboardX.proto import event_pb2
 
     out = []

@@ -40,7 +40,7 @@ from dlkit.train.step import StepOptions
 
 PARALLEL_KINDS = ("sharded", "fsdp", "none")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
-NONFINITE_POLICIES = ("stop", "skip_step")
+NONFINITE_POLICIES = ("stop", "skip_step")  # dlkit.train.step.StepOptions.nonfinite
 PREEMPTION_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 
 # ---------------------------------------------------------------------------- migration
@@ -277,15 +277,13 @@ class TrainStepOptions:
 
     def to_step_options(self):
         """The static options of dlkit.train.step.train_step."""
-        kwargs = dict(
+        return StepOptions(
             grad_accum_steps=self.grad_accum_steps,
             dp_clip_norm=self.dp.clip_norm if self.dp.enabled else None,
             dp_noise_multiplier=self.dp.noise_multiplier if self.dp.enabled else 0.0,
             compute_dtype="bfloat16" if self.mixed_precision else None,
+            nonfinite=self.nonfinite,
         )
-        if "nonfinite" in _field_names(StepOptions):  # phase 2: pass it unconditionally
-            kwargs["nonfinite"] = self.nonfinite
-        return StepOptions(**kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -560,6 +558,11 @@ class RunOptions:
         )
         _check_across(options)
         return options
+
+    @classmethod
+    def of(cls, config) -> "RunOptions":
+        """config itself if it is a RunOptions, else RunOptions.from_config(config)."""
+        return config if isinstance(config, RunOptions) else cls.from_config(config)
 
     def to_dict(self) -> dict:
         """The options as a nested JSON-able config (every default filled); parses back equal."""

@@ -7,7 +7,6 @@ functions that use this layout are dlkit.train.runner's. Checkpoints always hold
 layout (whole arrays), so they restore on any number of devices.
 """
 
-import importlib
 import math
 import os
 
@@ -37,8 +36,6 @@ def _cluster_env() -> bool:
 def initialize_distributed(options: ParallelOptions) -> bool:
     """jax.distributed.initialize from coordinator_address/num_processes/process_id, else from
     the cluster environment; a no-op on one host. Returns whether the runtime is multi-process."""
-    if not isinstance(options, ParallelOptions):  # phase 2 of issue 14: options only
-        options = ParallelOptions.from_config(options or {})
     if jax.distributed.is_initialized():
         return True
     if options.coordinator_address:
@@ -101,20 +98,3 @@ def global_batch(local: dict, mesh: Mesh, *, stacked: bool = False) -> dict:
     """This process's rows (b, ...) or (K, b, ...) -> global arrays split along `data`."""
     sharding = NamedSharding(mesh, P(None, AXIS) if stacked else P(AXIS))
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)
-
-
-# Moved names, importable from here for one release (phase 2 of issue 14: loop.py imports them
-# from their own modules and this table goes).
-_MOVED = {
-    "Runner": ("dlkit.train.runner", "Runner"),
-    "steps_stack": ("dlkit.train.runner", "steps_stack"),
-    "ensemble_state": ("dlkit.train.ensemble", "ensemble_state_from_config"),
-    "steps_this_call": ("dlkit.train.schedule", "steps_this_call_from_config"),
-}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        module, attr = _MOVED[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

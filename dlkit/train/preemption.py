@@ -12,6 +12,7 @@ import threading
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from dlkit.errors import ConfigError, choose
 
@@ -75,6 +76,5 @@ class SignalWatch:
         flag = self.signum is not None
         if jax.process_count() == 1:
             return flag
-        from jax.experimental import multihost_utils
 
         return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))

@@ -83,22 +83,9 @@ class Runner:
             eval_step=jax.jit(evaluate, out_shardings=NamedSharding(mesh, P())),
         )
 
-    @classmethod
-    def from_config(cls, config, objective) -> "Runner":
-        """Deprecated (phase 2 of issue 14 deletes it): Runner.create(RunOptions.from_config)."""
-        return cls.create(RunOptions.from_config(config), objective)
-
     def place(self, state):
         """A fresh or host state -> the canonical layout (on the mesh, replicated or FSDP)."""
         return put(state, state_shardings(state, self.mesh, fsdp=self.fsdp))
-
-    def to_run(self, state):
-        """Deprecated identity (phase 2 deletes it): the run layout is the canonical one."""
-        return state
-
-    def canonical(self, state):
-        """Deprecated identity (phase 2 deletes it): the run layout is the canonical one."""
-        return state
 
     def train(self, state, local_batches: list[dict]):
         """len(local_batches) steps (one dispatch) on this process's batches -> (state, sums)."""

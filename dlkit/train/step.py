@@ -1,12 +1,12 @@
-"""The one train step and eval step shared by every model, and its options (config-driven).
+"""The one train step and eval step shared by every model, and its static options.
 
-Options (`StepOptions.from_config`): gradient accumulation over micro-batches (`lax.scan`),
-DP-SGD (per-example clipping + Gaussian noise, `vmap`), bf16 compute with fp32 parameters,
-`axis_name` for the pmap path (gradients and metric sums reduced across devices), and
-`multi_step` for `steps_per_call` steps per dispatch (`lax.scan` over stacked batches), and the
-`nonfinite` policy: every step returns a "nonfinite" flag (non-finite loss or gradients) with its
-metric sums; `skip_step` also keeps the state unchanged for such a step (like optax's
-apply_if_finite), `stop` leaves the reaction to the loop at its next sync point.
+Options (`StepOptions`, made from the config's `step` section by
+`dlkit.train.options.TrainStepOptions.to_step_options`): gradient accumulation over micro-batches
+(`lax.scan`), DP-SGD (per-example clipping + Gaussian noise, `vmap`), bf16 compute with fp32
+parameters, `multi_step` for `steps_per_call` steps per dispatch (`lax.scan` over stacked
+batches), and the `nonfinite` policy: every step returns a "nonfinite" flag (non-finite loss or
+gradients) with its metric sums; `skip_step` also keeps the state unchanged for such a step (like
+optax's apply_if_finite), `stop` leaves the reaction to the loop at its next sync point.
 """
 
 import dataclasses
@@ -18,12 +18,11 @@ import numpy as np
 import optax
 from jax import lax
 
-from dlkit.errors import ConfigError, choose
+from dlkit.errors import ConfigError
 from dlkit.train.state import TrainState
 from dlkit.train.vmap import add_noise, clipped_sum, per_example_grads
 
 NOISE_STREAM = 2**31 - 1  # DP noise key = fold_in(step key, NOISE_STREAM); devices use 0, 1, ...
-NONFINITE_POLICIES = {"stop": "stop", "skip_step": "skip_step"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,30 +33,7 @@ class StepOptions:
     dp_clip_norm: float | None = None  # DP-SGD when set
     dp_noise_multiplier: float = 0.0
     compute_dtype: str | None = None  # "bfloat16": bf16 compute, fp32 params and optimizer state
-    axis_name: str | None = None  # pmap axis: psum of gradients and sums across devices
     nonfinite: str = "stop"  # stop | skip_step (state unchanged for a non-finite step)
-
-    @classmethod
-    def from_config(cls, config) -> "StepOptions":
-        """grad_accum_steps, dp.{enabled,clip_norm,noise_multiplier}, mixed_precision, nonfinite."""
-        accum = int(config.get("grad_accum_steps", 1) or 1)
-        if accum < 1 or config.batch_size % accum:
-            raise ConfigError(
-                f"grad_accum_steps {accum} must be >= 1 and divide batch_size {config.batch_size}"
-            )
-        dp = config.get("dp") or {}
-        enabled = bool(dp.get("enabled", False))
-        if enabled and accum > 1:
-            raise ConfigError("dp.enabled with grad_accum_steps > 1 is not supported; pick one")
-        if enabled and dp.get("clip_norm", 0.0) <= 0:
-            raise ConfigError(f"dp.clip_norm must be > 0 with dp.enabled, got {dp['clip_norm']}")
-        return cls(
-            grad_accum_steps=accum,
-            dp_clip_norm=float(dp["clip_norm"]) if enabled else None,
-            dp_noise_multiplier=float(dp.get("noise_multiplier", 0.0)) if enabled else 0.0,
-            compute_dtype="bfloat16" if config.get("mixed_precision", False) else None,
-            nonfinite=choose(NONFINITE_POLICIES, config.get("nonfinite", "stop"), "nonfinite"),
-        )
 
 
 def _cast_floats(tree, dtype):
@@ -130,14 +106,9 @@ def train_step(
     """One optimizer step on `batch`; returns the next state and metric sums."""
     step_rng = jax.random.fold_in(state.rng, state.step)  # dropout key: a function of (rng, step)
     rng = step_rng
-    if options.axis_name:  # pmap: a different dropout key per device
-        rng = jax.random.fold_in(step_rng, lax.axis_index(options.axis_name))
     grads, sums, model_state = _accumulated(state, batch, objective, options, rng)
     if options.dp_clip_norm is not None:  # per-example grads (B, ...) -> clipped sum
         grads = clipped_sum(grads, options.dp_clip_norm)
-    if options.axis_name:  # gradient sums, metric sums and BatchNorm stats across devices
-        grads, sums = lax.psum((grads, sums), options.axis_name)
-        model_state = lax.pmean(model_state, options.axis_name)
     if options.dp_clip_norm is not None:  # one draw of N(0, (sigma C)^2) per step, all devices
         std = options.dp_noise_multiplier * options.dp_clip_norm
         grads = add_noise(grads, std, jax.random.fold_in(step_rng, NOISE_STREAM))

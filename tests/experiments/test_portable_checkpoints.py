@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dlkit.data import shared_data_dir
-from dlkit.train.transfer import read_checkpoint
+from dlkit.train.init_from import read_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXP = ROOT / "experiments"

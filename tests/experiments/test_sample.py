@@ -8,7 +8,7 @@ import pytest
 
 from dlkit.nn import sampling
 from dlkit.train import train_and_evaluate
-from dlkit.train.restore_model import load_from_workdir
+from dlkit.train.load import load_language_model as load_from_workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

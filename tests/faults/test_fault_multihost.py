@@ -50,7 +50,7 @@ def main(process_id: int, port: int, workdir: str):
 
     from dlkit.errors import Preempted
     from dlkit.train import train_and_evaluate
-    from dlkit.train.parallel import Runner
+    from dlkit.train.runner import Runner
 
     config = tiny_config(num_train_steps=200)
     config.parallel.coordinator_address = f"127.0.0.1:{port}"

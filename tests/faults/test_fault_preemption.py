@@ -8,7 +8,7 @@ from fault_utils import CLI_FLAGS, assert_same_run, strict_rows, tiny_config, tr
 
 from dlkit.errors import Preempted
 from dlkit.train import Checkpointer, train_and_evaluate
-from dlkit.train.parallel import Runner
+from dlkit.train.runner import Runner
 
 
 @pytest.fixture(scope="module")

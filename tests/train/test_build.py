@@ -1,4 +1,4 @@
-"""dlkit.train.build from RunOptions equals the loop's ConfigDict path (phase 1 keeps both)."""
+"""dlkit.train.build from RunOptions equals the same build from the ConfigDict it parses."""
 
 import jax
 import numpy as np
@@ -6,7 +6,6 @@ import numpy as np
 from dlkit import data
 from dlkit.train import build, objectives
 from dlkit.train.config import default_config
-from dlkit.train.loop import build_model, create_state
 from dlkit.train.options import RunOptions
 from dlkit.train.step import make_steps
 
@@ -18,8 +17,11 @@ def test_typed_build_equals_the_config_path():
     options = RunOptions.from_config(c)
     dataset = data.load(options.data)
     model = build.build_model(options, dataset)
-    assert model == build_model(c, dataset)
-    typed, legacy = build.create_state(options, dataset, model), create_state(c, dataset, model)
+    assert model == build.build_model(c, dataset)
+    typed, legacy = (
+        build.create_state(options, dataset, model),
+        build.create_state(c, dataset, model),
+    )
     kernel, head = (np.asarray(typed.params[k]["kernel"]) for k in ("hidden_0", "head"))
     other = build.create_state(options, dataset, model, seed=3).params["head"]["kernel"]
     assert not np.array_equal(np.asarray(other), head)

@@ -2,6 +2,7 @@
 messages that name the key, and the resumable keys from field metadata."""
 
 import dataclasses
+import json
 
 import pytest
 from ml_collections import ConfigDict
@@ -39,6 +40,7 @@ def flat_config():
     c.init_vectors_param = "embed/table"
     c.checkpoint_every_steps = 7
     c.max_checkpoints_to_keep = 2
+    c.dp.enabled, c.dp.clip_norm, c.dp.noise_multiplier = False, 1.0, 1.0
     c.parallel.kind = "fsdp"
     return c
 
@@ -118,10 +120,12 @@ def test_pmap_and_mesh_shape_are_retired_with_a_message():
 def test_step_options_match_the_train_step_options():
     c = default_config()
     c.batch_size, c.grad_accum_steps, c.mixed_precision = 32, 4, True
-    assert RunOptions.from_config(c).step.to_step_options() == StepOptions.from_config(c)
+    want = StepOptions(grad_accum_steps=4, compute_dtype="bfloat16")
+    assert RunOptions.from_config(c).step.to_step_options() == want
     c = default_config()
     c.dp.enabled, c.dp.clip_norm, c.dp.noise_multiplier = True, 0.5, 1.3
-    assert RunOptions.from_config(c).step.to_step_options() == StepOptions.from_config(c)
+    want = StepOptions(dp_clip_norm=0.5, dp_noise_multiplier=1.3)
+    assert RunOptions.from_config(c).step.to_step_options() == want
 
 
 @pytest.mark.parametrize(
@@ -217,9 +221,9 @@ def test_to_dict_is_json_and_parses_back_equal():
     assert config_differences(saved, flat_config()) == []
 
 
-def test_a_workdir_saved_with_flat_keys_matches_its_nested_twin(tmp_path):
-    """The config saved by the (phase-1) loop, read back from the checkpoint, parses to the
-    same run as the nested config: the comparison phase 2 makes before resuming."""
+def test_a_workdir_saved_before_the_sections_resumes_after_them(tmp_path):
+    """A checkpoint whose saved config is the old flat ConfigDict (as the loop wrote it before
+    the options) resumes under the nested config; a real difference is still refused."""
     from dlkit.train import restore_latest, train_and_evaluate
 
     c = default_config()
@@ -227,12 +231,17 @@ def test_a_workdir_saved_with_flat_keys_matches_its_nested_twin(tmp_path):
     c.batch_size, c.num_train_steps, c.progress_bar = 16, 2, False
     c.checkpoint_every_steps, c.grad_accum_steps = 2, 2
     train_and_evaluate(c, tmp_path)
+    old = c.to_dict()  # the pre-sections format: every key flat, as the old loop saved it
+    old.update(grad_accum_steps=2, steps_per_call=1, ensemble_size=1, mixed_precision=False)
+    old.pop("step"), old.pop("checkpoint"), old.pop("transfer")
+    (tmp_path / "checkpoints" / "2" / "config" / "metadata").write_text(json.dumps(old))
     saved = restore_latest(tmp_path)["config"]
     assert saved["grad_accum_steps"] == 2 and "step" not in saved  # written flat
     nested = RunOptions.from_config(c).to_dict()  # the same run, sections only
-    nested["num_train_steps"] = 10  # a longer run resumes
     assert "grad_accum_steps" not in nested and nested["step"]["grad_accum_steps"] == 2
+    nested["num_train_steps"] = 4  # a longer run resumes
     assert config_differences(saved, nested) == []
+    assert train_and_evaluate(RunOptions.from_config(nested), tmp_path)["step"] == 4
     nested["step"]["grad_accum_steps"] = 1
     assert config_differences(saved, nested) == ["step.grad_accum_steps (saved 2, now 1)"]
 

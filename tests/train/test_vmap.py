@@ -17,7 +17,7 @@ from dlkit.train.config import default_config
 from dlkit.train.ensemble import ensemble_state
 from dlkit.train.options import RunOptions
 from dlkit.train.runner import Runner
-from dlkit.train.step import StepOptions, train_step
+from dlkit.train.step import train_step
 
 
 def mlp_state(seed=0, lr=1e-2, dropout=0.0):
@@ -91,7 +91,7 @@ def test_dp_step_is_clipped_mean_plus_noise():
     step = jax.jit(train_step, static_argnames=("objective", "options"))
     plain, _ = step(mlp_state(), b, objective=objectives.cross_entropy)
     # huge clip norm, no noise: DP-SGD is the plain step
-    loose = StepOptions.from_config(dp_config(1e6, 0.0))
+    loose = _step_options(dp_config(1e6, 0.0))
     same, _ = step(mlp_state(), b, objective=objectives.cross_entropy, options=loose)
     for x, y in zip(jax.tree.leaves(same.params), jax.tree.leaves(plain.params), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
@@ -99,14 +99,14 @@ def test_dp_step_is_clipped_mean_plus_noise():
     state = mlp_state()
     tx = optax.sgd(1.0)
     sgd = state.replace(tx=tx, opt_state=tx.init(state.params))
-    tight = StepOptions.from_config(dp_config(0.05, 0.0))
+    tight = _step_options(dp_config(0.05, 0.0))
     new, _ = step(sgd, b, objective=objectives.cross_entropy, options=tight)
     grads = V.per_example_grads(mean_loss(state), state.params, b)
     want = jax.tree.map(lambda p, g: p - g / 8, state.params, V.clipped_sum(grads, 0.05))
     for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     # noise: a different step, reproducible from (rng, step)
-    noisy = StepOptions.from_config(dp_config(0.05, 1.0))
+    noisy = _step_options(dp_config(0.05, 1.0))
     n1, _ = step(sgd, b, objective=objectives.cross_entropy, options=noisy)
     n2, _ = step(sgd, b, objective=objectives.cross_entropy, options=noisy)
     diff = jax.tree.map(lambda x, y: np.asarray(x - y), n1.params, new.params)
@@ -119,7 +119,7 @@ def test_dp_refuses_accumulation():
     with pytest.raises(ConfigError, match="grad_accum_steps"):
         c = dp_config(1.0, 1.0)
         c.grad_accum_steps = 2
-        StepOptions.from_config(c)
+        _step_options(c)
 
 
 def test_ensemble_members_equal_separately_trained_twins():
@@ -171,3 +171,10 @@ def test_ensemble_config_trains_and_evaluates(tmp_path):
 
     state = restore_latest(tmp_path, items=("state",))["state"]
     assert all(x.shape[0] == c.ensemble_size for x in jax.tree.leaves(state["params"]))
+
+
+def _step_options(config):
+    """The train step's static options of a config, as the loop makes them."""
+    from dlkit.train.options import RunOptions
+
+    return RunOptions.from_config(config).step.to_step_options()
