@@ -124,7 +124,7 @@ def _newest_readable(ckpt, config, target):
             why = str(e) if isinstance(e, Damaged) else "it differs from the older checkpoints"
             moved = ckpt.set_aside(str(bad)) if jax.process_index() == 0 else bad
             warn(f"checkpoint step {bad} is damaged ({why}); moved to {moved}")
-        if failed and jax.process_count() > 1:
+        if jax.process_count() > 1:  # every process, whatever it found: no deadlock
             _barrier("dlkit_set_aside")
             ckpt.manager.reload()  # the other processes see process 0's moves
         return step, restored
