@@ -121,7 +121,7 @@ def _newest_readable(ckpt, config, target):
             failed.append((step, e))
             continue
         for bad, e in failed:
-            why = str(e) if isinstance(e, Damaged) else "it differs from the older checkpoints"
+            why = str(e) if isinstance(e, Damaged) else "its config or array metadata are garbled"
             moved = ckpt.set_aside(str(bad)) if jax.process_index() == 0 else bad
             warn(f"checkpoint step {bad} is damaged ({why}); moved to {moved}")
         if jax.process_count() > 1:  # every process, whatever it found: no deadlock
