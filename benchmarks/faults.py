@@ -4,6 +4,7 @@ uninterrupted run (final params bitwise, metrics.jsonl strict JSON, no repeated 
 
   JAX_PLATFORMS=cpu python benchmarks/faults.py --trials 20 [--seed 0]
   JAX_PLATFORMS=cpu python benchmarks/faults.py --step-cost   # the non-finite flag's cost
+  JAX_PLATFORMS=cpu python benchmarks/faults.py --damage-matrix   # every file x 3 damages
 
 Run with `child WORKDIR NAN_AT`, this file is a training process whose NAN_AT-th batch holds a
 NaN (the fault the binary cannot inject), with the binary's exit codes (dlkit.cli.guard).
@@ -325,15 +326,69 @@ def step_cost(rounds: int = 300) -> None:
         print(f"{name}: {wall * 1e6:.1f} us/step median wall, {wall / base:.3f} x before")
 
 
+def damage_matrix() -> None:
+    """Truncates, deletes and bit-flips each file of the newest checkpoint in turn (in-process)."""
+    import contextlib
+    import io
+
+    from dlkit.train import train_and_evaluate
+    from dlkit.train.config import default_config
+
+    c = default_config()
+    c.model.hidden_sizes, c.batch_size, c.num_train_steps = (16,), 32, 40
+    c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 20, 40, 20
+    c.progress_bar = False
+    root = pathlib.Path(tempfile.mkdtemp(prefix="dlkit_damage_"))
+    quiet = contextlib.ExitStack()
+    quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    with quiet:
+        train_and_evaluate(c, root / "src")
+    src, counts = root / "src" / "checkpoints" / "40", {}
+    for rel in sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file()):
+        for how in ("truncate", "delete", "garble"):
+            work = root / "w"
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(root / "src", work)
+            victim, raw = work / "checkpoints" / "40" / rel, bytearray((src / rel).read_bytes())
+            if how == "delete":
+                victim.unlink()
+            elif how == "truncate":
+                victim.write_bytes(bytes(raw[: len(raw) // 2]))
+            elif raw:
+                raw[len(raw) // 2] ^= 0x10
+                victim.write_bytes(bytes(raw))
+            try:
+                with (
+                    contextlib.redirect_stdout(io.StringIO()),
+                    contextlib.redirect_stderr(io.StringIO()),
+                ):
+                    train_and_evaluate(c, work)
+                aside = (work / "checkpoints" / "damaged" / "40").exists()
+                result = (
+                    "set aside, step 20 restored" if aside else "step 40 restored, CRC-32 equal"
+                )
+            except Exception as e:
+                result = f"error {type(e).__name__}"
+            counts[result] = counts.get(result, 0) + 1
+            print(f"{rel} {how}: {result}", flush=True)
+    print(f"machine: {machine()}")
+    print(f"{sum(counts.values())} cases: {counts}")
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=len(KINDS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--step-cost", action="store_true", help="time the non-finite flag")
+    parser.add_argument("--damage-matrix", action="store_true", help="damage every file in turn")
     args = parser.parse_args()
     if args.step_cost:
         return step_cost()
+    if args.damage_matrix:
+        return damage_matrix()
     rng, kinds = random.Random(args.seed), args.kinds.split(",")
     root = pathlib.Path(tempfile.mkdtemp(prefix="dlkit_faults_"))
     t = time.perf_counter()

@@ -8,6 +8,8 @@ refused with a message naming what differs, and is never overwritten.
 import contextlib
 import errno
 import json
+import logging
+import os
 import pathlib
 import sys
 import zlib
@@ -58,6 +60,23 @@ def _disk_error(e: BaseException) -> OSError | None:
     return None
 
 
+class _QuietDiskFull(logging.Filter):
+    """Drops Orbax's multi-line error logs of a full disk: the RunError says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if os.environ.get("DLKIT_VERBOSE", "") not in ("", "0"):
+            return True
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        return not ("No space left on device" in text or "RESOURCE_EXHAUSTED" in text)
+
+
+def _quiet_disk_full() -> None:
+    """Installs _QuietDiskFull once on the absl logger (where Orbax logs)."""
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _QuietDiskFull) for f in logger.filters):
+        logger.addFilter(_QuietDiskFull())
+
+
 def _shapes(tree) -> list[tuple]:
     """Sorted (shape, dtype) of a tree's leaves: what a restore target must agree with."""
     leaves = jax.tree.leaves(tree)
@@ -102,6 +121,7 @@ class Checkpointer:
         async_save: bool = True,
     ):
         self.directory = pathlib.Path(directory).absolute()
+        _quiet_disk_full()
         self.set_aside_temporaries()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
@@ -127,7 +147,7 @@ class Checkpointer:
             config=ocp.args.JsonSave(config_to_json(config) if config is not None else {}),
             assets=ocp.args.JsonSave(assets or {}),
         )
-        with self._disk_errors(f"saving the checkpoint at step {step}"):
+        with self._disk_errors(f"saving checkpoints (by step {step})"):
             return self.manager.save(step, args=args, force=force)
 
     def wait(self) -> None:

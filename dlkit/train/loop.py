@@ -116,10 +116,12 @@ def _newest_readable(ckpt, options, target):
             failed.append((step, e))
             continue
         for bad, e in failed:
-            why = str(e) if isinstance(e, Damaged) else "it differs from the older checkpoints"
+            why = str(e) if isinstance(e, Damaged) else "its config or array metadata are garbled"
             moved = ckpt.set_aside(str(bad)) if jax.process_index() == 0 else bad
             warn(f"checkpoint step {bad} is damaged ({why}); moved to {moved}")
-        _barrier("dlkit_set_aside")
+        if jax.process_count() > 1:  # every process, whatever it found: no deadlock
+            _barrier("dlkit_set_aside")
+            ckpt.manager.reload()  # the other processes see process 0's moves
         return step, restored
     mismatch = [e for _, e in failed if isinstance(e, ConfigError)]
     if mismatch:
