@@ -65,7 +65,10 @@ def test_mnist_missing_says_where_it_looked(tmp_path):
 
 
 def test_unknown_dataset_lists_choices():
-    with pytest.raises(ConfigError, match="unknown dataset 'cifar1000'; choose one of: .*digits"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown dataset 'cifar1000' \(did you mean 'cifar10'\?\); choose one of: .*digits",
+    ):
         data.load({"name": "cifar1000"})
 
 
