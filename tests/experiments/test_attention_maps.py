@@ -7,6 +7,7 @@ import pathlib
 import jax.numpy as jnp
 import matplotlib.image
 import pytest
+from absl import flags
 
 import dlkit
 from dlkit.nn.transformer import attention_weights
@@ -18,7 +19,10 @@ def load_file(path):
     """Imports a script or config by path (experiments/ is not a package)."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    before = set(flags.FLAGS)
     spec.loader.exec_module(module)
+    for name in set(flags.FLAGS) - before:  # another binary may define the same flag names
+        delattr(flags.FLAGS, name)
     return module
 
 

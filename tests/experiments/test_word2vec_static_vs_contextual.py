@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags
 
 from dlkit import models
 from dlkit.data.tokenizers import build_tokenizer
@@ -20,7 +21,10 @@ def _experiment():
     path = ROOT / "experiments" / "static_vs_contextual.py"
     spec = importlib.util.spec_from_file_location("static_vs_contextual", path)
     module = importlib.util.module_from_spec(spec)
+    before = set(flags.FLAGS)
     spec.loader.exec_module(module)
+    for name in set(flags.FLAGS) - before:  # another binary may define the same flag names
+        delattr(flags.FLAGS, name)
     return module
 
 
