@@ -336,7 +336,7 @@ def damage_matrix() -> None:
 
     c = default_config()
     c.model.hidden_sizes, c.batch_size, c.num_train_steps = (16,), 32, 40
-    c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 20, 40, 20
+    c.log_every_steps, c.eval_every_steps, c.checkpoint.every_steps = 20, 40, 20
     c.progress_bar = False
     root = pathlib.Path(tempfile.mkdtemp(prefix="dlkit_damage_"))
     quiet = contextlib.ExitStack()

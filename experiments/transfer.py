@@ -9,13 +9,13 @@ from scratch); prints test accuracy against steps as a table and saves transfer.
 
 With --weights (a PyTorch .pth/.pt/.safetensors file in the layout of --convert, e.g. a torchvision
 ResNet-18 state_dict) there is no pre-training: the three runs start from the file, converted by
-dlkit.convert (config.init_from + config.convert), with ImageNet preprocessing
+dlkit.convert (config.transfer.init_from + config.transfer.convert), with ImageNet preprocessing
 (data.preprocess="imagenet", grey digits repeated to 3 channels, resized to --image_size).
 `python experiments/random_resnet_weights.py --out=r18.safetensors` writes a random-weight file in
 torchvision's layout when no real one is at hand.
 
 The text variant trains skip-gram vectors on the characters of the training text, then a char
-LSTM whose embedding starts from them (config.init_vectors) against a random start.
+LSTM whose embedding starts from them (config.transfer.vectors) against a random start.
 
 Every run is an ordinary dlkit run in its own sub-workdir (pretrain/, frozen/, finetune/,
 scratch/): rerunning the command resumes or just reports.
@@ -77,7 +77,7 @@ def pretrain_config(smoke: bool, steps: int):
     c = base_config(smoke)
     c.data.classes = (0, 1, 2, 3, 4)
     c.num_train_steps = steps
-    c.log_every_steps = c.eval_every_steps = c.checkpoint_every_steps = max(steps // 4, 1)
+    c.log_every_steps = c.eval_every_steps = c.checkpoint.every_steps = max(steps // 4, 1)
     return c
 
 
@@ -90,14 +90,14 @@ def task_config(kind, smoke, steps, eval_every, pretrained, seed, *, flags_):
     c.data.subset_seed = seed
     c.num_train_steps = steps
     c.log_every_steps = c.eval_every_steps = eval_every
-    c.checkpoint_every_steps = steps
+    c.checkpoint.every_steps = steps
     if kind != "scratch":
-        c.init_from = str(pretrained)
-        c.init_skip = tuple(flags_["new_layers"])  # a new classifier with a 5-way head
+        c.transfer.init_from = str(pretrained)
+        c.transfer.skip = tuple(flags_["new_layers"])  # a new classifier with a 5-way head
     if kind == "frozen":  # everything but the new layers
-        c.freeze = ("(?!(?:" + "|".join(flags_["new_layers"]) + ")$).*",)
+        c.transfer.freeze = ("(?!(?:" + "|".join(flags_["new_layers"]) + ")$).*",)
     if kind == "finetune":
-        c.backbone_lr_scale = flags_["backbone_lr_scale"]
+        c.transfer.backbone_lr_scale = flags_["backbone_lr_scale"]
     if flags_.get("weights"):
         imported(c, flags_)
     return c
@@ -111,8 +111,8 @@ def imported(c, flags_) -> None:
     c.data.preprocess = "imagenet"
     c.data.image_size = flags_["image_size"]
     if c.get("init_from"):
-        c.init_from = str(flags_["weights"])
-        c.convert = flags_["convert"]
+        c.transfer.init_from = str(flags_["weights"])
+        c.transfer.convert = flags_["convert"]
 
 
 def eval_curve(workdir, key: str = "eval_accuracy") -> dict[int, float]:
@@ -198,13 +198,13 @@ def text_config(kind: str, smoke: bool, corpus: str, steps: int, eval_every: int
     c.eval_batch_size = 64
     c.num_train_steps = steps
     c.log_every_steps = c.eval_every_steps = eval_every
-    c.checkpoint_every_steps = steps
+    c.checkpoint.every_steps = steps
     c.progress_bar = False
     c.optimizer.name = "adam"
     c.optimizer.learning_rate = 3e-3
     c.optimizer.grad_clip_norm = 1.0
     if kind == "word2vec":
-        c.init_vectors = str(vectors)
+        c.transfer.vectors = str(vectors)
     return c
 
 

@@ -6,6 +6,6 @@ from dlkit.extras.configs import sibling
 
 def get_config():
     c = sibling(__file__, "_mlp_digits")
-    c.ensemble_size = 5
+    c.parallel.ensemble_size = 5
     c.model.dropout_rate = 0.1
     return c
