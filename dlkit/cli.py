@@ -11,10 +11,11 @@ import pathlib
 import re
 import sys
 import tempfile
+import traceback
 
 from absl import app, flags
 
-from dlkit.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, DlkitError, RunError
+from dlkit.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, DlkitError, Preempted, RunError
 
 EXIT_INTERRUPTED = 130
 _OS_HINTS = {
@@ -31,8 +32,8 @@ def verbose() -> bool:
     return "--verbose" in sys.argv or os.environ.get("DLKIT_VERBOSE", "") not in ("", "0")
 
 
-def _fail(message: str, code: int):
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def _fail(message: str, code: int, prefix: str = "error: "):
+    print(f"{prefix}{message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
@@ -46,19 +47,28 @@ def _os_error(e: OSError) -> str | None:
 
 
 def guard(fn, *args, **kwargs):
-    """fn(*args, **kwargs) with DlkitError / OSError / KeyboardInterrupt turned into SystemExit."""
-    if verbose():
-        return fn(*args, **kwargs)
+    """fn(*args, **kwargs) with DlkitError / OSError / KeyboardInterrupt turned into SystemExit.
+
+    A DlkitError keeps its exit code under --verbose too (the traceback is printed first); a
+    Preempted run's line is printed as it is, without the "error: " prefix.
+    """
     try:
         return fn(*args, **kwargs)
     except DlkitError as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__, e.exit_code)
+        if verbose():
+            traceback.print_exc()
+        line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        _fail(line, e.exit_code, "" if isinstance(e, Preempted) else "error: ")
     except app.UsageError as e:
+        if verbose():
+            raise
         _fail(_one_line(str(e)), EXIT_USAGE)
     except KeyboardInterrupt:
+        if verbose():
+            raise
         _fail("interrupted", EXIT_INTERRUPTED)
     except OSError as e:
-        message = _os_error(e)
+        message = None if verbose() else _os_error(e)
         if message is None:
             raise
         _fail(message, EXIT_FAILURE)
