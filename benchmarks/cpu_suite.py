@@ -372,6 +372,7 @@ def torch_run(config, x, y, num_classes, compiled: bool):
 def family_rows(name, args, rng) -> tuple[dict, dict, dict]:
     """{row: closure}, {row: steps per call}, {row: error} for one family."""
     config_name, overrides, extra = FAMILIES[name]
+    overrides = {**overrides, **parse_sets(args.set)}
     config = load_config(config_name, overrides)
     x, y, num_classes = fake_batch(config, rng)
     rows, per_call, errors = {}, {}, {}
@@ -393,6 +394,20 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict]:
         except Exception as e:  # noqa: BLE001 - recorded in the table, the suite goes on
             errors["torch_compile"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     return rows, per_call, errors, config
+
+
+def parse_sets(items: list[str]) -> dict:
+    """["mixed_precision=True", "model.impl=reference"] -> {key: Python value} (dlkit rows only)."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
 
 
 def run_family(name, args, rng) -> dict:
@@ -468,6 +483,12 @@ def main():
         help="pin to this many CPUs, both frameworks that many threads (0: every usable CPU); "
         "1 makes process-CPU ratios robust to load from other processes",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="config override, e.g. mixed_precision=True (repeatable; torch reads shapes only)",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     args = parser.parse_args()
     if args.threads:  # before jax starts
@@ -495,7 +516,7 @@ def main():
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     info = machine()
     info["policy"] = None if policy is None else policy.describe()
-    info["threads_arg"] = args.threads
+    info["threads_arg"], info["sets"] = args.threads, args.set
     print(
         f"CPU: {info['model']} ({info.get('vendor', '?')}), ISA {' '.join(info['flags'])}, "
         f"{info['cpus_usable']} usable of {info['cpus_online']} CPUs, load "
