@@ -44,6 +44,9 @@ def main(argv):
     config_name = pathlib.Path(flags.FLAGS["config"].config_filename).stem
     workdir = _WORKDIR.value or str(pathlib.Path("workdirs") / config_name)
     config = _CONFIG.value
+    from dlkit import cpu
+
+    cpu.configure()  # CPU policy (allocator, XLA flags), printed once, before JAX starts
     if config.parallel.get("cpu_devices"):  # before JAX starts; only the CPU backend splits
         import jax
 
