@@ -13,7 +13,8 @@ versions, threads, allocator env, XLA_FLAGS, the CPU policy dlkit chose) and wri
 to benchmarks/results/cpu_suite-<cpu>-<date>.json.
 
     JAX_PLATFORMS=cpu python benchmarks/cpu_suite.py [--families cnn,transformer_lm]
-        [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--no_compile] [--no_policy]
+        [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--compile goal|all|none]
+        [--threads 1] [--set mixed_precision=True] [--no_policy]
 """
 
 import argparse
@@ -53,6 +54,7 @@ FAMILIES = {
     "char_gru": ("char_gru_shakespeare", {}, {"dlkit_1step": 1}),
     "transformer_lm": ("transformer_lm_shakespeare", {}, {}),
 }
+COMPILE_GOAL = ("cnn", "lenet5", "resnet18", "vgg_small", "transformer_lm")
 # input of one example: ("image", H, W, C) | ("vector", D) | ("tokens", T, vocab)
 INPUTS = {
     "mnist": ("image", 28, 28, 1),
@@ -384,7 +386,7 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict]:
             c.parallel.cpu_devices = 0
         rows[row], per_call[row] = dlkit_run(c, x, y, num_classes, kk), kk
     rows["torch_eager"], per_call["torch_eager"] = torch_run(config, x, y, num_classes, False), 1
-    if not args.no_compile:
+    if args.compile == "all" or (args.compile == "goal" and name in COMPILE_GOAL):
         run = torch_run(config, x, y, num_classes, True)
         try:
             t = time.perf_counter()
@@ -472,7 +474,13 @@ def main():
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated subset")
     parser.add_argument("--rounds", type=int, default=0, help="0: auto from --budget_s")
     parser.add_argument("--budget_s", type=float, default=15.0, help="timed seconds per family")
-    parser.add_argument("--no_compile", action="store_true", help="skip torch.compile rows")
+    parser.add_argument(
+        "--compile",
+        choices=("goal", "all", "none"),
+        default="goal",
+        help="torch.compile rows for: the families with a compile goal (conv nets, transformer), "
+        "all, or none (compiling takes tens of seconds per family on 2 cores)",
+    )
     parser.add_argument(
         "--no_policy", action="store_true", help="skip dlkit.cpu.configure() (XLA/allocator)"
     )
