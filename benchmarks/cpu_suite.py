@@ -110,8 +110,11 @@ def machine() -> dict:
         pass
     import jax
     import jaxlib
-    import torch
 
+    try:
+        import torch
+    except ImportError:  # cpu_profile.py runs without it (e.g. another jax in its own venv)
+        torch = None
     info.update(
         cpus_usable=len(os.sched_getaffinity(0)),
         cpus_online=os.cpu_count(),
@@ -119,8 +122,8 @@ def machine() -> dict:
         python=platform.python_version(),
         jax=jax.__version__,
         jaxlib=jaxlib.__version__,
-        torch=torch.__version__,
-        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__ if torch else None,
+        torch_threads=torch.get_num_threads() if torch else None,
         jax_devices=len(jax.devices()),
         env={
             k: v
