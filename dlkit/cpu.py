@@ -12,6 +12,7 @@ import dataclasses
 import os
 import pathlib
 import re
+import sys
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -73,8 +74,6 @@ def choose(features: CpuFeatures) -> CpuPolicy:
 
 
 def _backend_started() -> bool:
-    import sys
-
     bridge = sys.modules.get("jax._src.xla_bridge")
     return bool(bridge is not None and getattr(bridge, "_backends", None))
 
@@ -93,7 +92,7 @@ _APPLIED: CpuPolicy | None = None
 
 
 def configure(policy: CpuPolicy | None = None, *, verbose: bool = True) -> CpuPolicy:
-    """Applies `policy` (default: choose(detect())) once per process and prints it once.
+    """Applies `policy` (default: choose(detect())) once per process; prints it once (stderr).
 
     XLA flags only take effect before JAX starts its backend; if it already has, they are skipped
     (said in the printed line) and the allocator setting still applies. DLKIT_CPU_POLICY=off
@@ -119,6 +118,6 @@ def configure(policy: CpuPolicy | None = None, *, verbose: bool = True) -> CpuPo
             ).strip()
     policy = dataclasses.replace(policy, reasons=policy.reasons + tuple(notes))
     if verbose:
-        print(f"dlkit CPU policy: {policy.describe()}", flush=True)
+        print(f"dlkit CPU policy: {policy.describe()}", file=sys.stderr, flush=True)
     _APPLIED = policy
     return policy

@@ -29,7 +29,7 @@ def test_configure_applies_once_and_prints_once(capsys):
     first = cpu.configure()
     second = cpu.configure()
     assert first is second
-    assert capsys.readouterr().out.count("dlkit CPU policy") == 1
+    assert capsys.readouterr().err.count("dlkit CPU policy") == 1
 
 
 def test_off_switch(monkeypatch):
