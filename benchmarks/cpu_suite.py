@@ -374,8 +374,8 @@ def torch_run(config, x, y, num_classes, compiled: bool):
 # ---------------------------------------------------------------- suite ------------------------
 
 
-def family_rows(name, args, rng) -> tuple[dict, dict, dict]:
-    """{row: closure}, {row: steps per call}, {row: error} for one family."""
+def family_rows(name, args, rng) -> tuple[dict, dict, dict, object]:
+    """({row: closure}, {row: steps per call}, {row: error}, config) for one family."""
     config_name, overrides, extra = FAMILIES[name]
     overrides = {**overrides, **parse_sets(args.set)}
     config = load_config(config_name, overrides)
