@@ -553,7 +553,8 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for rec in records:
         ms, r = rec["ms_per_step"], rec["ratios"]
-        comp = f"{ms['torch_compile']:.2f}" if "torch_compile" in ms else "failed/skipped"
+        comp = f"{ms['torch_compile']:.2f}" if "torch_compile" in ms else "-"
+        comp = "failed" if "torch_compile" in rec["errors"] else comp
         rc = f"{r['torch_compile/dlkit']:.2f}" if "torch_compile/dlkit" in r else "-"
         load = max(rec["loadavg_before"][0], rec["loadavg_after"][0])
         cpu = rec["cpu_ms_per_step"]
