@@ -39,7 +39,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    from dlkit import cli
+    from dlkit import cli, cpu
     from dlkit.train import train_and_evaluate
     from dlkit.train.config import validate
 
@@ -55,6 +55,7 @@ def main(argv):
             config.parallel[key] = flag.value
     options = validate(config)  # the door: every section parsed, checked and defaulted once
     cli.writable_workdir(workdir)
+    cpu.configure()  # CPU policy (allocator), printed once, before JAX starts
     if options.parallel.cpu_devices:  # before JAX starts; only the CPU backend splits
         import jax
 

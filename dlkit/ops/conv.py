@@ -6,7 +6,11 @@ The fast path computes the same math with cheaper gradients on XLA:CPU:
   choice as lax's select_and_scatter, with no select_and_scatter (slow on CPU).
 - `conv2d_fast`: lax's forward convolution; the weight gradient, when the patch is short
   (kh * kw * C_in <= `IM2COL_MAX_PATCH`), is one matmul of im2col patches with the output gradient
-  instead of XLA:CPU's batch-contracting convolution.
+  instead of XLA:CPU's batch-contracting convolution. A one-channel input (LeNet's and the cnn's
+  first layer) is a sum of kh*kw shifted, scaled copies (one fused loop; XLA:CPU's generic
+  convolution was ~14x slower); a map smaller than the kernel (VGG's last stage at 2x2) is one
+  im2col matmul (YNNPACK does not take those convolutions; XLA's generic one was ~60% of the
+  small VGG's step).
 Anything the fast path does not cover falls back to the reference path.
 """
 
@@ -97,12 +101,62 @@ def _conv2d_s1_bwd(pads, res, gy):
 _conv2d_s1.defvjp(_conv2d_s1_fwd, _conv2d_s1_bwd)
 
 
+def _taps(xp, kh, kw, ho, wo) -> list:
+    """The kh*kw shifted views xp[:, p:p+ho, q:q+wo, :] of a padded map, row-major in (p, q)."""
+    return [xp[:, p : p + ho, q : q + wo, :] for p in range(kh) for q in range(kw)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv2d_thin(x, w, pads):
+    """Stride-1 conv of a one-channel map as a sum of kh*kw shifted, scaled copies (one loop)."""
+    kh, kw, _, _ = w.shape
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    views = _taps(xp, kh, kw, ho, wo)
+    return functools.reduce(jnp.add, [v * w[i // kw, i % kw, 0] for i, v in enumerate(views)])
+
+
+def _conv2d_thin_fwd(x, w, pads):
+    return _conv2d_thin(x, w, pads), (x, w)
+
+
+def _conv2d_thin_bwd(pads, res, gy):
+    x, w = res
+    kh, kw, ci, co = w.shape
+    ref = lambda x, w: lax.conv_general_dilated(
+        x, w, (1, 1), pads, dimension_numbers=DIMENSION_NUMBERS
+    )
+    gx, _ = jax.vjp(ref, x, w)[1](gy)  # XLA drops it when x is the data
+    xp = jnp.pad(x[..., 0], ((0, 0), *pads))
+    ho, wo = gy.shape[1], gy.shape[2]
+    cols = jnp.stack([xp[:, p : p + ho, q : q + wo] for p in range(kh) for q in range(kw)])
+    gw = (cols.reshape(kh * kw, -1) @ gy.reshape(-1, co)).reshape(kh, kw, ci, co)
+    return gx, gw
+
+
+_conv2d_thin.defvjp(_conv2d_thin_fwd, _conv2d_thin_bwd)
+
+
+def conv2d_im2col(x, w, pads):
+    """Stride-1 conv as one matmul of im2col patches (B Ho Wo, kh kw Ci) @ (kh kw Ci, Co)."""
+    kh, kw, ci, co = w.shape
+    cols = im2col(x, (kh, kw), pads)  # (B, Ho, Wo, kh*kw*Ci)
+    return cols @ w.reshape(kh * kw * ci, co)
+
+
 def conv2d_fast(x, w, stride=1, padding="SAME"):
-    """conv2d_reference's math with an im2col weight gradient for short patches (stride 1)."""
+    """conv2d_reference's math, cheaper on XLA:CPU (stride 1): a one-channel input as a sum of
+    shifted copies, a map smaller than the kernel as one im2col matmul (XLA:CPU leaves both to a
+    slow generic convolution), else lax's convolution with an im2col weight gradient for short
+    patches."""
     _check_conv(x, w)
     if _pair(stride) != (1, 1):
         return conv2d_reference(x, w, stride, padding)
     pads = explicit_padding(padding, w.shape[:2], 1, x.shape[1:3])
+    if x.shape[-1] == 1:
+        return _conv2d_thin(x, w, pads)
+    if x.shape[1] < w.shape[0] or x.shape[2] < w.shape[1]:
+        return conv2d_im2col(x, w, pads)
     return _conv2d_s1(x, w, pads)
 
 

@@ -19,7 +19,9 @@ def get_config():
     # characters) is held out, scored after 128 warm-up characters
     c.data.update(seq_len=128, train_stride=8, eval_fraction=0.1, eval_context=128)
     c.update(batch_size=32, eval_batch_size=128)
-    c.parallel.steps_per_call = 10  # 10 steps per dispatch: same results, faster on CPU (BUILD_NOTES)
+    c.parallel.steps_per_call = (
+        10  # 10 steps per dispatch: same results, faster on CPU (BUILD_NOTES)
+    )
     c.parallel.cpu_devices = 2  # CPU: two half-batches run side by side (BUILD_NOTES)
     c.update(num_train_steps=2500, log_every_steps=50, eval_every_steps=500)
     c.optimizer.update(name="adam", learning_rate=1e-2, grad_clip_norm=1.0)

@@ -31,7 +31,10 @@ def _value_and_grads(fn, *args):
 @pytest.mark.parametrize(
     "shape, kernel, cout, padding, stride",
     [
-        ((2, 28, 28, 1), 3, 8, "SAME", 1),  # the cnn's first layer: im2col weight gradient
+        ((2, 28, 28, 1), 3, 8, "SAME", 1),  # the cnn's first layer: one channel, shifted sum
+        ((2, 12, 10, 1), 5, 6, "VALID", 1),  # one channel, VALID
+        ((2, 2, 2, 8), 3, 4, "SAME", 1),  # map smaller than the kernel: im2col matmul
+        ((2, 1, 3, 4), (3, 2), 5, "SAME", 1),
         ((2, 14, 14, 32), 3, 16, "SAME", 1),  # long patch: lax weight gradient
         ((3, 9, 7, 3), 5, 4, "VALID", 1),
         ((2, 8, 8, 2), 3, 4, 2, 1),

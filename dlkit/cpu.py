@@ -1,0 +1,123 @@
+"""CPU tuning: a pure policy from the CPU's features and core count, and `configure()` to apply it.
+
+`choose(features)` returns the settings measured to win on x86 CPUs (BUILD_NOTES, "CPU speed on
+any x86"): glibc malloc kept from returning XLA's large per-call buffers to the kernel (without it
+every dispatch page-faults its scratch memory afresh) and XLA flags where one wins. `configure()`
+applies them; call it before JAX starts its backend (experiments/train.py does, before the first
+computation; library users call `dlkit.cpu.configure()` first). It prints its choice once.
+"""
+
+import ctypes
+import dataclasses
+import os
+import pathlib
+import re
+import sys
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+MMAP_THRESHOLD = 1 << 30  # blocks below 1 GiB come from the heap (reused across calls)
+TRIM_THRESHOLD = 1 << 34  # never trim the heap top back to the kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuFeatures:
+    """What the policy reads: vendor, model name, ISA flags that matter, usable cores."""
+
+    vendor: str = "unknown"
+    model: str = "unknown"
+    flags: frozenset = frozenset()
+    cores: int = 1
+
+    @classmethod
+    def detect(cls) -> "CpuFeatures":
+        """From /proc/cpuinfo (Linux) and the process's CPU affinity."""
+        vendor, model, flags = "unknown", "unknown", frozenset()
+        try:
+            text = pathlib.Path("/proc/cpuinfo").read_text()
+        except OSError:
+            text = ""
+        if m := re.search(r"^vendor_id\s*:\s*(.+)$", text, re.M):
+            vendor = m.group(1).strip()
+        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
+            model = m.group(1).strip()
+        if m := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
+            flags = frozenset(f for f in m.group(1).split() if f in ISA_FLAGS)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return cls(vendor, model, flags, cores or 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuPolicy:
+    """Settings chosen for one CPU; `reasons` says why, for the one printed line."""
+
+    features: CpuFeatures
+    keep_malloc_arena: bool = False
+    xla_flags: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        f = self.features
+        isa = " ".join(sorted(f.flags)) or "no avx2"
+        return (
+            f"{f.model} ({isa}; {f.cores} cores): malloc keep-arena "
+            f"{'on' if self.keep_malloc_arena else 'off'}, XLA flags "
+            f"{' '.join(self.xla_flags) or 'none'}"
+            + (f" [{'; '.join(self.reasons)}]" if self.reasons else "")
+        )
+
+
+def choose(features: CpuFeatures) -> CpuPolicy:
+    """The settings for this CPU (pure): what was measured to win, nothing speculative."""
+    reasons = ["keep-arena: XLA's per-call buffers stay mapped (no page faults per dispatch)"]
+    return CpuPolicy(features, keep_malloc_arena=True, xla_flags=(), reasons=tuple(reasons))
+
+
+def _backend_started() -> bool:
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bool(bridge is not None and getattr(bridge, "_backends", None))
+
+
+def _keep_malloc_arena() -> bool:
+    """glibc mallopt: large blocks from the heap, heap never trimmed; False off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    ok = libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(MMAP_THRESHOLD)) == 1
+    return ok and libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(min(TRIM_THRESHOLD, 2**31 - 1))) == 1
+
+
+_APPLIED: CpuPolicy | None = None
+
+
+def configure(policy: CpuPolicy | None = None, *, verbose: bool = True) -> CpuPolicy:
+    """Applies `policy` (default: choose(detect())) once per process; prints it once (stderr).
+
+    XLA flags only take effect before JAX starts its backend; if it already has, they are skipped
+    (said in the printed line) and the allocator setting still applies. DLKIT_CPU_POLICY=off
+    disables it all (for A/B measurements).
+    """
+    global _APPLIED
+    if _APPLIED is not None:
+        return _APPLIED
+    policy = policy or choose(CpuFeatures.detect())
+    if os.environ.get("DLKIT_CPU_POLICY", "on").lower() in ("off", "0", "false"):
+        policy = CpuPolicy(policy.features, reasons=("DLKIT_CPU_POLICY=off",))
+    notes = []
+    if policy.keep_malloc_arena and not _keep_malloc_arena():
+        policy = dataclasses.replace(policy, keep_malloc_arena=False)
+        notes.append("mallopt unavailable (not glibc)")
+    if policy.xla_flags:
+        if _backend_started():
+            notes.append("JAX already started: XLA flags not applied")
+            policy = dataclasses.replace(policy, xla_flags=())
+        else:
+            os.environ["XLA_FLAGS"] = " ".join(
+                [os.environ.get("XLA_FLAGS", ""), *policy.xla_flags]
+            ).strip()
+    policy = dataclasses.replace(policy, reasons=policy.reasons + tuple(notes))
+    if verbose:
+        print(f"dlkit CPU policy: {policy.describe()}", file=sys.stderr, flush=True)
+    _APPLIED = policy
+    return policy
