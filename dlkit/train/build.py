@@ -1,12 +1,11 @@
 """The model and the step-0 train state of a run, from its RunOptions."""
 
 import jax.numpy as jnp
-from ml_collections import FrozenConfigDict
 
 from dlkit import models
 from dlkit.train import freeze, vectors
 from dlkit.train.optim import make_optimizer
-from dlkit.train.options import RunOptions, as_dict
+from dlkit.train.options import RunOptions
 from dlkit.train.state import TrainState, create_train_state
 
 
@@ -21,8 +20,7 @@ def create_state(options: RunOptions, dataset, model, seed: int | None = None) -
     the optimizer (with freezing and per-group rates), word vectors and frozen state applied."""
     options = RunOptions.of(options)
     seed = options.seed if seed is None else seed
-    # phase 2: make_optimizer(options.optimizer, ...) once optim.py reads attributes, not .get
-    base = make_optimizer(FrozenConfigDict(as_dict(options.optimizer)), options.num_train_steps)
+    base = make_optimizer(options.optimizer, options.num_train_steps)
     tx = freeze.wrap_optimizer(options.transfer, base)
     inputs = jnp.asarray(dataset.example_batch(1)["inputs"])
     state = create_train_state(model, tx, inputs, seed)

@@ -35,11 +35,11 @@ from ml_collections import ConfigDict, FrozenConfigDict, config_dict
 from dlkit import models
 from dlkit.errors import ConfigError, choose
 from dlkit.train import objectives
-from dlkit.train.optim import OPTIMIZER_NAMES
 from dlkit.train.step import StepOptions
 
 PARALLEL_KINDS = ("sharded", "fsdp", "none")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
+OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "sgd_scratch", "adam_scratch")
 NONFINITE_POLICIES = ("stop", "skip_step")  # dlkit.train.step.StepOptions.nonfinite
 PREEMPTION_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 
