@@ -11,6 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "dlkit"
 # Layer of each top-level part of dlkit: a module may import its own layer and those below.
 LAYERS = {
     "errors": 0,
+    "paths": 0,
     "cpu": 0,
     "ops": 1,
     "kernels": 2,

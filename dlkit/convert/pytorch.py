@@ -12,37 +12,9 @@ from dlkit.convert.io import read_state_dict
 from dlkit.errors import ConfigError
 from dlkit.nn.cnn import _per_layer
 from dlkit.ops.pooling import conv_output_size
+from dlkit.paths import flatten, unflatten
 
 IMAGE_SIZE = 224  # abstract example input for the ImageNet families (shapes only, nothing runs)
-
-
-def flatten(variables: dict) -> dict:
-    """{collection: nested dict} -> {(collection, "a/b"): leaf}."""
-    out = {}
-
-    def walk(col, node, path):
-        for k, v in node.items():
-            p = f"{path}/{k}" if path else str(k)
-            if isinstance(v, dict) or hasattr(v, "items"):
-                walk(col, v, p)
-            else:
-                out[(col, p)] = v
-
-    for col, tree in variables.items():
-        walk(col, tree, "")
-    return out
-
-
-def unflatten(flat: dict) -> dict:
-    """{(collection, "a/b"): leaf} -> {collection: nested dict}."""
-    out: dict = {}
-    for (col, path), leaf in flat.items():
-        node = out.setdefault(col, {})
-        *parents, last = path.split("/")
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[last] = leaf
-    return out
 
 
 def _first_weight(sd, ndim):

@@ -16,7 +16,7 @@ import jax
 import optax
 
 from dlkit.errors import ConfigError
-from dlkit.train.paths import few, key_name, leaf_paths, matches, path_str
+from dlkit.paths import few, key_name, leaf_paths, matches, path_str
 
 
 def param_labels(params, options):

@@ -18,8 +18,8 @@ import orbax.checkpoint as ocp
 from dlkit.convert import io as convert_io
 from dlkit.convert import pytorch
 from dlkit.errors import ConfigError, RunError
+from dlkit.paths import few, flatten, matches, unflatten
 from dlkit.train.options import rename_rules
-from dlkit.train.paths import few, flatten, matches, unflatten
 
 STATUSES = ("loaded", "skipped", "fresh", "dropped")
 

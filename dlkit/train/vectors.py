@@ -6,8 +6,8 @@ import jax.numpy as jnp
 
 from dlkit.data.tokenizers import Tokenizer
 from dlkit.errors import ConfigError
+from dlkit.paths import few, flatten, unflatten
 from dlkit.train.embeddings import embedding_table
-from dlkit.train.paths import few, flatten, unflatten
 
 
 def init_vectors(state, options, dataset, seed: int):

@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from dlkit import data
+from dlkit import data, paths
 from dlkit.errors import ConfigError
-from dlkit.train import freeze, init_from, objectives, paths, restore_latest, train_and_evaluate
+from dlkit.train import freeze, init_from, objectives, restore_latest, train_and_evaluate
 from dlkit.train.config import default_config
 from dlkit.train.options import TransferOptions
 from dlkit.train.state import create_train_state
