@@ -32,7 +32,7 @@ FLAGS = (
     f"--config.num_train_steps={STEPS}",
     f"--config.log_every_steps={LOG}",
     "--config.eval_every_steps=150",
-    f"--config.checkpoint_every_steps={CKPT}",
+    f"--config.checkpoint.every_steps={CKPT}",
     "--config.progress_bar=False",
 )
 KINDS = ("sigterm", "sigint", "sigusr1", "sigkill", "save", "damage", "two", "nan", "disk")

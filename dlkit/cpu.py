@@ -118,6 +118,6 @@ def configure(policy: CpuPolicy | None = None, *, verbose: bool = True) -> CpuPo
             ).strip()
     policy = dataclasses.replace(policy, reasons=policy.reasons + tuple(notes))
     if verbose:
-        print(f"dlkit CPU policy: {policy.describe()}", file=sys.stderr, flush=True)
+        print(f"dlkit CPU policy: {policy.describe()}", flush=True)
     _APPLIED = policy
     return policy

@@ -110,7 +110,7 @@ def imported(c, flags_) -> None:
         c.model.width = flags_["width"]
     c.data.preprocess = "imagenet"
     c.data.image_size = flags_["image_size"]
-    if c.get("init_from"):
+    if c.transfer.get("init_from"):
         c.transfer.init_from = str(flags_["weights"])
         c.transfer.convert = flags_["convert"]
 

@@ -52,10 +52,10 @@ def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -
     (exit 75); non-finite loss or gradients with step.nonfinite=stop raise Diverged.
     """
     options = validate(config)  # the door: a RunOptions, checked and defaulted once
-    for message in options.deprecations:
-        warn(message)
     workdir = pathlib.Path(workdir)
     initialize_distributed(options.parallel)  # multi-host: before any computation
+    for message in options.deprecations:
+        warn(message)
     signals = options.checkpoint.preemption_signals
     with exclusive(workdir), SignalWatch(signals) as watch:
         return _train(options, workdir, stop_after_step, watch)

@@ -392,13 +392,11 @@ class TransferOptions:
 
 
 def _signal_name(value) -> str:
-    try:
-        return (signal.Signals(value) if isinstance(value, int) else signal.Signals[value]).name
-    except (KeyError, ValueError):
-        raise ConfigError(
-            f"config checkpoint.preemption_signals: {value!r} is not a signal; use names such as "
-            f"{', '.join(PREEMPTION_SIGNALS)}"
-        ) from None
+    """A signal's name from its name or number; ConfigError with a did-you-mean otherwise."""
+    if isinstance(value, int) and value in {s.value for s in signal.Signals}:
+        return signal.Signals(value).name
+    names = {s.name: s.name for s in signal.Signals if not s.name.startswith("SIG_")}
+    return choose(names, value, "signal in checkpoint.preemption_signals")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -103,7 +103,7 @@ def test_any_device_count_restores_on_any_other(tmp_path):
     for a, b in zip(jax.tree.leaves(tree8), jax.tree.leaves(tree1), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     # init_from a 1-device checkpoint into a 2-device run
-    out = _train(tmp_path, "w_init", 2, 1, f"--config.init_from={tmp_path / 'w1'}")
+    out = _train(tmp_path, "w_init", 2, 1, f"--config.transfer.init_from={tmp_path / 'w1'}")
     assert "final: step=1" in out.stdout
     # resume: 1 -> 2 devices, then 2 -> 1, then 8 -> 1
     assert "Resuming from the checkpoint at step 2" in _train(tmp_path, "w1", 2, 3).stdout

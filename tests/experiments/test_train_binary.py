@@ -62,7 +62,7 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     args = [
         *TINY,
         "--config.num_train_steps=3000",
-        "--config.checkpoint_every_steps=50",
+        "--config.checkpoint.every_steps=50",
         "--config.eval_every_steps=1000",
         "--config.log_every_steps=1000",
     ]

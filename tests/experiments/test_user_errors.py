@@ -38,10 +38,11 @@ def one_line_error(args, code, *, cwd=None):
         ("optimiser.name=adam", ["'optimiser'", "did you mean 'optimizer'"]),
         ("optimizer.nam=adam", ["'nam'", "did you mean 'name'"]),
         ("batch_size=abc", ["batch_size=abc", "invalid literal"]),
-        ("batch_size=0", ["batch_size = 0", "positive"]),
-        ("eval_batch_size=0", ["eval_batch_size = 0", "positive"]),
-        ("num_train_steps=-1", ["num_train_steps = -1", ">= 0"]),
-        ("eval_every_steps=-2", ["eval_every_steps = -2", ">= 0"]),
+        ("batch_size=0", ["batch_size", ">= 1, got 0"]),
+        ("eval_batch_size=0", ["eval_batch_size", ">= 1, got 0"]),
+        ("num_train_steps=-1", ["num_train_steps", ">= 0, got -1"]),
+        ("eval_every_steps=-2", ["eval_every_steps", ">= 0, got -2"]),
+        ("step.grad_accum_steps=0", ["step.grad_accum_steps", ">= 1, got 0"]),
     ],
 )
 def test_bad_overrides_are_one_line_usage_errors(tmp_path, override, words):
@@ -57,7 +58,7 @@ def test_missing_config_file_unknown_flag_and_stray_argument(tmp_path):
     assert "workdir" in one_line_error([f"--workdirr={tmp_path}"], 2)
     assert "unexpected arguments" in one_line_error([f"--workdir={tmp_path}", "stray"], 2)
     line = one_line_error([f"--workdir={tmp_path}", f"--config={CHAR_SMOKE}:bogus"], 2)
-    assert "lstm, gru or rnn" in line
+    assert "lstm, gru, rnn" in line
 
 
 def test_non_utf8_corpus_and_batch_larger_than_dataset(tmp_path):
@@ -99,16 +100,20 @@ def test_verbose_shows_the_traceback(tmp_path):
         ("eval_batch_size", -1),
         ("num_train_steps", -1),
         ("log_every_steps", -1),
-        ("checkpoint_every_steps", -1),
-        ("max_checkpoints_to_keep", 0),
-        ("steps_per_call", 0),
-        ("grad_accum_steps", 0),
+        ("checkpoint.every_steps", -1),
+        ("checkpoint.max_to_keep", 0),
+        ("parallel.steps_per_call", 0),
+        ("step.grad_accum_steps", 0),
         ("optimizer.learning_rate", float("nan")),
+        ("data.seq_len", 0),
     ],
 )
 def test_validate_names_the_setting(key, value):
     config = default_config()
-    node, leaf = (config.optimizer, "learning_rate") if "." in key else (config, key)
+    *sections, leaf = key.split(".")
+    node = config
+    for name in sections:
+        node = node[name]
     node[leaf] = value
     with pytest.raises(ConfigError, match=key.split(".")[-1]):
         validate(config)

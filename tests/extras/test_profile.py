@@ -54,12 +54,12 @@ def test_mlp_layers_one_cost_each_with_matmul_plus_bias_flops():
 def test_cnn_layers_conv_and_pooling():
     cnn = pytest.importorskip("dlkit.nn.cnn")
     model = cnn.CNN(num_classes=10, features=(4,), hidden=(), padding="VALID")
-    x = jnp.ones((2, 8, 8, 1))
+    x = jnp.ones((2, 8, 8, 2))  # 2 input channels: the generic conv (1 takes a shifted sum)
     costs = profile.profile_layers(model, model.init(jax.random.PRNGKey(0), x), x, repeats=1)
     kinds = [k.name.split(" ")[1] for k in costs]
     assert kinds == ["(Conv2D)", "(MaxPool)", "(Dense)"]
     conv, pool = costs[0], costs[1]
-    # VALID 3x3 on 8x8: 6x6 outputs, each 9 multiply-adds per (C_in=1, C_out=4), plus the bias.
-    assert conv.flops == 2 * 2 * 6 * 6 * 9 * 4 + 2 * 6 * 6 * 4
+    # VALID 3x3 on 8x8: 6x6 outputs, each 9 multiply-adds per (C_in=2, C_out=4), plus the bias.
+    assert conv.flops == 2 * 2 * 6 * 6 * 9 * 2 * 4 + 2 * 6 * 6 * 4
     assert pool.flops == 2 * 3 * 3 * 4 * 3  # B Ho Wo C outputs, 3 comparisons per 2x2 window
     assert pool.intensity < conv.intensity

@@ -28,7 +28,7 @@ def tiny_config(**over):
     c.num_train_steps = 60
     c.log_every_steps = 7
     c.eval_every_steps = 30
-    c.checkpoint_every_steps = 20
+    c.checkpoint.every_steps = 20
     c.progress_bar = False
     for k, v in over.items():
         c[k] = v
@@ -90,7 +90,7 @@ CLI_FLAGS = (
     "--config.num_train_steps=300",
     "--config.log_every_steps=10",
     "--config.eval_every_steps=150",
-    "--config.checkpoint_every_steps=100",
+    "--config.checkpoint.every_steps=100",
     "--config.progress_bar=False",
 )
 

@@ -11,7 +11,7 @@ from dlkit.train.config import default_config
 from dlkit.train.options import RunOptions
 from dlkit.train.runner import Runner
 from dlkit.train.schedule import steps_this_call
-from dlkit.train.step import StepOptions, train_step
+from dlkit.train.step import train_step
 
 
 def config(**over):
@@ -84,7 +84,7 @@ def test_mixed_precision_computes_in_bf16_and_keeps_fp32_state():
     c = config()
     runner = Runner.create(RunOptions.from_config(c), objectives.get("cross_entropy"))
     state, batch = fresh(runner, c), jax.tree.map(jnp.asarray, batches(1)[0])
-    options = StepOptions.from_config(config(mixed_precision=True))
+    options = RunOptions.from_config(config(mixed_precision=True)).step.to_step_options()
     step = jax.jit(
         lambda s, b: train_step(s, b, objective=objectives.cross_entropy, options=options)
     )
