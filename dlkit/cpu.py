@@ -92,7 +92,7 @@ _APPLIED: CpuPolicy | None = None
 
 
 def configure(policy: CpuPolicy | None = None, *, verbose: bool = True) -> CpuPolicy:
-    """Applies `policy` (default: choose(detect())) once per process; prints it once (stderr).
+    """Applies `policy` (default: choose(detect())) once per process; prints it once (stdout).
 
     XLA flags only take effect before JAX starts its backend; if it already has, they are skipped
     (said in the printed line) and the allocator setting still applies. DLKIT_CPU_POLICY=off

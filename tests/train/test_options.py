@@ -143,7 +143,7 @@ def test_step_options_match_the_train_step_options():
         ({"transfer": {"rename": ("a=>b",)}}, r"rename rule 'a=>b' must be 'old_regex->repl"),
         ({"transfer": {"backbone_lr_scale": 0.5}}, r"backbone_lr_scale needs transfer.skip"),
         ({"transfer": {"convert": "torch"}}, r"transfer.convert names how to read"),
-        ({"checkpoint": {"preemption_signals": ("SIGTERN",)}}, r"'SIGTERN' is not a signal"),
+        ({"checkpoint": {"preemption_signals": ("SIGTERN",)}}, r"'SIGTERN' \(did you mean 'SIGT"),
         ({"optimiser": {"name": "adam"}}, r"unknown config key optimiser \(did you mean optim"),
         ({"optimizer": {"name": "adamm"}}, r"unknown optimizer 'adamm' \(did you mean 'adam'"),
         ({"model": {"name": "mlpp"}}, r"unknown model 'mlpp' \(did you mean 'mlp'"),
