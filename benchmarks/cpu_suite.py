@@ -147,14 +147,15 @@ def dlkit_run(config, x, y, num_classes, steps_per_call: int):
 
     from dlkit import models
     from dlkit.train import create_train_state, make_optimizer, objectives
-    from dlkit.train.parallel import Runner
+    from dlkit.train.options import RunOptions
+    from dlkit.train.runner import Runner
 
     kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
     kwargs.setdefault("num_classes", num_classes)
     model = models.get(config.model.name, **kwargs)
     if config.parallel.get("cpu_devices", 0) <= 1:
         config.parallel.kind = "none"  # one device, as train.py runs a config without cpu_devices
-    runner = Runner.from_config(config, objectives.get(config.loss))
+    runner = Runner.create(RunOptions.from_config(config), objectives.get(config.loss))
     tx = make_optimizer(config.optimizer, config.num_train_steps)
     state = runner.place(create_train_state(model, tx, x[:1], seed=0))
     batches = [{"inputs": x, "targets": y}] * steps_per_call

@@ -277,7 +277,7 @@ def step_cost(rounds: int = 300) -> None:
 
     from dlkit import data
     from dlkit.train import objectives
-    from dlkit.train.loop import build_model, create_state
+    from dlkit.train.build import build_model, create_state
     from dlkit.train.step import StepOptions, train_step
 
     config = mlp_digits.get_config()

@@ -78,11 +78,12 @@ def runner_step(model, x: np.ndarray, y: np.ndarray, steps_per_call: int, kind: 
 
     from dlkit.train import create_train_state, objectives
     from dlkit.train.config import default_config
-    from dlkit.train.parallel import Runner
+    from dlkit.train.options import RunOptions
+    from dlkit.train.runner import Runner
 
     config = default_config()
     config.batch_size, config.parallel.kind = x.shape[0], kind
-    runner = Runner.from_config(config, objectives.get("cross_entropy"))
+    runner = Runner.create(RunOptions.from_config(config), objectives.get("cross_entropy"))
     state = runner.place(create_train_state(model, _optimizer(), x[:1], seed=0))
     batches = [{"inputs": x, "targets": y}] * steps_per_call
     box = [state]

@@ -10,8 +10,8 @@ from fault_utils import poison_batch, strict_rows, tb_unique, tiny_config
 from dlkit import data
 from dlkit.errors import ConfigError, Diverged
 from dlkit.train import Checkpointer, objectives, restore_latest, train_and_evaluate
+from dlkit.train.build import build_model, create_state
 from dlkit.train.checkpoint import all_finite
-from dlkit.train.loop import build_model, create_state
 from dlkit.train.step import train_step
 
 
