@@ -76,9 +76,14 @@ def im2col(x, kernel, padding) -> jax.Array:
     return jnp.concatenate(cols, axis=-1)
 
 
+def _conv2d_s1_plain(x, w, pads):
+    """XLA's stride-1 conv (the reference whose VJP the custom backward passes reuse)."""
+    return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=DIMENSION_NUMBERS)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv2d_s1(x, w, pads):
-    return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=DIMENSION_NUMBERS)
+    return _conv2d_s1_plain(x, w, pads)
 
 
 def _conv2d_s1_fwd(x, w, pads):
@@ -88,9 +93,7 @@ def _conv2d_s1_fwd(x, w, pads):
 def _conv2d_s1_bwd(pads, res, gy):
     x, w = res
     kh, kw, ci, co = w.shape
-    ref = lambda x, w: lax.conv_general_dilated(
-        x, w, (1, 1), pads, dimension_numbers=DIMENSION_NUMBERS
-    )
+    ref = functools.partial(_conv2d_s1_plain, pads=pads)
     gx, gw = jax.vjp(ref, x, w)[1](gy)  # XLA drops whichever is unused
     if kh * kw * ci <= IM2COL_MAX_PATCH:
         cols = im2col(x, (kh, kw), pads).reshape(-1, kh * kw * ci)  # (B*Ho*Wo, kh*kw*Ci)
@@ -123,9 +126,7 @@ def _conv2d_thin_fwd(x, w, pads):
 def _conv2d_thin_bwd(pads, res, gy):
     x, w = res
     kh, kw, ci, co = w.shape
-    ref = lambda x, w: lax.conv_general_dilated(
-        x, w, (1, 1), pads, dimension_numbers=DIMENSION_NUMBERS
-    )
+    ref = functools.partial(_conv2d_s1_plain, pads=pads)
     gx, _ = jax.vjp(ref, x, w)[1](gy)  # XLA drops it when x is the data
     xp = jnp.pad(x[..., 0], ((0, 0), *pads))
     ho, wo = gy.shape[1], gy.shape[2]
