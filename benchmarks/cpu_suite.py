@@ -382,7 +382,7 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict, object]:
     config = load_config(config_name, overrides)
     x, y, num_classes = fake_batch(config, rng)
     rows, per_call, errors = {}, {}, {}
-    k = int(config.get("steps_per_call", 1) or 1)
+    k = int(config.parallel.get("steps_per_call", 1) or 1)
     rows["dlkit"], per_call["dlkit"] = dlkit_run(config, x, y, num_classes, k), k
     for row, kk in extra.items():
         c = load_config(config_name, overrides)
@@ -516,8 +516,9 @@ def main():
         from dlkit import cpu
 
         policy = cpu.configure(verbose=False)
+    sets = parse_sets(args.set)
     devices = max(
-        int(load_config(FAMILIES[n][0], FAMILIES[n][1]).parallel.get("cpu_devices", 0) or 0)
+        int(load_config(FAMILIES[n][0], {**FAMILIES[n][1], **sets}).parallel.get("cpu_devices", 0))
         for n in names
     )
     import jax
