@@ -116,7 +116,7 @@ def family_step(name: str):
     return compiled, state, batch, jax
 
 
-def profile_family(name: str, repeats: int, peak: float) -> dict:
+def profile_family(name: str, repeats: int, peak: float, top_n: int = 8) -> dict:
     """FLOPs, CPU time, achieved fraction of peak and top thunks of one family's step."""
     compiled, state, batch, jax = family_step(name)
     cost = compiled.cost_analysis()
@@ -144,9 +144,12 @@ def profile_family(name: str, repeats: int, peak: float) -> dict:
         if e.get("ph") == "X" and e.get("name") in names:
             per_op[e["name"]] += e.get("dur", 0) / 3e3  # ms per step
     total = sum(per_op.values()) or 1.0
+    by_kind = collections.Counter()
+    for op, ms in per_op.items():
+        by_kind[op_kind(names[op])] += ms
     top = [
         {"op": op, "ms": round(ms, 2), "share": round(ms / total, 3), "hlo": names[op]}
-        for op, ms in per_op.most_common(8)
+        for op, ms in per_op.most_common(top_n)
     ]
     return {
         "family": name,
@@ -156,7 +159,27 @@ def profile_family(name: str, repeats: int, peak: float) -> dict:
         "fraction_of_peak": flops / seconds / peak,
         "traced_ms_per_step": total,
         "top_ops": top,
+        "by_kind": {k: round(ms / total, 3) for k, ms in by_kind.most_common()},
     }
+
+
+KINDS = (  # (kind, pattern in the thunk's description), first match wins
+    ("rng (dropout masks)", r"threefry|random_bits|rng|dropout"),
+    ("convolution", r"convolution"),
+    ("dot", r"\bdot\b"),
+    ("pooling", r"reduce-window|select-and-scatter|pool"),
+    ("layernorm", r"ln_|LayerNorm|layer_norm|/norm"),
+    ("attention elementwise (mask, softmax)", r"attend|attention_"),
+    ("activation (gelu, tanh, relu)", r"gelu|tanh|relu|sigmoid"),
+    ("softmax / loss", r"softmax|log_softmax|cross_entropy|logsumexp"),
+    ("optimizer update", r"optax|adam|sgd|momentum|nesterov|scale_by|clip"),
+    ("scan / while", r"while|scan"),
+)
+
+
+def op_kind(description: str) -> str:
+    """A coarse kind for a thunk, from the ops inside it and its layer path."""
+    return next((k for k, p in KINDS if re.search(p, description, re.I)), "other elementwise")
 
 
 def main():
@@ -165,6 +188,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="0: every usable CPU")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--matmul", type=int, default=1024)
+    parser.add_argument("--top", type=int, default=8, help="top ops listed per family")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     args = parser.parse_args()
     flags = [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_enable_xprof_traceme=true"]
@@ -191,7 +215,7 @@ def main():
     )
     records = []
     for name in [n for n in args.families.split(",") if n]:
-        rec = profile_family(name, args.repeats, peak)
+        rec = profile_family(name, args.repeats, peak, args.top)
         rec["loadavg"] = os.getloadavg()
         records.append(rec)
         print(
@@ -201,6 +225,8 @@ def main():
             " ms/step):",
             flush=True,
         )
+        kinds = ", ".join(f"{k} {v:.0%}" for k, v in rec["by_kind"].items())
+        print(f"    by kind: {kinds}")
         for t in rec["top_ops"]:
             print(f"   {t['share']:5.0%} {t['ms']:8.2f} ms  {t['op'][:28]:28s} {t['hlo'][:120]}")
     out = pathlib.Path(args.out)

@@ -146,19 +146,22 @@ def dlkit_run(config, x, y, num_classes, steps_per_call: int):
     import jax
 
     from dlkit import models
-    from dlkit.train import create_train_state, make_optimizer, objectives
+    from dlkit.train import cpu_layout, create_train_state, make_optimizer, objectives
     from dlkit.train.options import RunOptions
     from dlkit.train.runner import Runner
 
     kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
     kwargs.setdefault("num_classes", num_classes)
     model = models.get(config.model.name, **kwargs)
-    if config.parallel.get("cpu_devices", 0) <= 1:
-        config.parallel.kind = "none"  # one device, as train.py runs a config without cpu_devices
-    runner = Runner.create(RunOptions.from_config(config), objectives.get(config.loss))
+    options, objective = RunOptions.from_config(config), objectives.get(config.loss)
+    # as the training loop lays a run out: parallel.cpu_devices N, or 0 = auto (cpu_layout)
+    runner = Runner.create(options, objective, devices=cpu_layout.first_devices(options))
     tx = make_optimizer(config.optimizer, config.num_train_steps)
     state = runner.place(create_train_state(model, tx, x[:1], seed=0))
-    batches = [{"inputs": x, "targets": y}] * steps_per_call
+    batch = {"inputs": x, "targets": y}
+    runner, state, layout = cpu_layout.fit_to_cpu(options, objective, runner, state, batch)
+    print(f"  ({config.model.name}: {layout.reason if layout else runner.mesh.devices.size})")
+    batches = [batch] * steps_per_call
     box = [state]
 
     def run():
@@ -387,7 +390,7 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict, object]:
     for row, kk in extra.items():
         c = load_config(config_name, overrides)
         if row == "dlkit_1step":  # one device, one step per call
-            c.parallel.cpu_devices = 0
+            c.parallel.cpu_devices = 1
         rows[row], per_call[row] = dlkit_run(c, x, y, num_classes, kk), kk
     rows["torch_eager"], per_call["torch_eager"] = torch_run(config, x, y, num_classes, False), 1
     if args.compile == "all" or (args.compile == "goal" and name in COMPILE_GOAL):
@@ -511,24 +514,24 @@ def main():
     names = [n.strip() for n in args.families.split(",") if n.strip()]
     if bad := [n for n in names if n not in FAMILIES]:
         raise SystemExit(f"unknown families {bad}; choose from: {', '.join(FAMILIES)}")
-    policy = None
-    if not args.no_policy:  # before jax starts its backend
-        from dlkit import cpu
+    from dlkit import cpu
+    from dlkit.train import cpu_layout
+    from dlkit.train.options import RunOptions
 
-        policy = cpu.configure(verbose=False)
     sets = parse_sets(args.set)
-    devices = max(
-        int(load_config(FAMILIES[n][0], {**FAMILIES[n][1], **sets}).parallel.get("cpu_devices", 0))
+    runs = [
+        RunOptions.from_config(load_config(FAMILIES[n][0], {**FAMILIES[n][1], **sets}))
         for n in names
-    )
-    import jax
+    ]
+    if args.no_policy:
+        os.environ["DLKIT_CPU_POLICY"] = "off"
+    cpu_layout.start_cpu(*runs, verbose=False)  # before jax starts its backend, as experiments/train.py
+    policy = cpu.configure()  # the policy start_cpu applied (printed below)
     import torch
 
-    if devices > 1:  # as train.py does for configs with parallel.cpu_devices
-        jax.config.update("jax_num_cpu_devices", devices)
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     info = machine()
-    info["policy"] = None if policy is None else policy.describe()
+    info["policy"] = policy.describe()
     info["threads_arg"], info["sets"] = args.threads, args.set
     print(
         f"CPU: {info['model']} ({info.get('vendor', '?')}), ISA {' '.join(info['flags'])}, "

@@ -2,9 +2,11 @@
 
 `choose(features)` returns the settings measured to win on x86 CPUs (BUILD_NOTES, "CPU speed on
 any x86"): glibc malloc kept from returning XLA's large per-call buffers to the kernel (without it
-every dispatch page-faults its scratch memory afresh) and XLA flags where one wins. `configure()`
-applies them; call it before JAX starts its backend (experiments/train.py does, before the first
-computation; library users call `dlkit.cpu.configure()` first). It prints its choice once.
+every dispatch page-faults its scratch memory afresh), one JAX CPU device per physical core (the
+training loop splits a batch over them where data parallelism wins: dlkit.train.cpu_layout), and
+XLA flags where one wins. `configure()` applies them; call it before JAX starts its backend
+(experiments/train.py does, before the first computation; library users call
+`dlkit.cpu.configure(split_devices=True)` first). It prints its choice once.
 """
 
 import ctypes
@@ -14,7 +16,10 @@ import pathlib
 import re
 import sys
 
+import jax  # importing jax does not start its backend
+
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+MAX_DEVICES = 16  # one device per physical core, at most this many (measured up to 2)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 MMAP_THRESHOLD = 1 << 30  # blocks below 1 GiB come from the heap (reused across calls)
 TRIM_THRESHOLD = 1 << 34  # never trim the heap top back to the kernel
@@ -27,7 +32,8 @@ class CpuFeatures:
     vendor: str = "unknown"
     model: str = "unknown"
     flags: frozenset = frozenset()
-    cores: int = 1
+    cores: int = 1  # usable logical CPUs (affinity)
+    physical_cores: int = 0  # distinct (package, core) among them; 0: unknown (= cores)
 
     @classmethod
     def detect(cls) -> "CpuFeatures":
@@ -43,8 +49,22 @@ class CpuFeatures:
             model = m.group(1).strip()
         if m := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
             flags = frozenset(f for f in m.group(1).split() if f in ISA_FLAGS)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return cls(vendor, model, flags, cores or 1)
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        cores = len(usable) if usable else os.cpu_count() or 1
+        return cls(vendor, model, flags, cores, _physical_cores(usable or range(cores)))
+
+
+def _physical_cores(cpus) -> int:
+    """Distinct (package, core id) pairs among `cpus` (SMT siblings count once); 0: unknown."""
+    seen = set()
+    for n in cpus:
+        topology = pathlib.Path(f"/sys/devices/system/cpu/cpu{n}/topology")
+        try:
+            pkg = (topology / "physical_package_id").read_text().strip()
+            seen.add((pkg, (topology / "core_id").read_text().strip()))
+        except OSError:
+            return 0
+    return len(seen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +73,7 @@ class CpuPolicy:
 
     features: CpuFeatures
     keep_malloc_arena: bool = False
+    devices: int = 1  # JAX CPU devices to create (the loop decides how many a run uses)
     xla_flags: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
 
@@ -61,7 +82,8 @@ class CpuPolicy:
         isa = " ".join(sorted(f.flags)) or "no avx2"
         return (
             f"{f.model} ({isa}; {f.cores} cores): malloc keep-arena "
-            f"{'on' if self.keep_malloc_arena else 'off'}, XLA flags "
+            f"{'on' if self.keep_malloc_arena else 'off'}, {self.devices} CPU "
+            f"device{'s' if self.devices != 1 else ''}, XLA flags "
             f"{' '.join(self.xla_flags) or 'none'}"
             + (f" [{'; '.join(self.reasons)}]" if self.reasons else "")
         )
@@ -70,7 +92,10 @@ class CpuPolicy:
 def choose(features: CpuFeatures) -> CpuPolicy:
     """The settings for this CPU (pure): what was measured to win, nothing speculative."""
     reasons = ["keep-arena: XLA's per-call buffers stay mapped (no page faults per dispatch)"]
-    return CpuPolicy(features, keep_malloc_arena=True, xla_flags=(), reasons=tuple(reasons))
+    devices = max(1, min(features.physical_cores or features.cores, MAX_DEVICES))
+    if devices > 1:
+        reasons.append("a device per core: one XLA:CPU step keeps ~1.5 of 2 cores busy")
+    return CpuPolicy(features, True, devices, xla_flags=(), reasons=tuple(reasons))
 
 
 def _backend_started() -> bool:
@@ -91,11 +116,25 @@ def _keep_malloc_arena() -> bool:
 _APPLIED: CpuPolicy | None = None
 
 
-def configure(policy: CpuPolicy | None = None, *, verbose: bool = True) -> CpuPolicy:
+def _split_devices(n: int) -> str | None:
+    """Asks JAX for n CPU devices (before its backend starts); returns why not, or None."""
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return "device count set in XLA_FLAGS"
+    if jax.config.jax_num_cpu_devices != -1:
+        return f"device count already set to {jax.config.jax_num_cpu_devices}"
+    jax.config.update("jax_num_cpu_devices", n)
+    return None
+
+
+def configure(
+    policy: CpuPolicy | None = None, *, verbose: bool = True, split_devices: bool = False
+) -> CpuPolicy:
     """Applies `policy` (default: choose(detect())) once per process; prints it once (stdout).
 
-    XLA flags only take effect before JAX starts its backend; if it already has, they are skipped
-    (said in the printed line) and the allocator setting still applies. DLKIT_CPU_POLICY=off
+    XLA flags and the device split only take effect before JAX starts its backend; if it already
+    has, they are skipped (said in the printed line) and the allocator setting still applies.
+    `split_devices` creates policy.devices JAX CPU devices (experiments/train.py asks for it when
+    parallel.cpu_devices is 0, auto); otherwise the process keeps one. DLKIT_CPU_POLICY=off
     disables it all (for A/B measurements).
     """
     global _APPLIED
@@ -105,6 +144,14 @@ def configure(policy: CpuPolicy | None = None, *, verbose: bool = True) -> CpuPo
     if os.environ.get("DLKIT_CPU_POLICY", "on").lower() in ("off", "0", "false"):
         policy = CpuPolicy(policy.features, reasons=("DLKIT_CPU_POLICY=off",))
     notes = []
+    if policy.devices > 1:
+        why = "not asked" if not split_devices else None
+        why = why or ("JAX already started" if _backend_started() else None)
+        why = why or _split_devices(policy.devices)
+        if why:
+            notes += [] if why == "not asked" else [f"devices not split: {why}"]
+            reasons = tuple(r for r in policy.reasons if not r.startswith("a device per core"))
+            policy = dataclasses.replace(policy, devices=1, reasons=reasons)
     if policy.keep_malloc_arena and not _keep_malloc_arena():
         policy = dataclasses.replace(policy, keep_malloc_arena=False)
         notes.append("mallopt unavailable (not glibc)")

@@ -24,12 +24,14 @@ from dlkit import data
 from dlkit.errors import ConfigError
 from dlkit.train import (
     build_model,
+    cpu_layout,
     create_state,
-    make_steps,
     objectives,
     restore_latest,
     train_and_evaluate,
 )
+from dlkit.train.config import validate
+from dlkit.train.runner import Runner
 
 _CONFIGS = flags.DEFINE_list(
     "configs", ["transformer_lm_shakespeare", "char_lstm_pydoc"], "Config names in configs/."
@@ -71,27 +73,38 @@ def apply_overrides(config, overrides):
         node[leaf] = value
 
 
-def stepper(config, dataset):
-    """A function timing n training steps of config's model (compiled on creation)."""
-    state = create_state(config, dataset, build_model(config, dataset))
-    train_fn, _ = make_steps(objectives.get(config.loss))
-    it = data.train_iterator(dataset, config.batch_size, config.seed)
-    box = [train_fn(state, next(it))[0]]
-    jax.block_until_ready(box[0].params)
+def stepper(options, dataset):
+    """A function timing n training steps of a run, laid out as the training loop lays it out
+    (CPU devices, steps_per_call); compiled on creation."""
+    objective = objectives.get(options.loss)
+    runner = Runner.create(options, objective, devices=cpu_layout.first_devices(options))
+    state = runner.place(create_state(options, dataset, build_model(options, dataset)))
+    example = dataset.example_batch(options.batch_size)
+    runner, state, _ = cpu_layout.fit_to_cpu(options, objective, runner, state, example)
+    k = options.parallel.steps_per_call
+    it = data.train_iterator(dataset, options.batch_size, options.seed)
+    box = [state]
+
+    def dispatch():
+        box[0], sums = runner.train(box[0], [next(it) for _ in range(k)])  # data cost counts
+        return sums
+
+    jax.block_until_ready(dispatch())
 
     def seconds_per_step(n: int) -> float:
+        calls = max(1, n // k)
         start = time.perf_counter()
-        for _ in range(n):
-            box[0], _ = train_fn(box[0], next(it))  # the loop's data cost counts too
-        jax.block_until_ready(box[0].params)
-        return (time.perf_counter() - start) / n
+        for _ in range(calls):
+            sums = dispatch()
+        jax.block_until_ready(sums)
+        return (time.perf_counter() - start) / (calls * k)
 
     return seconds_per_step
 
 
 def calibrate(configs, datasets, steps: int, rounds: int) -> list[float]:
     """Fastest seconds per step of each config over interleaved rounds."""
-    timers = [stepper(c, d) for c, d in zip(configs, datasets, strict=True)]
+    timers = [stepper(validate(c), d) for c, d in zip(configs, datasets, strict=True)]
     best = [float("inf")] * len(timers)
     for _ in range(rounds):
         for i, timer in enumerate(timers):
@@ -165,6 +178,10 @@ def main(argv):
                     f"{workdir} is not empty (a resumed run would not be timed); "
                     "use a new --workdir"
                 )
+        configs = [load_config(n) for n in _CONFIGS.value]
+        for c in configs:
+            apply_overrides(c, _OVERRIDES.value)
+        cpu_layout.start_cpu(*(validate(c) for c in configs))  # before JAX starts
         configs, datasets = zip(
             *(prepare(n, first.data, _OVERRIDES.value) for n in _CONFIGS.value), strict=True
         )

@@ -49,3 +49,38 @@ def test_xla_flags_skipped_once_jax_started(monkeypatch):
     applied = cpu.configure(policy, verbose=False)
     assert applied.xla_flags == () and "not applied" in applied.describe()
     assert os.environ["XLA_FLAGS"] == ""
+
+
+def test_a_device_per_physical_core():
+    f = cpu.CpuFeatures("AuthenticAMD", "EPYC", frozenset({"avx2"}), cores=4, physical_cores=2)
+    assert cpu.choose(f).devices == 2  # SMT siblings share a core: one device per core
+    assert cpu.choose(cpu.CpuFeatures(cores=1)).devices == 1
+    assert cpu.choose(cpu.CpuFeatures(cores=64, physical_cores=64)).devices == cpu.MAX_DEVICES
+
+
+def test_devices_split_only_when_asked():
+    policy = cpu.CpuPolicy(cpu.CpuFeatures(cores=2), devices=2)
+    assert cpu.configure(policy, verbose=False).devices == 1  # make_steps: one device
+
+
+SPLIT = """
+import jax
+from dlkit import cpu
+policy = cpu.CpuPolicy(cpu.CpuFeatures(cores=2, physical_cores=2), devices=2)
+applied = cpu.configure(policy, split_devices=True)
+print(applied.devices, jax.device_count())
+"""
+
+
+@pytest.mark.parametrize(
+    "xla_flags, want", [("", "2 2"), ("--xla_force_host_platform_device_count=3", "1 3")]
+)
+def test_configure_splits_the_cpu_before_jax_starts(xla_flags, want):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags}
+    out = subprocess.run([sys.executable, "-c", SPLIT], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == want
+    assert ("devices not split" in out.stdout) == bool(xla_flags)

@@ -13,7 +13,7 @@ from jax.experimental import multihost_utils
 
 from dlkit import data
 from dlkit.errors import ConfigError, Diverged, Preempted, RunError
-from dlkit.train import objectives
+from dlkit.train import cpu_layout, objectives
 from dlkit.train.build import build_model, create_state
 from dlkit.train.checkpoint import Checkpointer, Damaged, all_finite, warn
 from dlkit.train.config import check_batch_fits, validate
@@ -65,9 +65,15 @@ def _train(options: RunOptions, workdir, stop_after_step, watch) -> dict:
     dataset = data.load(options.data)
     check_batch_fits(options, dataset)
     model = build_model(options, dataset)
-    runner = Runner.create(options, objectives.get(options.loss))  # devices, hosts, step
+    objective = objectives.get(options.loss)
+    first = cpu_layout.first_devices(options)  # auto: one device until the step is costed
+    runner = Runner.create(options, objective, devices=first)  # devices, hosts, step
     create = lambda seed: create_state(options, dataset, model, seed)  # noqa: E731
     state = runner.place(ensemble_state(options.parallel.ensemble_size, options.seed, create))
+    example = dataset.example_batch(options.batch_size)
+    runner, state, layout = cpu_layout.fit_to_cpu(options, objective, runner, state, example)
+    if layout is not None:
+        _say(f"dlkit CPU layout: {layout.reason}")
     procs = jax.process_count()
     train_it = data.train_iterator(
         dataset,

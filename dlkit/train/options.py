@@ -291,7 +291,7 @@ class ParallelOptions:
     """config.parallel: devices, hosts, steps per dispatch and ensembles."""
 
     kind: str = _resumable("sharded")  # sharded | fsdp | none
-    cpu_devices: int = _resumable(0)  # 0: JAX's default; N: split the CPU into N devices
+    cpu_devices: int = _resumable(0)  # 0: auto (dlkit.train.cpu_layout); N: N CPU devices
     steps_per_call: int = _resumable(1)  # train steps per dispatch (lax.scan); same results
     ensemble_size: int = 1  # K members, seeds seed .. seed + K - 1, one vmapped step
     coordinator_address: str | None = _resumable(None)  # multi-host "host:port"

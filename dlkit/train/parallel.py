@@ -49,13 +49,14 @@ def initialize_distributed(options: ParallelOptions) -> bool:
     return False
 
 
-def make_mesh(kind: str = "sharded") -> Mesh:
-    """A 1-D Mesh named `data` over every device (every process's), or device 0 for "none"."""
+def make_mesh(kind: str = "sharded", devices: int | None = None) -> Mesh:
+    """A 1-D Mesh named `data` over every device (every process's), the first `devices` of them
+    (one process), or device 0 for "none"."""
     choose({k: k for k in KINDS}, kind, "parallel.kind")
-    if kind == "none":
+    if kind == "none" or devices is not None:
         if jax.process_count() > 1:
             raise ConfigError("parallel.kind 'none' runs on one device; use sharded with hosts")
-        return Mesh(np.array(jax.devices()[:1]), (AXIS,))
+        return Mesh(np.array(jax.devices()[: 1 if kind == "none" else devices]), (AXIS,))
     return Mesh(np.array(jax.devices()), (AXIS,))
 
 

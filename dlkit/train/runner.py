@@ -60,9 +60,10 @@ class Runner:
     eval_step: Callable  # (state, batch) -> sums
 
     @classmethod
-    def create(cls, options: RunOptions, objective) -> "Runner":
-        """The runner of a RunOptions: its mesh, step options and ensemble size."""
-        mesh = make_mesh(options.parallel.kind)
+    def create(cls, options: RunOptions, objective, devices: int | None = None) -> "Runner":
+        """The runner of a RunOptions: its mesh (every device, or the first `devices`), step
+        options and ensemble size."""
+        mesh = make_mesh(options.parallel.kind, devices)
         _check_batch(options.batch_size, mesh)
         fsdp = options.parallel.kind == "fsdp"
         step = functools.partial(

@@ -1,0 +1,132 @@
+"""Time to quality on this machine: the issue-15 goals, each run as a user runs it.
+
+    JAX_PLATFORMS=cpu python benchmarks/time_to_quality.py [--runs mlp_digits,cnn_mnist,...]
+        [--budget_s 300] [--workdir /tmp/dlkit_ttq]
+
+Runs (fresh workdirs; every run is the shipped config through experiments/train.py, defaults only):
+- mlp_digits: eval accuracy >= 0.96 in < 60 s (the binary's wall_seconds, imports excluded)
+- cnn_mnist: eval accuracy >= 0.985 on the 2,000 held-out MNIST images
+- char_lstm: held-out loss <= 1.50 nats/char in <= 600 s
+- compare: experiments/compare_lm.py, transformer_lm_shakespeare vs char_lstm_shakespeare at an
+  equal wall-clock budget (--budget_s each, dropout 0): the transformer's held-out loss lower
+Prints the machine line, one markdown row per run (command, result, wall, goal met) and writes a
+JSON record to benchmarks/results/time_to_quality-<cpu>-<date>.json.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+from cpu_suite import ROOT, machine, slug  # benchmarks/cpu_suite.py (run as scripts)
+
+TRAIN = [sys.executable, str(ROOT / "experiments/train.py")]
+RUNS = {
+    "mlp_digits": ("mlp_digits", "eval_accuracy", ">=", 0.96, 60.0),
+    "cnn_mnist": ("cnn_mnist", "eval_accuracy", ">=", 0.985, None),
+    "char_lstm": ("char_lstm_shakespeare", "eval_loss", "<=", 1.50, 600.0),
+}
+
+
+def final_metrics(stdout: str) -> dict:
+    """The binary's `final: k=v ...` line as floats."""
+    line = next(ln for ln in reversed(stdout.splitlines()) if ln.startswith("final:"))
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([-\d.e+]+)", line)}
+
+
+def train_run(name: str, workdir: pathlib.Path) -> dict:
+    config, metric, op, target, seconds = RUNS[name]
+    args = [f"--config={ROOT / 'experiments/configs' / f'{config}.py'}", f"--workdir={workdir}"]
+    args.append("--config.progress_bar=False")
+    start = time.perf_counter()
+    out = subprocess.run([*TRAIN, *args], capture_output=True, text=True)
+    process_s = time.perf_counter() - start
+    if out.returncode:
+        raise SystemExit(f"{name} failed (exit {out.returncode}): {out.stderr[-1500:]}")
+    m = final_metrics(out.stdout)
+    value, wall = m[metric], m["wall_seconds"]
+    ok = (value >= target if op == ">=" else value <= target) and (
+        seconds is None or wall < seconds
+    )
+    goal = f"{metric} {op} {target}" + (f" in < {seconds:.0f} s" if seconds else "")
+    command = f"python experiments/train.py --config=experiments/configs/{config}.py"
+    return {
+        "run": name,
+        "command": command,
+        "result": f"{metric} {value:.4g} at step {m['step']:.0f}",
+        "wall_s": wall,
+        "process_s": process_s,
+        "goal": goal,
+        "met": ok,
+        "layout": [ln for ln in out.stdout.splitlines() if ln.startswith("dlkit CPU layout")],
+    }
+
+
+def compare_run(workdir: pathlib.Path, budget: float) -> dict:
+    args = [
+        sys.executable,
+        str(ROOT / "experiments/compare_lm.py"),
+        "--configs=transformer_lm_shakespeare,char_lstm_shakespeare",
+        f"--budget_seconds={budget:g}",
+        "--set=model.dropout_rate=0.0",
+        f"--workdir={workdir}",
+    ]
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"compare_lm failed (exit {out.returncode}): {out.stderr[-1500:]}")
+    rows = [ln for ln in out.stdout.splitlines() if ln.startswith("| ") and "shakespeare" in ln]
+    losses = {r.split("|")[1].strip(): float(r.split("|")[7]) for r in rows[-2:]}
+    walls = {r.split("|")[1].strip(): float(r.split("|")[6]) for r in rows[-2:]}
+    tlm, lstm = losses["transformer_lm_shakespeare"], losses["char_lstm_shakespeare"]
+    return {
+        "run": "transformer vs char_lstm",
+        "command": " ".join(["python", *args[1:]]).replace(str(ROOT) + "/", ""),
+        "result": f"held-out nats/char: transformer {tlm:.4f}, LSTM {lstm:.4f}",
+        "wall_s": walls["transformer_lm_shakespeare"],
+        "lstm_wall_s": walls["char_lstm_shakespeare"],
+        "goal": "transformer lower at equal wall-clock",
+        "met": tlm < lstm,
+        "table": "\n".join(rows[-2:]),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="mlp_digits,cnn_mnist,char_lstm,compare")
+    parser.add_argument("--budget_s", type=float, default=300.0, help="compare: seconds each")
+    parser.add_argument("--workdir", default="/tmp/dlkit_ttq")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results"))
+    args = parser.parse_args()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = pathlib.Path(args.workdir) / stamp
+    info = machine()
+    print(f"CPU: {info['model']}, {info['cpus_usable']} CPUs, load {info['loadavg'][0]:.1f}, "
+          f"jax {info['jax']}, python {info['python']}", flush=True)  # fmt: skip
+    records = []
+    for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
+        load = os.getloadavg()[0]
+        if name == "compare":
+            rec = compare_run(root / "compare", args.budget_s)
+        elif name in RUNS:
+            rec = train_run(name, root / name)
+        else:
+            raise SystemExit(f"unknown run {name!r}; choose from {', '.join([*RUNS, 'compare'])}")
+        rec["load"] = max(load, os.getloadavg()[0])
+        records.append(rec)
+        print(f"| {rec['run']} | `{rec['command']}` | {rec['result']} | {rec['wall_s']:.1f} s "
+              f"| {rec['goal']}: {'met' if rec['met'] else 'NOT met'} | {rec['load']:.1f} |",
+              flush=True)  # fmt: skip
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"time_to_quality-{slug(info['model'])}-{stamp}.json"
+    path.write_text(json.dumps({"machine": info, "runs": records}, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

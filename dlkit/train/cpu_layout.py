@@ -1,0 +1,105 @@
+"""How many CPU devices a run splits its batch over when parallel.cpu_devices is 0 (auto).
+
+One XLA:CPU step keeps only part of the machine busy (small ops run on one thread, and the
+thread hand-offs between ops leave cores idle), so on a CPU with several cores the batch split
+over one JAX CPU device per core (dlkit.cpu creates them) runs faster, except when:
+- the model keeps batch statistics (BatchNorm): every normalised layer then synchronises the
+  devices twice per step, which costs more than the split gains (measured: BUILD_NOTES, "CPU
+  speed on any x86", auto data parallel);
+- the step is too small to share (below MIN_FLOPS_PER_DEVICE per device, dispatch-bound);
+- the batch does not divide: the largest divisor of the batch size up to the device count.
+The choice depends only on the config, the model and the machine, so a rerun (resume) makes the
+same one; checkpoints restore on any device count.
+"""
+
+import dataclasses
+
+import jax
+
+from dlkit import cpu
+from dlkit.train.runner import Runner
+
+MIN_FLOPS_PER_DEVICE = 5e7  # FLOPs of one train step per device below which one device wins
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The devices a run uses and the one-line reason, printed once."""
+
+    devices: int
+    reason: str
+
+
+def choose_devices(available: int, batch_size: int, batch_stats: bool, step_flops: float) -> Layout:
+    """The rule (pure): 1 with batch statistics or a small step, else the largest divisor that
+    fits."""
+    if available <= 1:
+        return Layout(1, "one CPU device")
+    if batch_stats:
+        return Layout(1, "one CPU device (BatchNorm statistics would synchronise the devices)")
+    fits = [n for n in range(available, 0, -1) if batch_size % n == 0]
+    fits = [n for n in fits if n == 1 or step_flops / n >= MIN_FLOPS_PER_DEVICE]
+    n = fits[0]
+    gflop = f"{step_flops / 1e9:.2g} GFLOP/step"
+    if n == 1:
+        return Layout(1, f"one CPU device ({gflop}: too small to split)")
+    return Layout(n, f"batch {batch_size} split over {n} CPU devices ({gflop})")
+
+
+def _on_cpu(options) -> bool:
+    """Kind sharded, one process, on the CPU backend."""
+    return (
+        options.parallel.kind == "sharded"
+        and jax.process_count() == 1
+        and jax.default_backend() == "cpu"
+    )
+
+
+def auto_applies(options) -> bool:
+    """parallel.cpu_devices 0 (auto), kind sharded, one process, on the CPU backend."""
+    return options.parallel.cpu_devices == 0 and _on_cpu(options)
+
+
+def first_devices(options) -> int | None:
+    """Devices of the run's first runner: 1 under auto (until fit_to_cpu), parallel.cpu_devices
+    when set (on the CPU backend, one process), else None (every device)."""
+    if not _on_cpu(options) or len(jax.devices()) == 1:
+        return None
+    return min(options.parallel.cpu_devices, len(jax.devices())) or 1
+
+
+def step_flops(train_one, state, batch: dict) -> float:
+    """XLA's FLOP count of one train step (cost analysis of the lowered step; no compile)."""
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+    cost = train_one.lower(state, shapes).cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float((cost or {}).get("flops", 0.0))
+
+
+def has_batch_stats(state) -> bool:
+    """True when the model keeps batch statistics (a mutable collection such as BatchNorm's)."""
+    return bool(jax.tree.leaves(state.model_state.get("batch_stats", {})))
+
+
+def fit_to_cpu(options, objective, runner, state, example: dict):
+    """(runner, state, layout): the auto layout's runner and state placed on it; unchanged (and
+    layout None) unless auto_applies. `runner` is the one-device runner the loop built first."""
+    if not auto_applies(options):
+        return runner, state, None
+    available, stats = len(jax.devices()), has_batch_stats(state)
+    flops = step_flops(runner.train_one, state, example) if available > 1 and not stats else 0.0
+    layout = choose_devices(available, options.batch_size, stats, flops)
+    if layout.devices > 1:
+        runner = Runner.create(options, objective, devices=layout.devices)
+        state = runner.place(state)
+    return runner, state, layout
+
+
+def start_cpu(*options, verbose: bool = True) -> None:
+    """Before JAX starts: dlkit.cpu's policy (one CPU device per core when any run is auto) and
+    at least the largest parallel.cpu_devices a run sets; prints the policy once."""
+    auto = any(o.parallel.cpu_devices == 0 for o in options)
+    policy = cpu.configure(split_devices=auto, verbose=verbose)
+    wanted = max(o.parallel.cpu_devices for o in options)
+    if wanted > policy.devices:
+        jax.config.update("jax_num_cpu_devices", wanted)

@@ -1,0 +1,108 @@
+"""dlkit.train.cpu_layout: the auto rule (pure), and a run on 2 CPU devices that splits its batch,
+prints the choice, and resumes bitwise equal to the uninterrupted run."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dlkit import models
+from dlkit.train import cpu_layout, create_train_state, make_optimizer
+from dlkit.train.config import default_config
+
+HERE = pathlib.Path(__file__).resolve()
+BIG = 10 * cpu_layout.MIN_FLOPS_PER_DEVICE
+
+
+@pytest.mark.parametrize(
+    "available, batch, stats, flops, want",
+    [
+        (1, 128, False, BIG, 1),  # one device: nothing to split
+        (2, 128, False, BIG, 2),
+        (2, 128, True, BIG, 1),  # BatchNorm statistics: one device
+        (2, 128, False, cpu_layout.MIN_FLOPS_PER_DEVICE, 1),  # half the step is too small
+        (2, 128, False, 2 * cpu_layout.MIN_FLOPS_PER_DEVICE, 2),
+        (2, 3, False, BIG, 1),  # 3 rows do not split over 2
+        (4, 6, False, BIG, 3),  # the largest divisor of the batch that fits
+        (4, 128, False, 3 * cpu_layout.MIN_FLOPS_PER_DEVICE, 2),  # 4 would be too small each
+    ],
+)
+def test_choose_devices(available, batch, stats, flops, want):
+    layout = cpu_layout.choose_devices(available, batch, stats, flops)
+    assert layout.devices == want
+    assert ("split over" in layout.reason) == (want > 1)
+    assert ("BatchNorm" in layout.reason) == (stats and available > 1)
+
+
+def test_batch_stats_and_flops_read_from_the_state():
+    from dlkit.train import objectives
+    from dlkit.train.options import RunOptions
+    from dlkit.train.runner import Runner
+
+    x = jnp.zeros((4, 8, 8, 3))
+    tx = make_optimizer(default_config().optimizer, 10)
+    bn = models.get("resnet18", num_classes=10, stage_sizes=(1,), width=4, cifar_stem=True)
+    mlp = models.get("mlp", num_classes=10, hidden_sizes=(16,))
+    assert cpu_layout.has_batch_stats(create_train_state(bn, tx, x, 0))
+    state = create_train_state(mlp, tx, x, 0)
+    assert not cpu_layout.has_batch_stats(state)
+    c = default_config()
+    c.batch_size = 4
+    runner = Runner.create(RunOptions.from_config(c), objectives.get("cross_entropy"), devices=1)
+    batch = {"inputs": np.zeros((4, 8, 8, 3), np.float32), "targets": np.zeros(4, np.int32)}
+    flops = cpu_layout.step_flops(runner.train_one, runner.place(state), batch)
+    forward = 2 * 4 * (192 * 16 + 16 * 10)  # two dense layers' multiply-adds, batch 4
+    assert 3 * forward <= flops < 100 * forward  # forward + backward + update, not zero
+
+
+def config():
+    c = default_config()
+    c.model.name = "mlp"
+    c.model.hidden_sizes = (32,)
+    c.data.name = "digits"
+    c.update(batch_size=32, eval_batch_size=100, num_train_steps=6, log_every_steps=3)
+    c.update(eval_every_steps=6, progress_bar=False)
+    c.checkpoint.every_steps = 3
+    return c
+
+
+def split_case(tmp_path):
+    """On 2 CPU devices with the threshold at 0: the auto layout splits; resume is exact."""
+    from dlkit.train import restore_latest, train_and_evaluate
+
+    assert jax.device_count() == 2
+    cpu_layout.MIN_FLOPS_PER_DEVICE = 0.0  # the tiny MLP counts as big enough to split
+    train_and_evaluate(config(), tmp_path / "ref")
+    train_and_evaluate(config(), tmp_path / "cut", stop_after_step=3)
+    train_and_evaluate(config(), tmp_path / "cut")
+    ref, cut = (restore_latest(tmp_path / r, items=("state",)) for r in ("ref", "cut"))
+    for a, b in zip(jax.tree.leaves(ref["state"]), jax.tree.leaves(cut["state"]), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    print("resume equal")
+
+
+def test_a_run_splits_over_two_cpu_devices_and_resumes_exactly(tmp_path):
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    out = subprocess.run(
+        [sys.executable, str(HERE), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert out.stdout.count("dlkit CPU layout: batch 32 split over 2 CPU devices") == 3
+    assert "resume equal" in out.stdout
+
+
+if __name__ == "__main__":
+    split_case(pathlib.Path(sys.argv[1]))
