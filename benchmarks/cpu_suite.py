@@ -525,7 +525,7 @@ def main():
     ]
     if args.no_policy:
         os.environ["DLKIT_CPU_POLICY"] = "off"
-    cpu_layout.start_cpu(*runs, verbose=False)  # before jax starts its backend, as experiments/train.py
+    cpu_layout.start_cpu(*runs, verbose=False)  # before jax starts, as experiments/train.py
     policy = cpu.configure()  # the policy start_cpu applied (printed below)
     import torch
 
