@@ -245,7 +245,7 @@ def tried():
         print(f"BatchNorm+ReLU fwd+bwd {x.shape}: flax {t[0]:.2f} ms, custom VJP {t[1]:.2f}")
 
 
-def _kind(desc: str) -> str:
+def _kind(op: str, desc: str) -> str:
     if "convolution" in desc:
         if "transpose(jvp" not in desc:
             return "conv forward"
@@ -253,7 +253,7 @@ def _kind(desc: str) -> str:
         return "conv weight grad" if m and m[2] == m[3] and m[2] in "13" else "conv input grad"
     if "[dot" in desc or desc.startswith("dot"):
         return "dot"
-    if "transpose" in desc.split("[")[0] or "transpose" in desc:
+    if op.startswith("transpose"):  # transpose_copy_fusion.N: a relayout (+ fused producers)
         return "transpose"
     return "reduce" if "reduce" in desc else "elementwise / other"
 
@@ -285,12 +285,12 @@ def breakdown(family: str, top: int):
             per_op[e["name"]] += e["dur"] / 3e3
     per_kind = collections.Counter()
     for op, t in per_op.items():
-        per_kind[_kind(names[op])] += t
+        per_kind[_kind(op, names[op])] += t
     total = sum(per_kind.values())
     print(f"{family}: {ms:.1f} ms CPU per step; traced {total:.1f} ms (shares of traced time)")
     for k, t in per_kind.most_common():
         print(f"  {k:22s} {100 * t / total:5.1f}%")
-    others = [(o, t) for o, t in per_op.most_common() if not _kind(names[o]).startswith("conv")]
+    others = [(o, t) for o, t in per_op.most_common() if not _kind(o, names[o]).startswith("conv")]
     for op, t in others[:top]:
         print(f"    {100 * t / total:4.1f}% {op:28s} {names[op][:110]}")
 
