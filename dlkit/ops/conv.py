@@ -10,7 +10,8 @@ The fast path computes the same math with cheaper gradients on XLA:CPU:
   first layer) is a sum of kh*kw shifted, scaled copies (one fused loop; XLA:CPU's generic
   convolution was ~14x slower); a map smaller than the kernel (VGG's last stage at 2x2) is one
   im2col matmul (YNNPACK does not take those convolutions; XLA's generic one was ~60% of the
-  small VGG's step).
+  small VGG's step). An unpadded 1x1 conv (ResNet shortcuts, bottlenecks) is a strided slice and
+  one matmul (lax's 1x1 weight gradient ran at ~14 GFLOP/s).
 Anything the fast path does not cover falls back to the reference path.
 """
 
@@ -145,15 +146,27 @@ def conv2d_im2col(x, w, pads):
     return cols @ w.reshape(kh * kw * ci, co)
 
 
+def conv2d_pointwise(x, w, stride=(1, 1)):
+    """Unpadded 1x1 conv as a strided slice and one matmul: (B Ho Wo, Ci) @ (Ci, Co)."""
+    sh, sw = stride
+    return x[:, ::sh, ::sw, :] @ w[0, 0]
+
+
+POINTWISE = True  # A/B switch for benchmarks (False: lax's convolution)
+
+
 def conv2d_fast(x, w, stride=1, padding="SAME"):
     """conv2d_reference's math, cheaper on XLA:CPU (stride 1): a one-channel input as a sum of
     shifted copies, a map smaller than the kernel as one im2col matmul (XLA:CPU leaves both to a
     slow generic convolution), else lax's convolution with an im2col weight gradient for short
     patches."""
     _check_conv(x, w)
-    if _pair(stride) != (1, 1):
+    stride = _pair(stride)
+    pads = explicit_padding(padding, w.shape[:2], stride, x.shape[1:3])
+    if POINTWISE and w.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)) and x.shape[-1] > 1:
+        return conv2d_pointwise(x, w, stride)
+    if stride != (1, 1):
         return conv2d_reference(x, w, stride, padding)
-    pads = explicit_padding(padding, w.shape[:2], 1, x.shape[1:3])
     if x.shape[-1] == 1:
         return _conv2d_thin(x, w, pads)
     if x.shape[1] < w.shape[0] or x.shape[2] < w.shape[1]:

@@ -40,6 +40,10 @@ def _value_and_grads(fn, *args):
         ((2, 8, 8, 2), 3, 4, 2, 1),
         ((2, 8, 8, 2), (2, 3), 4, ((1, 0), (2, 1)), 1),
         ((2, 11, 11, 3), 3, 4, "SAME", 2),  # stride 2: falls back to the reference
+        ((2, 8, 8, 6), 1, 5, 0, 2),  # 1x1 stride 2 (ResNet shortcut): slice + matmul
+        ((2, 7, 9, 6), 1, 5, "SAME", 2),  # odd map: ceil(H / 2) rows, as lax
+        ((2, 5, 5, 6), 1, 7, "VALID", 1),  # 1x1 stride 1 (bottleneck): one matmul
+        ((2, 5, 5, 6), 1, 7, 1, 1),  # padded 1x1: lax
     ],
 )
 def test_fast_conv_matches_reference(shape, kernel, cout, padding, stride):
@@ -143,3 +147,11 @@ def test_bad_inputs_name_the_problem():
         max_pool2d(jnp.zeros((5, 5)))
     with pytest.raises(ConfigError, match="choose one of: reference, fast"):
         conv2d(jnp.zeros((1, 5, 5, 3)), jnp.zeros((3, 3, 3, 4)), impl="turbo")
+
+
+def test_unpadded_pointwise_conv_is_a_matmul_and_padded_one_is_not():
+    x, w = jnp.ones((2, 8, 8, 6)), jnp.ones((1, 1, 6, 5))
+    plain = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, None, 2, 0))(x, w))
+    padded = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, None, 1, 1))(x, w))
+    assert "dot_general" in plain and "conv_general_dilated" not in plain
+    assert "conv_general_dilated" in padded
