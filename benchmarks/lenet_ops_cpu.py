@@ -62,13 +62,13 @@ def op_rows(rng) -> dict:
     for name, act in [("jnp.tanh", jnp.tanh), ("dlkit tanh", activations.tanh)]:
         fn = jax.jit(lambda x, w, b, act=act: act(conv._conv2d_thin(x, w, p0) + b))
         rows[f"conv_0 thin + bias + tanh: {name}"] = _ready(fn, x0, r(5, 5, 1, 6) * 0.2, b6)
-    for co in (6, 32):
-        w, g = r(5, 5, 1, co) * 0.2, r(128, 28, 28, co)
+    for k, co in [(5, 6), (3, 32)]:  # LeNet's conv_0, the cnn's conv_0
+        w, g, pads = r(k, k, 1, co) * 0.2, r(128, 28, 28, co), ((k // 2, k // 2),) * 2
         for name, bwd in [("stacked taps", _stacked_thin_bwd), ("lax (YNN)", _lax_thin_bwd)]:
             thin = jax.custom_vjp(conv._conv2d_thin.fun, nondiff_argnums=(2,))
             thin.defvjp(conv._conv2d_thin_fwd, bwd)
-            fn = jax.jit(jax.grad(lambda w, x, g, f=thin: jnp.sum(f(x, w, p0) * g)))
-            rows[f"conv_0 1->{co} 5x5 weight grad: {name}"] = _ready(fn, w, x0, g)
+            fn = jax.jit(jax.grad(lambda w, x, g, f=thin, p=pads: jnp.sum(f(x, w, p) * g)))
+            rows[f"conv_0 1->{co} {k}x{k} weight grad: {name}"] = _ready(fn, w, x0, g)
     for name, f in [
         ("lax input grad", conv._conv2d_s1),
         ("col2im input grad", conv._conv2d_few_in),
