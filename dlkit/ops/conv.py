@@ -8,9 +8,10 @@ The fast path computes the same math with cheaper gradients on XLA:CPU:
   (kh * kw * C_in <= `IM2COL_MAX_PATCH`), is one matmul of im2col patches with the output gradient
   instead of XLA:CPU's batch-contracting convolution. A one-channel input (LeNet's and the cnn's
   first layer) is a sum of kh*kw shifted, scaled copies (one fused loop; XLA:CPU's generic
-  convolution was ~14x slower); a map smaller than the kernel (VGG's last stage at 2x2) is one
-  im2col matmul (YNNPACK does not take those convolutions; XLA's generic one was ~60% of the
-  small VGG's step).
+  convolution was ~14x slower); a map with 2..8 channels (LeNet's conv_1) gets its input
+  gradient as col2im(gy W^T) (XLA:CPU's generic convolution was ~2.4x slower); a map smaller
+  than the kernel (VGG's last stage at 2x2) is one im2col matmul (YNNPACK does not take those
+  convolutions; XLA's generic one was ~60% of the small VGG's step).
 Anything the fast path does not cover falls back to the reference path.
 """
 
