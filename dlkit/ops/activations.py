@@ -16,9 +16,51 @@ def sigmoid(x: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(x)
 
 
+# tanh(x) ~ x P(x^2) / Q(x^2) on |x| <= TANH_CLAMP (Eigen's and XLA:CPU's float32 rational form):
+# plain multiply-adds and one divide, which XLA:CPU vectorizes inside any fusion.
+TANH_NUM = (
+    4.89352455891786e-03,
+    6.37261928875436e-04,
+    1.48572235717979e-05,
+    5.12229709037114e-08,
+    -8.60467152213735e-11,
+    2.00018790482477e-13,
+    -2.76076847742355e-16,
+)
+TANH_DEN = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
+TANH_CLAMP = 7.90531110763549805  # the approximation is 1.0f here; |tanh| rounds to 1 beyond ~9
+TANH_LINEAR = 0.0004  # below this |x|, tanh(x) = x to float32 (x^3 / 3 < eps x / 2)
+
+
+def _horner(coeffs, x2):
+    acc = jnp.asarray(coeffs[-1], x2.dtype)
+    for c in coeffs[-2::-1]:
+        acc = acc * x2 + c
+    return acc
+
+
+@jax.custom_jvp
+def _tanh_rational(x: jax.Array) -> jax.Array:
+    c = jnp.clip(x, -TANH_CLAMP, TANH_CLAMP)
+    x2 = c * c
+    return jnp.where(jnp.abs(x) < TANH_LINEAR, x, c * _horner(TANH_NUM, x2) / _horner(TANH_DEN, x2))
+
+
+@_tanh_rational.defjvp
+def _tanh_rational_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    y = _tanh_rational(x)
+    return y, t * (1 - y) * (1 + y)  # jax's tanh rule: (1 - y^2) without cancellation near |y|=1
+
+
 def tanh(x: jax.Array) -> jax.Array:
-    """tanh(x) = (e^x - e^-x) / (e^x + e^-x), elementwise."""
-    return jnp.tanh(x)
+    """tanh(x) = (e^x - e^-x) / (e^x + e^-x), elementwise.
+
+    float32 uses the rational form above (within 3 ulp of jnp.tanh, the same max relative error):
+    XLA:CPU's own tanh stops the vectorization of any fusion it joins (LeNet's conv + tanh: 8.6 ms
+    vs 1.4 ms). Other dtypes use jnp.tanh."""
+    x = jnp.asarray(x)
+    return _tanh_rational(x) if x.dtype == jnp.float32 else jnp.tanh(x)
 
 
 def gelu(x: jax.Array) -> jax.Array:

@@ -8,10 +8,12 @@ The fast path computes the same math with cheaper gradients on XLA:CPU:
   (kh * kw * C_in <= `IM2COL_MAX_PATCH`), is one matmul of im2col patches with the output gradient
   instead of XLA:CPU's batch-contracting convolution. A one-channel input (LeNet's and the cnn's
   first layer) is a sum of kh*kw shifted, scaled copies (one fused loop; XLA:CPU's generic
-  convolution was ~14x slower); a map smaller than the kernel (VGG's last stage at 2x2) is one
-  im2col matmul (YNNPACK does not take those convolutions; XLA's generic one was ~60% of the
-  small VGG's step). An unpadded 1x1 conv (ResNet shortcuts, bottlenecks) is a strided slice and
-  one matmul (lax's 1x1 weight gradient ran at ~14 GFLOP/s).
+  convolution was ~14x slower); a map with 2..8 channels (LeNet's conv_1) gets its input
+  gradient as col2im(gy W^T) (XLA:CPU's generic convolution was ~2.4x slower); a map smaller
+  than the kernel (VGG's last stage at 2x2) is one im2col matmul (YNNPACK does not take those
+  convolutions; XLA's generic one was ~60% of the small VGG's step). An unpadded 1x1 conv
+  (ResNet shortcuts, bottlenecks) is a strided slice and one matmul (lax's 1x1 weight gradient
+  ran at ~14 GFLOP/s).
 Anything the fast path does not cover falls back to the reference path.
 """
 
@@ -124,11 +126,19 @@ def _conv2d_thin_fwd(x, w, pads):
     return _conv2d_thin(x, w, pads), (x, w)
 
 
+THIN_LAX_WGRAD_MAX_OUT = 16  # output channels up to which a thin conv's weight grad is lax's
+
+
 def _conv2d_thin_bwd(pads, res, gy):
+    """gx from lax (dropped when x is the data); gw from lax's (YNN) convolution for few output
+    channels (LeNet 5x5x6: 1.8 ms vs 3.1 stacked), else one matmul of stacked taps (the cnn's
+    3x3x32: 1.7 ms vs 6.3: YNN's weight gradient slows down at 32 outputs)."""
     x, w = res
     kh, kw, ci, co = w.shape
     ref = functools.partial(_conv2d_s1_plain, pads=pads)
-    gx, _ = jax.vjp(ref, x, w)[1](gy)  # XLA drops it when x is the data
+    gx, gw = jax.vjp(ref, x, w)[1](gy)
+    if co <= THIN_LAX_WGRAD_MAX_OUT:
+        return gx, gw
     xp = jnp.pad(x[..., 0], ((0, 0), *pads))
     ho, wo = gy.shape[1], gy.shape[2]
     cols = jnp.stack([xp[:, p : p + ho, q : q + wo] for p in range(kh) for q in range(kw)])
@@ -137,6 +147,46 @@ def _conv2d_thin_bwd(pads, res, gy):
 
 
 _conv2d_thin.defvjp(_conv2d_thin_fwd, _conv2d_thin_bwd)
+
+
+FEW_IN_MAX = 8  # input channels (> 1) up to which the input gradient is a matmul + shifted sum
+
+
+def col2im(cols, kernel, pads, size) -> jax.Array:
+    """The adjoint of im2col: (kh, kw, Ci, B, Ho, Wo) patch cotangents -> (B, H, W, Ci), each tap
+    shifted to its place on the padded (Ho+kh-1, Wo+kw-1) map and summed, then the pads cropped.
+    Channel-major so that every shift moves whole rows (vectorized adds)."""
+    kh, kw = kernel
+    (pt, _), (pl, _) = pads
+    terms = [
+        jnp.pad(cols[p, q], ((0, 0), (0, 0), (p, kh - 1 - p), (q, kw - 1 - q)))
+        for p in range(kh)
+        for q in range(kw)
+    ]
+    g = functools.reduce(jnp.add, terms)[:, :, pt : pt + size[0], pl : pl + size[1]]
+    return g.transpose(1, 2, 3, 0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv2d_few_in(x, w, pads):
+    """Stride-1 conv of a map with few channels (lax forward); custom backward."""
+    return _conv2d_s1_plain(x, w, pads)
+
+
+def _conv2d_few_in_fwd(x, w, pads):
+    return _conv2d_few_in(x, w, pads), (x, w)
+
+
+def _conv2d_few_in_bwd(pads, res, gy):
+    """gx = col2im(gy W^T) (XLA:CPU's generic convolution with Ci outputs was ~2.4x slower);
+    gw as _conv2d_s1's."""
+    x, w = res
+    gw = _conv2d_s1_bwd(pads, res, gy)[1]
+    cols = jnp.einsum("bhwo,pqco->pqcbhw", gy, w)  # (kh, kw, Ci, B, Ho, Wo)
+    return col2im(cols, w.shape[:2], pads, x.shape[1:3]), gw
+
+
+_conv2d_few_in.defvjp(_conv2d_few_in_fwd, _conv2d_few_in_bwd)
 
 
 def conv2d_im2col(x, w, pads):
@@ -171,6 +221,8 @@ def conv2d_fast(x, w, stride=1, padding="SAME"):
         return _conv2d_thin(x, w, pads)
     if x.shape[1] < w.shape[0] or x.shape[2] < w.shape[1]:
         return conv2d_im2col(x, w, pads)
+    if x.shape[-1] <= FEW_IN_MAX:
+        return _conv2d_few_in(x, w, pads)
     return _conv2d_s1(x, w, pads)
 
 

@@ -33,6 +33,9 @@ def _value_and_grads(fn, *args):
     [
         ((2, 28, 28, 1), 3, 8, "SAME", 1),  # the cnn's first layer: one channel, shifted sum
         ((2, 12, 10, 1), 5, 6, "VALID", 1),  # one channel, VALID
+        ((2, 10, 9, 1), 3, 32, "SAME", 1),  # one channel, > 16 outputs: stacked-taps weight grad
+        ((2, 14, 14, 6), 5, 16, "VALID", 1),  # LeNet's conv_1: few channels, col2im input grad
+        ((2, 7, 6, 8), (3, 2), 5, ((2, 0), (1, 1)), 1),  # few channels, uneven explicit pads
         ((2, 2, 2, 8), 3, 4, "SAME", 1),  # map smaller than the kernel: im2col matmul
         ((2, 1, 3, 4), (3, 2), 5, "SAME", 1),
         ((2, 14, 14, 32), 3, 16, "SAME", 1),  # long patch: lax weight gradient
