@@ -1,8 +1,10 @@
 """Recurrent cells (SimpleRNN, LSTM, GRU) and layers that scan them over time.
 
 A cell owns its weights: `input` (Dense, kernel (D, G*H) and bias (G*H,)) and `w_h` (H, G*H), plus
-`b_hn` (H,) for the GRU. A layer projects all time steps at once (one matmul), then `lax.scan`s the
-pure step of dlkit.ops.recurrent over time. Carries: h (B, H), or (c, h) for the LSTM.
+`b_hn` (H,) for the GRU. Unmasked LSTM and GRU layers run as one fused wavefront scan with a
+hand-written backward (dlkit.ops.lstm_stack / gru_stack); otherwise a layer projects all time steps
+at once (one matmul), then `lax.scan`s the pure step of dlkit.ops.recurrent over time. Carries:
+h (B, H), or (c, h) for the LSTM.
 """
 
 import functools
@@ -155,7 +157,7 @@ class Recurrent(nn.Module):
             params.append(get(in_dim, xs.dtype))
             in_dim = self.hidden_size
         if self.cell == "gru":
-            return gru_stack(xs, state, params)
+            return gru_stack(xs, state, params, unroll=self.unroll)
         ws, bs = zip(*params, strict=True)
         return lstm_stack(xs, state, ws, bs, unroll=self.unroll)
 

@@ -34,7 +34,7 @@ def _cell(x, h, w_x, w_h, b, b_hn):
     return n + z * (h - n), r, z, n, hn
 
 
-def _forward(xs, carries, params):
+def _forward(xs, carries, params, unroll):
     """The wavefront scan; returns final carries, top outputs and the backward's residuals."""
     steps, layers = xs.shape[0], len(params)
     pad = jnp.zeros((layers - 1, *xs.shape[1:]), xs.dtype)
@@ -51,22 +51,22 @@ def _forward(xs, carries, params):
         return tuple(new), (tuple(saved), new[-1])
 
     scanned = (jnp.concatenate([xs, pad]), jnp.arange(steps + layers - 1))
-    finals, (saved, tops) = lax.scan(body, tuple(carries), scanned)
+    finals, (saved, tops) = lax.scan(body, tuple(carries), scanned, unroll=unroll)
     return finals, tops[layers - 1 :], saved
 
 
-@jax.custom_vjp
-def _stack(xs, carries, params):
-    finals, hs, _ = _forward(xs, carries, params)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _stack(xs, carries, params, unroll):
+    finals, hs, _ = _forward(xs, carries, params, unroll)
     return finals, hs
 
 
-def _stack_fwd(xs, carries, params):
-    finals, hs, saved = _forward(xs, carries, params)
+def _stack_fwd(xs, carries, params, unroll):
+    finals, hs, saved = _forward(xs, carries, params, unroll)
     return (finals, hs), (saved, params)
 
 
-def _stack_bwd(res, cts):
+def _stack_bwd(unroll, res, cts):
     """Reverse wavefront: layer l at iteration s gets dh from layer l + 1 at iteration s + 1."""
     saved, params = res
     d_finals, dhs = cts
@@ -98,7 +98,7 @@ def _stack_bwd(res, cts):
 
     init = (tuple(d_finals), tuple(jnp.zeros_like(dhs[0]) for _ in range(layers - 1)))
     scanned = (jnp.concatenate([pad, dhs]), saved, jnp.arange(steps + layers - 1))
-    (d_carries, _), grads = lax.scan(body, init, scanned, reverse=True)
+    (d_carries, _), grads = lax.scan(body, init, scanned, reverse=True, unroll=unroll)
     d_params = tuple(
         (
             jnp.einsum("sbi,sbg->ig", saved[k][0], dxw),  # sum over steps of x^T dxw
@@ -115,7 +115,7 @@ def _stack_bwd(res, cts):
 _stack.defvjp(_stack_fwd, _stack_bwd)
 
 
-def gru_stack(xs, carries, params):
+def gru_stack(xs, carries, params, *, unroll: int = 1):
     """L unmasked GRU layers over t = 1..T in one wavefront scan; time-major.
 
     xs (T, B, D); carries: per layer h (B, H); params: per layer (W_x (D_l, 3H), W_h (H, 3H),
@@ -145,4 +145,4 @@ def gru_stack(xs, carries, params):
             )
     dtype = jnp.result_type(xs, *jax.tree.leaves(params))  # bf16 inputs, f32 weights: f32
     cast = functools.partial(jax.tree.map, lambda a: a.astype(dtype))
-    return _stack(cast(xs), cast(carries), cast(params))
+    return _stack(cast(xs), cast(carries), cast(params), unroll)
