@@ -24,6 +24,7 @@ class CharRNNLM(nn.Module):
     dropout_rate: float = 0.0
     unroll: int = 1
     fused_lstm: bool = True
+    fused_gru: bool = True
 
     def setup(self):
         self.embed = nn.Embed(self.num_classes, self.embed_dim, name="embed")
@@ -34,6 +35,7 @@ class CharRNNLM(nn.Module):
             dropout_rate=self.dropout_rate,
             unroll=self.unroll,
             fused_lstm=self.fused_lstm,
+            fused_gru=self.fused_gru,
             name="rnn",
         )
         self.dropout = nn.Dropout(self.dropout_rate)

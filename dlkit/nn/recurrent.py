@@ -1,8 +1,10 @@
 """Recurrent cells (SimpleRNN, LSTM, GRU) and layers that scan them over time.
 
 A cell owns its weights: `input` (Dense, kernel (D, G*H) and bias (G*H,)) and `w_h` (H, G*H), plus
-`b_hn` (H,) for the GRU. A layer projects all time steps at once (one matmul), then `lax.scan`s the
-pure step of dlkit.ops.recurrent over time. Carries: h (B, H), or (c, h) for the LSTM.
+`b_hn` (H,) for the GRU. Unmasked LSTM and GRU layers run as one fused wavefront scan with a
+hand-written backward (dlkit.ops.lstm_stack / gru_stack); otherwise a layer projects all time steps
+at once (one matmul), then `lax.scan`s the pure step of dlkit.ops.recurrent over time. Carries:
+h (B, H), or (c, h) for the LSTM.
 """
 
 import functools
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 from dlkit import errors
 from dlkit.errors import ConfigError
 from dlkit.ops import recurrent as rops
+from dlkit.ops.gru_stack import gru_stack
 from dlkit.ops.lstm_stack import lstm_stack
 
 
@@ -94,6 +97,12 @@ class GRUCell(_Cell):
     def step_fn(self):
         return functools.partial(rops.gru_step, w_h=self.w_h, b_hn=self.b_hn)
 
+    def gru_params(self, in_dim: int, dtype=jnp.float32):
+        """(W_x (D, 3H), W_h (H, 3H), b (3H,), b_hn (H,)): what dlkit.ops.gru_stack takes."""
+        self.input(jnp.zeros((0, in_dim), dtype))  # no work; creates the Dense's params on init
+        p = self.input.variables["params"]
+        return p["kernel"], self.w_h, p["bias"], self.b_hn
+
 
 CELLS = {"rnn": SimpleRNNCell, "lstm": LSTMCell, "gru": GRUCell}
 
@@ -118,6 +127,7 @@ class Recurrent(nn.Module):
     dropout_rate: float = 0.0
     unroll: int = 1
     fused_lstm: bool = True  # unmasked LSTM layers use ops.lstm_stack (hand-written backward)
+    fused_gru: bool = True  # unmasked GRU layers use ops.gru_stack (hand-written backward)
 
     def setup(self):
         cls = get_cell(self.cell)
@@ -135,11 +145,26 @@ class Recurrent(nn.Module):
         one = rops.zero_carry(self.cell, batch_size, self.hidden_size, dtype)
         return tuple((one, one) if self.bidirectional else one for _ in range(self.num_layers))
 
+    def _fused(self) -> bool:
+        """Whether unmasked layers of this cell run as a fused stack (ops.lstm_stack/gru_stack)."""
+        return (self.cell == "lstm" and self.fused_lstm) or (self.cell == "gru" and self.fused_gru)
+
+    def _stack(self, cells, xs, state):
+        """The fused stack of `cells` over xs (T, B, D) -> (final carries, hs (T, B, H))."""
+        params, in_dim = [], xs.shape[-1]
+        for cell in cells:
+            get = cell.stacked_weights if self.cell == "lstm" else cell.gru_params
+            params.append(get(in_dim, xs.dtype))
+            in_dim = self.hidden_size
+        if self.cell == "gru":
+            return gru_stack(xs, state, params, unroll=self.unroll)
+        ws, bs = zip(*params, strict=True)
+        return lstm_stack(xs, state, ws, bs, unroll=self.unroll)
+
     def _run(self, cell, x, carry, mask, reverse):
-        if self.cell == "lstm" and self.fused_lstm and mask is None:  # see ops.lstm_stack
+        if self._fused() and mask is None:  # see ops.lstm_stack / ops.gru_stack
             xs = jnp.swapaxes(x, 0, 1)[::-1] if reverse else jnp.swapaxes(x, 0, 1)  # (T, B, D)
-            w, b = cell.stacked_weights(x.shape[-1], x.dtype)
-            (carry,), hs = lstm_stack(xs, (carry,), (w,), (b,), unroll=self.unroll)
+            (carry,), hs = self._stack([cell], xs, (carry,))
             return carry, jnp.swapaxes(hs[::-1] if reverse else hs, 0, 1)
         xw = cell.project(x)  # (B, T, G*H): the input matmul of all steps at once
         carry = jax.tree.map(lambda a: a.astype(xw.dtype), carry)  # e.g. bf16 x, f32 params
@@ -148,13 +173,8 @@ class Recurrent(nn.Module):
         )
 
     def _wavefront(self, x, state):
-        """All layers in one lstm_stack scan (unmasked, one direction, no dropout between)."""
-        weights, in_dim = [], x.shape[-1]
-        for cell in self.fwd:
-            weights.append(cell.stacked_weights(in_dim, x.dtype))
-            in_dim = self.hidden_size
-        ws, bs = zip(*weights, strict=True)
-        finals, hs = lstm_stack(jnp.swapaxes(x, 0, 1), state, ws, bs, unroll=self.unroll)
+        """All layers in one fused-stack scan (unmasked, one direction, no dropout between)."""
+        finals, hs = self._stack(self.fwd, jnp.swapaxes(x, 0, 1), state)
         return jnp.swapaxes(hs, 0, 1), finals
 
     def __call__(self, x, *, initial_state=None, lengths=None, mask=None, train: bool = False):
@@ -168,8 +188,7 @@ class Recurrent(nn.Module):
         if len(state) != self.num_layers:
             raise ValueError(f"initial_state has {len(state)} layers, expected {self.num_layers}")
         dropout = train and self.dropout_rate and self.num_layers > 1
-        fused = self.cell == "lstm" and self.fused_lstm and mask is None
-        if fused and not (self.bidirectional or dropout):
+        if self._fused() and mask is None and not (self.bidirectional or dropout):
             return self._wavefront(x, state)
         finals = []
         for i in range(self.num_layers):

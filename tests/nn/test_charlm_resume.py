@@ -4,18 +4,19 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from dlkit.train import restore_latest, train_and_evaluate
 from dlkit.train.config import default_config
 
 
-def tiny_lm_config():
+def tiny_lm_config(name="char_lstm", dropout_rate=0.1):
     c = default_config()
-    c.model.name = "char_lstm"
+    c.model.name = name
     c.model.hidden_size = 16
     c.model.num_layers = 2
     c.model.embed_dim = 8
-    c.model.dropout_rate = 0.1  # per-step dropout keys must resume too
+    c.model.dropout_rate = dropout_rate  # per-step dropout keys must resume too
     c.data.name = "pydoc"
     c.data.seq_len = 16
     c.data.train_stride = 5
@@ -38,11 +39,14 @@ def lines(workdir):
     return [{k: v for k, v in r.items() if k != "steps_per_sec"} for r in rows]
 
 
-def test_char_lstm_resume_is_bitwise_exact(tmp_path):
+# char_gru without dropout: both layers in one ops.gru_stack wavefront, as its config trains
+@pytest.mark.parametrize("name, dropout_rate", [("char_lstm", 0.1), ("char_gru", 0.0)])
+def test_char_lm_resume_is_bitwise_exact(tmp_path, name, dropout_rate):
     full, split = tmp_path / "full", tmp_path / "split"
-    m_full = train_and_evaluate(tiny_lm_config(), full)
-    train_and_evaluate(tiny_lm_config(), split, stop_after_step=11)  # mid log window
-    m_split = train_and_evaluate(tiny_lm_config(), split)
+    config = lambda: tiny_lm_config(name, dropout_rate)  # noqa: E731
+    m_full = train_and_evaluate(config(), full)
+    train_and_evaluate(config(), split, stop_after_step=11)  # mid log window
+    m_split = train_and_evaluate(config(), split)
     a = restore_latest(full, items=("state", "data", "assets"))
     b = restore_latest(split, items=("state", "data", "assets"))
     assert a["step"] == b["step"] == 24
