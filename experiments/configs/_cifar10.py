@@ -10,7 +10,8 @@ def get_config():
     # 4) + horizontal flip, per-example seeds
     c.data.update(name="cifar10", download=False, augment=True, crop_padding=4, flip=True)
     c.update(batch_size=128, num_train_steps=100 * 50_000 // 128)  # 100 epochs
-    c.update(log_every_steps=200, eval_every_steps=2000, checkpoint_every_steps=2000)
+    c.update(log_every_steps=200, eval_every_steps=2000)
+    c.checkpoint.every_steps = 2000
     c.optimizer.update(name="nesterov", learning_rate=0.1, momentum=0.9, weight_decay=5e-4)
     c.optimizer.update(schedule="warmup_cosine", warmup_steps=400)
     return c

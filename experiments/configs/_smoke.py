@@ -8,5 +8,6 @@ def get_config():
     c = default_config()
     c.data.name = "digits"
     c.update(batch_size=16, num_train_steps=20, progress_bar=False)
-    c.update(log_every_steps=10, eval_every_steps=20, checkpoint_every_steps=10)
+    c.update(log_every_steps=10, eval_every_steps=20)
+    c.checkpoint.every_steps = 10
     return c

@@ -8,6 +8,7 @@ def get_config():
     c = sibling(__file__, "_mnist")
     c.model.update(hidden_sizes=(128, 64), activation="relu", dropout_rate=0.2)
     c.update(num_train_steps=3000, log_every_steps=200)
-    c.update(eval_every_steps=1000, checkpoint_every_steps=1000)
+    c.update(eval_every_steps=1000)
+    c.checkpoint.every_steps = 1000
     c.optimizer.update(name="adamw", weight_decay=1e-4, schedule="cosine", warmup_steps=0)
     return c
