@@ -1,9 +1,11 @@
 """Every config in experiments/configs/ trains one step in-process (train_and_evaluate) on tiny
 data: the digits as they are; MNIST from tiny idx files; CIFAR-10 / Fashion-MNIST (TFDS, not
 available offline) from in-memory arrays of the same shapes through the same loader; text configs
-on a short text file with their own window settings. Model settings stay the config's own."""
+on a short text file with their own window settings. Model settings stay the config's own.
+Configs that a binary test already trains as shipped (ELSEWHERE) are not trained twice."""
 
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -13,8 +15,21 @@ from dlkit.data.dataset import ArraySource
 from dlkit.extras.configs import get_config
 from dlkit.train import train_and_evaluate
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs"
-NAMES = sorted(p.stem for p in CONFIGS.glob("*.py") if not p.stem.startswith("_"))
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "experiments" / "configs"
+ALL = sorted(p.stem for p in CONFIGS.glob("*.py") if not p.stem.startswith("_"))
+# Trained (>= 1 step, model settings as shipped) through a binary by the test file named here.
+ELSEWHERE = {
+    "alexnet_smoke": "tests/nn/test_cnn_training.py",
+    "char_lstm_shakespeare": "tests/experiments/test_portable_checkpoints.py",
+    "char_smoke": "tests/experiments/test_portable_checkpoints.py",
+    "cnn_smoke": "tests/nn/test_cnn_training.py",
+    "resnet_smoke": "tests/nn/test_cnn_training.py",
+    "transformer_lm_shakespeare": "tests/experiments/test_portable_checkpoints.py",
+    "transformer_lm_smoke": "tests/experiments/test_transformer_lm.py",
+    "vgg_smoke": "tests/nn/test_cnn_training.py",
+}
+NAMES = [name for name in ALL if name not in ELSEWHERE]
 # Same family, narrower, so that one step stays quick on 2 CPU cores (full sizes: benchmarks/).
 SMALLER = {
     "alexnet_cifar10": {"features": (8, 16, 16, 16, 16), "hidden": 32},
@@ -75,4 +90,12 @@ def test_config_trains_one_step(name, tmp_path, monkeypatch):
 
 
 def test_every_config_is_listed():
-    assert len(NAMES) == 22 and "resnet50_cifar10" in NAMES and "_cifar10" not in NAMES
+    assert len(ALL) == 22 and "resnet50_cifar10" in NAMES and "_cifar10" not in ALL
+    assert set(ELSEWHERE) < set(ALL) and len(NAMES) == 14
+
+
+@pytest.mark.parametrize("name", sorted(ELSEWHERE))
+def test_configs_not_trained_here_are_trained_by_a_binary_test(name):
+    """The test named in ELSEWHERE still runs train.py (or compare_lm.py) on that config."""
+    text = (ROOT / ELSEWHERE[name]).read_text()
+    assert re.search(rf"\b{name}\b", text) and re.search(r"(train|compare_lm)\.py", text), name

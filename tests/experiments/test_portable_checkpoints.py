@@ -1,5 +1,6 @@
 """Checkpoints restore whatever device count saved them and whatever runs them (2 -> 1, 8 -> 1,
-1 -> 2), from relative and absolute workdirs: the README's train-then-sample flows as written."""
+1 -> 2), from relative and absolute workdirs: the README's train-then-sample flows as written.
+(char_gru/char_rnn_shakespeare: test_configs_train; sample.py reads a GRU: test_sample.)"""
 
 import os
 import pathlib
@@ -56,8 +57,6 @@ def corpus(tmp_path_factory):
     "config, reader",
     [
         ("char_lstm_shakespeare", "sample"),
-        ("char_gru_shakespeare", "sample"),
-        ("char_rnn_shakespeare", "sample"),
         ("transformer_lm_shakespeare", "attention_maps"),
     ],
 )
@@ -87,14 +86,12 @@ def _train(cwd, work, devices, steps, *extra):
 
 
 def test_any_device_count_restores_on_any_other(tmp_path):
-    """8 -> 1 and 1 -> 2 for sampling, init_from and resume; 2 -> 1 for the resume."""
+    """8 -> 1 for sampling and resume, 1 -> 2 for init_from and resume (2 -> 1: the test above)."""
     _train(tmp_path, "w8", 8, 2)
     _train(tmp_path, "w1", 1, 2)
-    for work in ("w8", "w1"):  # sampling runs on one device
-        out = binary(
-            "sample.py", f"--workdir={work}", "--prompt=def ", "--num_chars=8", cwd=tmp_path
-        )
-        assert out.stdout.startswith("def ")
+    # sampling runs on one device (1 -> 1: test_sample.py)
+    out = binary("sample.py", "--workdir=w8", "--prompt=def ", "--num_chars=8", cwd=tmp_path)
+    assert out.stdout.startswith("def ")
     # init_from on one device (this process) of checkpoints saved on 8 and 1 devices
     step8, tree8 = read_checkpoint(tmp_path / "w8")
     step1, tree1 = read_checkpoint(tmp_path / "w1")
@@ -105,7 +102,6 @@ def test_any_device_count_restores_on_any_other(tmp_path):
     # init_from a 1-device checkpoint into a 2-device run
     out = _train(tmp_path, "w_init", 2, 1, f"--config.transfer.init_from={tmp_path / 'w1'}")
     assert "final: step=1" in out.stdout
-    # resume: 1 -> 2 devices, then 2 -> 1, then 8 -> 1
+    # resume: 1 -> 2 devices, then 8 -> 1
     assert "Resuming from the checkpoint at step 2" in _train(tmp_path, "w1", 2, 3).stdout
-    assert "Resuming from the checkpoint at step 3" in _train(tmp_path, "w1", 1, 4).stdout
     assert "Resuming from the checkpoint at step 2" in _train(tmp_path, "w8", 1, 3).stdout

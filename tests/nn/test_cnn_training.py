@@ -9,9 +9,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("family", ["cnn", "alexnet", "vgg", "resnet"])
-def test_smoke_config_trains_through_the_binary(tmp_path, family):
-    config = ROOT / "experiments" / "configs" / f"{family}_smoke.py"
+@pytest.mark.parametrize("name", ["cnn_smoke", "alexnet_smoke", "vgg_smoke", "resnet_smoke"])
+def test_smoke_config_trains_through_the_binary(tmp_path, name):
+    config = ROOT / "experiments" / "configs" / f"{name}.py"
     out = subprocess.run(
         [
             sys.executable,
