@@ -3,10 +3,12 @@
 One XLA:CPU step keeps only part of the machine busy (small ops run on one thread, and the
 thread hand-offs between ops leave cores idle), so on a CPU with several cores the batch split
 over one JAX CPU device per core (dlkit.cpu creates them) runs faster, except when:
-- the model keeps batch statistics (BatchNorm): every normalised layer then synchronises the
-  devices twice per step, which costs more than the split gains (measured: BUILD_NOTES, "CPU
-  speed on any x86", auto data parallel);
 - the step is too small to share (below MIN_FLOPS_PER_DEVICE per device, dispatch-bound);
+- the model keeps batch statistics (BatchNorm) and the step is below MIN_FLOPS_PER_DEVICE_BN per
+  device: every normalised layer synchronises the devices twice per step, which costs more than
+  the split gains on a small step (measured on 2 cores: vgg_small, 2.8 GFLOP per device, 0.88x
+  -> 0.84x PyTorch when split; resnet18, 47 GFLOP per device, 0.68x -> 0.74x; BUILD_NOTES, "CPU
+  speed on any x86", auto layout);
 - the batch does not divide: the largest divisor of the batch size up to the device count.
 The choice depends only on the config, the model and the machine, so a rerun (resume) makes the
 same one; checkpoints restore on any device count.
@@ -20,6 +22,7 @@ from dlkit import cpu
 from dlkit.train.runner import Runner
 
 MIN_FLOPS_PER_DEVICE = 5e7  # FLOPs of one train step per device below which one device wins
+MIN_FLOPS_PER_DEVICE_BN = 1e10  # the same for models with BatchNorm statistics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,16 +34,18 @@ class Layout:
 
 
 def choose_devices(available: int, batch_size: int, batch_stats: bool, step_flops: float) -> Layout:
-    """The rule (pure): 1 with batch statistics or a small step, else the largest divisor that
-    fits."""
+    """The rule (pure): the largest divisor of the batch up to `available` whose share of the
+    step is big enough (a higher bar with batch statistics), else 1."""
     if available <= 1:
         return Layout(1, "one CPU device")
-    if batch_stats:
-        return Layout(1, "one CPU device (BatchNorm statistics would synchronise the devices)")
+    least = MIN_FLOPS_PER_DEVICE_BN if batch_stats else MIN_FLOPS_PER_DEVICE
     fits = [n for n in range(available, 0, -1) if batch_size % n == 0]
-    fits = [n for n in fits if n == 1 or step_flops / n >= MIN_FLOPS_PER_DEVICE]
-    n = fits[0]
+    n = [n for n in fits if n == 1 or step_flops / n >= least][0]
     gflop = f"{step_flops / 1e9:.2g} GFLOP/step"
+    if n == 1 and fits == [1]:
+        return Layout(1, f"one CPU device (batch {batch_size} does not divide among {available})")
+    if n == 1 and batch_stats:
+        return Layout(1, f"one CPU device ({gflop} with BatchNorm: syncing would cost more)")
     if n == 1:
         return Layout(1, f"one CPU device ({gflop}: too small to split)")
     return Layout(n, f"batch {batch_size} split over {n} CPU devices ({gflop})")
@@ -87,7 +92,7 @@ def fit_to_cpu(options, objective, runner, state, example: dict):
     if not auto_applies(options):
         return runner, state, None
     available, stats = len(jax.devices()), has_batch_stats(state)
-    flops = step_flops(runner.train_one, state, example) if available > 1 and not stats else 0.0
+    flops = step_flops(runner.train_one, state, example) if available > 1 else 0.0
     layout = choose_devices(available, options.batch_size, stats, flops)
     if layout.devices > 1:
         runner = Runner.create(options, objective, devices=layout.devices)

@@ -24,7 +24,8 @@ BIG = 10 * cpu_layout.MIN_FLOPS_PER_DEVICE
     [
         (1, 128, False, BIG, 1),  # one device: nothing to split
         (2, 128, False, BIG, 2),
-        (2, 128, True, BIG, 1),  # BatchNorm statistics: one device
+        (2, 128, True, BIG, 1),  # BatchNorm statistics on a small step: one device
+        (2, 128, True, 2 * cpu_layout.MIN_FLOPS_PER_DEVICE_BN, 2),  # a big one splits
         (2, 128, False, cpu_layout.MIN_FLOPS_PER_DEVICE, 1),  # half the step is too small
         (2, 128, False, 2 * cpu_layout.MIN_FLOPS_PER_DEVICE, 2),
         (2, 3, False, BIG, 1),  # 3 rows do not split over 2
@@ -36,7 +37,7 @@ def test_choose_devices(available, batch, stats, flops, want):
     layout = cpu_layout.choose_devices(available, batch, stats, flops)
     assert layout.devices == want
     assert ("split over" in layout.reason) == (want > 1)
-    assert ("BatchNorm" in layout.reason) == (stats and available > 1)
+    assert ("BatchNorm" in layout.reason) == (stats and available > 1 and want == 1)
 
 
 def test_batch_stats_and_flops_read_from_the_state():
