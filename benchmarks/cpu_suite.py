@@ -160,7 +160,9 @@ def dlkit_run(config, x, y, num_classes, steps_per_call: int):
     state = runner.place(create_train_state(model, tx, x[:1], seed=0))
     batch = {"inputs": x, "targets": y}
     runner, state, layout = cpu_layout.fit_to_cpu(options, objective, runner, state, batch)
-    print(f"  ({config.model.name}: {layout.reason if layout else runner.mesh.devices.size})")
+    n = runner.mesh.devices.size
+    fixed = f"{n} CPU device{'s' if n > 1 else ''} (parallel.cpu_devices)"
+    print(f"  ({config.model.name}: {layout.reason if layout else fixed})")
     batches = [batch] * steps_per_call
     box = [state]
 
