@@ -49,9 +49,10 @@ def test_signal_saves_that_step_and_rerun_is_exact(tmp_path, monkeypatch, refere
 def test_handlers_are_restored_and_a_host_handler_survives(tmp_path):
     seen = []
     previous = signal.signal(signal.SIGUSR1, lambda s, f: seen.append(s))
+    host_int = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under `cmd &`
     try:
         train_and_evaluate(tiny_config(num_train_steps=3), tmp_path)
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is host_int
         signal.raise_signal(signal.SIGUSR1)
         assert seen == [signal.SIGUSR1]
     finally:
@@ -60,9 +61,10 @@ def test_handlers_are_restored_and_a_host_handler_survives(tmp_path):
 
 def test_second_signal_aborts_at_once(tmp_path, monkeypatch):
     signal_at(monkeypatch, 5, [signal.SIGINT, signal.SIGINT])
+    host_int = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under `cmd &`
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(tiny_config(), tmp_path)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is host_int
 
 
 def test_unknown_signal_name_is_a_config_error(tmp_path):
