@@ -116,6 +116,23 @@ def family_step(name: str):
     return compiled, state, batch, jax
 
 
+def traced_ms_per_op(run, names: dict, jax, calls: int = 3) -> collections.Counter:
+    """Traced ms per step of each thunk in `names`, from a jax.profiler trace of `calls` runs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+        for _ in range(calls):
+            run()
+        jax.profiler.stop_trace()
+        path = sorted(glob.glob(f"{tmp}/**/perfetto_trace.json.gz", recursive=True))[-1]
+        events = json.load(gzip.open(path))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    per_op = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in names:
+            per_op[e["name"]] += e.get("dur", 0) / (1e3 * calls)  # ms per step
+    return per_op
+
+
 def profile_family(name: str, repeats: int, peak: float, top_n: int = 8) -> dict:
     """FLOPs, CPU time, achieved fraction of peak and top thunks of one family's step."""
     compiled, state, batch, jax = family_step(name)
@@ -131,18 +148,7 @@ def profile_family(name: str, repeats: int, peak: float, top_n: int = 8) -> dict
     run()
     seconds = cpu_time(run, repeats)
     names = hlo_ops(compiled.as_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
-        for _ in range(3):
-            run()
-        jax.profiler.stop_trace()
-        path = sorted(glob.glob(f"{tmp}/**/perfetto_trace.json.gz", recursive=True))[-1]
-        events = json.load(gzip.open(path))
-    events = events["traceEvents"] if isinstance(events, dict) else events
-    per_op = collections.Counter()
-    for e in events:
-        if e.get("ph") == "X" and e.get("name") in names:
-            per_op[e["name"]] += e.get("dur", 0) / 3e3  # ms per step
+    per_op = traced_ms_per_op(run, names, jax)
     total = sum(per_op.values()) or 1.0
     by_kind = collections.Counter()
     for op, ms in per_op.items():

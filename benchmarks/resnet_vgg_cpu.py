@@ -13,12 +13,8 @@ XLA_FLAGS=--xla_cpu_multi_thread_eigen=false): robust to load from other process
 
 import argparse
 import collections
-import glob
-import gzip
 import importlib
-import json
 import re
-import tempfile
 import time
 
 import numpy as np
@@ -260,7 +256,7 @@ def _kind(op: str, desc: str) -> str:
 
 def breakdown(family: str, top: int):
     """Traced time of one family's step per op kind, and the top non-conv thunks."""
-    from cpu_profile import family_step, hlo_ops
+    from cpu_profile import family_step, hlo_ops, traced_ms_per_op
 
     compiled, state, batch, jax = family_step(family)
     box = [state]
@@ -271,18 +267,7 @@ def breakdown(family: str, top: int):
 
     names = hlo_ops(compiled.as_text())
     ms = cpu_ms(run)
-    with tempfile.TemporaryDirectory() as tmp:
-        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
-        for _ in range(3):
-            run()
-        jax.profiler.stop_trace()
-        path = sorted(glob.glob(f"{tmp}/**/perfetto_trace.json.gz", recursive=True))[-1]
-        events = json.load(gzip.open(path))
-    events = events["traceEvents"] if isinstance(events, dict) else events
-    per_op = collections.Counter()
-    for e in events:
-        if e.get("ph") == "X" and e.get("name") in names:
-            per_op[e["name"]] += e["dur"] / 3e3
+    per_op = traced_ms_per_op(run, names, jax)
     per_kind = collections.Counter()
     for op, t in per_op.items():
         per_kind[_kind(op, names[op])] += t
