@@ -27,7 +27,7 @@ def _rule(name: str, lr, cfg: OptimizerOptions) -> optax.GradientTransformation:
         "momentum": lambda: optax.sgd(lr, momentum=momentum),
         "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
         "adam": lambda: optax.adam(lr, b1=cfg.b1, b2=cfg.b2),
-        "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
+        "adamw": lambda: optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
         "sgd_scratch": lambda: scratch.sgd(lr),
         "adam_scratch": lambda: scratch.adam(lr),
     }
