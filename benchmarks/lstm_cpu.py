@@ -177,7 +177,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cpu_devices > 1:  # before JAX starts; the single-device rows use device 0
-        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+        from dlkit import cpu
+
+        cpu.request_devices(args.cpu_devices)  # with the XLA threads its collectives need
 
     from dlkit import models
 

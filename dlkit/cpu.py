@@ -116,13 +116,61 @@ def _keep_malloc_arena() -> bool:
 _APPLIED: CpuPolicy | None = None
 
 
-def _split_devices(n: int) -> str | None:
-    """Asks JAX for n CPU devices (before its backend starts); returns why not, or None."""
+def collective_threads(devices: int, cores: int) -> int:
+    """XLA:CPU pool threads for `devices` in-process devices: max(cores, 2 * devices).
+
+    With fewer than two threads per device a data-parallel step can hang in its all-reduce (one
+    device's thread waits in the rendezvous while the other device's work waits for a thread) and
+    XLA aborts the process after 40 s; measured: 2 devices hang at 2 and 3 threads, not at 4;
+    4 devices at 4 and 6, not at 8 (BUILD_NOTES, "CPU devices that hang").
+    """
+    return max(cores, 2 * devices) if devices > 1 else cores
+
+
+def _forced_device_count() -> int:
+    """CPU devices the backend will create as already asked for (XLA_FLAGS or jax config)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if m := re.search(r"xla_force_host_platform_device_count=(\d+)", flags):
+        return int(m.group(1))
+    return max(1, jax.config.jax_num_cpu_devices)
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def reserve_threads(devices: int, cores: int | None = None) -> str | None:
+    """Before JAX starts: sets NPROC (the size XLA gives its CPU thread pools) to
+    collective_threads(devices); returns a note when it cannot (JAX already started, or the user's
+    own NPROC is too low), else None. DLKIT_NPROC marks an NPROC that dlkit set (and may raise)."""
+    if devices <= 1:
+        return None
+    need = collective_threads(devices, cores or _usable_cores())
+    have = os.environ.get("NPROC")
+    ours = have is not None and have == os.environ.get("DLKIT_NPROC")
+    if have is not None and (not ours or int(have) >= need):
+        if ours or (have.isdigit() and int(have) >= need):
+            return None
+        return f"NPROC={have} is below {need} XLA threads: {devices} CPU devices may hang"
+    if _backend_started():
+        return f"JAX started before dlkit.cpu: {devices} CPU devices may hang (BUILD_NOTES)"
+    os.environ["NPROC"] = os.environ["DLKIT_NPROC"] = str(need)
+    return None
+
+
+def request_devices(n: int) -> str | None:
+    """Before JAX starts: n CPU devices, with the XLA threads their collectives need; returns
+    reserve_threads' note."""
+    jax.config.update("jax_num_cpu_devices", n)
+    return reserve_threads(n)
+
+
+def _why_not_split() -> str | None:
+    """Why the device count is not dlkit's to set (the user set it), or None."""
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return "device count set in XLA_FLAGS"
     if jax.config.jax_num_cpu_devices != -1:
         return f"device count already set to {jax.config.jax_num_cpu_devices}"
-    jax.config.update("jax_num_cpu_devices", n)
     return None
 
 
@@ -147,11 +195,16 @@ def configure(
     if policy.devices > 1:
         why = "not asked" if not split_devices else None
         why = why or ("JAX already started" if _backend_started() else None)
-        why = why or _split_devices(policy.devices)
+        why = why or _why_not_split()
         if why:
             notes += [] if why == "not asked" else [f"devices not split: {why}"]
             reasons = tuple(r for r in policy.reasons if not r.startswith("a device per core"))
             policy = dataclasses.replace(policy, devices=1, reasons=reasons)
+        else:
+            jax.config.update("jax_num_cpu_devices", policy.devices)
+    if (devices := _forced_device_count()) > 1:  # dlkit's split or the user's own count
+        note = reserve_threads(devices)
+        notes.append(note or f"XLA threads {os.environ['NPROC']}: 2 per device, so none hang")
     if policy.keep_malloc_arena and not _keep_malloc_arena():
         policy = dataclasses.replace(policy, keep_malloc_arena=False)
         notes.append("mallopt unavailable (not glibc)")
