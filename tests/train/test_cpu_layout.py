@@ -92,6 +92,7 @@ def test_a_run_splits_over_two_cpu_devices_and_resumes_exactly(tmp_path):
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "NPROC": "4",  # 2 XLA threads per CPU device, or the all-reduce may hang (dlkit.cpu)
     }
     out = subprocess.run(
         [sys.executable, str(HERE), str(tmp_path)],
