@@ -114,7 +114,8 @@ def equality_case(tmp_path):
     np.savez(pathlib.Path(tmp_path) / "trees.npz", **out)
 
 
-def check_sharded_fsdp_and_one_device_agree(tmp_path):
+def test_sharded_fsdp_and_one_device_agree(tmp_path):
+    run_on_8("equality", tmp_path)
     trees = dict(np.load(tmp_path / "trees.npz"))
     assert trees["mlp/fsdp_split"]  # (the BN CNN's kernels are under FSDP_MIN_SIZE: not run)
     for name, kinds in (("mlp", KINDS), ("bn_cnn", ("sharded",))):
@@ -158,7 +159,9 @@ def portability_case(tmp_path):
     train_and_evaluate(run_config("fsdp"), tmp_path / "from_8", stop_after_step=4)
 
 
-def check_checkpoints_restore_on_8_devices_and_on_1(tmp_path):
+def test_checkpoints_restore_on_8_devices_and_on_1(tmp_path):
+    train_and_evaluate(run_config("none"), tmp_path / "from_1", stop_after_step=4)
+    run_on_8("portability", tmp_path)
     train_and_evaluate(run_config("none"), tmp_path / "from_8")  # saved on 8, resumed on 1
     train_and_evaluate(run_config("none"), tmp_path / "ref")  # uninterrupted, one device
     ref = restore_latest(tmp_path / "ref", items=("state",))
@@ -173,14 +176,5 @@ def check_checkpoints_restore_on_8_devices_and_on_1(tmp_path):
             )
 
 
-def test_on_8_devices_sharded_fsdp_agree_and_checkpoints_move(tmp_path):
-    """One 8-device subprocess runs both cases (one jax start-up instead of two)."""
-    train_and_evaluate(run_config("none"), tmp_path / "from_1", stop_after_step=4)
-    run_on_8("equality,portability", tmp_path)
-    check_sharded_fsdp_and_one_device_agree(tmp_path)
-    check_checkpoints_restore_on_8_devices_and_on_1(tmp_path)
-
-
 if __name__ == "__main__":
-    for case in sys.argv[1].split(","):
-        {"equality": equality_case, "portability": portability_case}[case](sys.argv[2])
+    {"equality": equality_case, "portability": portability_case}[sys.argv[1]](sys.argv[2])
