@@ -1,10 +1,31 @@
-"""Test set-up: CPU only, a private TFDS data_dir, and a fixture for the shared data folder."""
+"""Test set-up: CPU only, one XLA compilation cache per run, a private TFDS data_dir, and a
+fixture for the shared data folder."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# One persistent XLA compilation cache for the whole run, set before jax is imported: xdist
+# workers and the binaries that tests start inherit it, so a program compiled by one test (the
+# same tiny config trained again, resumed, or run by a subprocess) is loaded, not compiled again.
+# A fresh empty folder per run (removed at the end), so nothing carries over between runs. A size
+# limit turns on jax's file lock: no process reads an entry another is still writing. Set
+# JAX_COMPILATION_CACHE_DIR yourself to choose the folder (it is then kept).
+_XLA_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="dlkit-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
+
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    if _XLA_CACHE is not None:  # the process that made it (the xdist controller, or -n 0)
+        shutil.rmtree(_XLA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

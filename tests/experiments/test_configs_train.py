@@ -20,14 +20,11 @@ CONFIGS = ROOT / "experiments" / "configs"
 ALL = sorted(p.stem for p in CONFIGS.glob("*.py") if not p.stem.startswith("_"))
 # Trained (>= 1 step, model settings as shipped) through a binary by the test file named here.
 ELSEWHERE = {
-    "alexnet_smoke": "tests/nn/test_cnn_training.py",
     "char_lstm_shakespeare": "tests/experiments/test_portable_checkpoints.py",
     "char_smoke": "tests/experiments/test_portable_checkpoints.py",
     "cnn_smoke": "tests/nn/test_cnn_training.py",
-    "resnet_smoke": "tests/nn/test_cnn_training.py",
     "transformer_lm_shakespeare": "tests/experiments/test_portable_checkpoints.py",
     "transformer_lm_smoke": "tests/experiments/test_transformer_lm.py",
-    "vgg_smoke": "tests/nn/test_cnn_training.py",
 }
 NAMES = [name for name in ALL if name not in ELSEWHERE]
 # Same family, narrower, so that one step stays quick on 2 CPU cores (full sizes: benchmarks/).
@@ -91,7 +88,7 @@ def test_config_trains_one_step(name, tmp_path, monkeypatch):
 
 def test_every_config_is_listed():
     assert len(ALL) == 22 and "resnet50_cifar10" in NAMES and "_cifar10" not in ALL
-    assert set(ELSEWHERE) < set(ALL) and len(NAMES) == 14
+    assert set(ELSEWHERE) < set(ALL) and len(NAMES) == 17
 
 
 @pytest.mark.parametrize("name", sorted(ELSEWHERE))

@@ -61,6 +61,9 @@ def test_unknown_names_fail_with_one_line(tmp_path):
 
 
 def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
+    # Each process compiles its own program, as a user's rerun does: without the suite's shared
+    # compilation cache (tests/conftest.py), so this also checks that recompiling is bitwise stable.
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     args = [
         *TINY,
         "--config.num_train_steps=1200",  # ~1000 steps after the first checkpoint: time to kill
@@ -68,12 +71,15 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
         "--config.eval_every_steps=400",
         "--config.log_every_steps=400",
     ]
-    ref = run(f"--workdir={tmp_path / 'ref'}", *args)
+    ref = run(f"--workdir={tmp_path / 'ref'}", *args, env=env)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
     work = tmp_path / "killed"
     proc = subprocess.Popen(
-        [*TRAIN, f"--workdir={work}", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*TRAIN, f"--workdir={work}", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -85,7 +91,7 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
-    resumed = run(f"--workdir={work}", *args)
+    resumed = run(f"--workdir={work}", *args, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming from the checkpoint at step" in resumed.stdout
     a = restore_latest(tmp_path / "ref", items=("state",))
