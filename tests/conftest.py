@@ -13,8 +13,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # A fresh empty folder per run (removed at the end), so nothing carries over between runs. A size
 # limit turns on jax's file lock: no process reads an entry another is still writing. Set
 # JAX_COMPILATION_CACHE_DIR yourself to choose the folder (it is then kept).
+try:
+    import filelock  # noqa: F401  (the lock jax needs for a size-limited cache; in .[test])
+except ImportError:  # without it jax warns on every cache read: no cache then
+    filelock = None
+
 _XLA_CACHE = None
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+if filelock is not None and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _XLA_CACHE = tempfile.mkdtemp(prefix="dlkit-tests-xla-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
