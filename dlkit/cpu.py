@@ -148,21 +148,29 @@ def reserve_threads(devices: int, cores: int | None = None) -> str | None:
     need = collective_threads(devices, cores or _usable_cores())
     have = os.environ.get("NPROC")
     ours = have is not None and have == os.environ.get("DLKIT_NPROC")
-    if have is not None and (not ours or int(have) >= need):
-        if ours or (have.isdigit() and int(have) >= need):
+    if have is not None and not ours:  # the user's own: kept, checked
+        if have.isdigit() and int(have) >= need:
             return None
         return f"NPROC={have} is below {need} XLA threads: {devices} CPU devices may hang"
+    if ours and int(have) >= need:
+        return None
     if _backend_started():
         return f"JAX started before dlkit.cpu: {devices} CPU devices may hang (BUILD_NOTES)"
     os.environ["NPROC"] = os.environ["DLKIT_NPROC"] = str(need)
     return None
 
 
-def request_devices(n: int) -> str | None:
+def _threads_said(devices: int) -> str:
+    """reserve_threads(devices), said for the printed line: its note, or the threads reserved."""
+    note = reserve_threads(devices)
+    return note or f"XLA threads {os.environ['NPROC']}: 2 per device, so none hang"
+
+
+def request_devices(n: int) -> str:
     """Before JAX starts: n CPU devices, with the XLA threads their collectives need; returns
-    reserve_threads' note."""
+    what was reserved (or why not), for the printed line."""
     jax.config.update("jax_num_cpu_devices", n)
-    return reserve_threads(n)
+    return _threads_said(n)
 
 
 def _why_not_split() -> str | None:
@@ -203,8 +211,7 @@ def configure(
         else:
             jax.config.update("jax_num_cpu_devices", policy.devices)
     if (devices := _forced_device_count()) > 1:  # dlkit's split or the user's own count
-        note = reserve_threads(devices)
-        notes.append(note or f"XLA threads {os.environ['NPROC']}: 2 per device, so none hang")
+        notes.append(_threads_said(devices))
     if policy.keep_malloc_arena and not _keep_malloc_arena():
         policy = dataclasses.replace(policy, keep_malloc_arena=False)
         notes.append("mallopt unavailable (not glibc)")

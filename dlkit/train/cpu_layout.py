@@ -15,7 +15,6 @@ same one; checkpoints restore on any device count.
 """
 
 import dataclasses
-import os
 
 import jax
 
@@ -108,7 +107,6 @@ def start_cpu(*options, verbose: bool = True) -> None:
     policy = cpu.configure(split_devices=auto, verbose=verbose)
     wanted = max(o.parallel.cpu_devices for o in options)
     if wanted > policy.devices:
-        note = cpu.request_devices(wanted)
+        threads = cpu.request_devices(wanted)
         if verbose:
-            threads = note or f"XLA threads {os.environ.get('NPROC')}: 2 per device, so none hang"
             print(f"dlkit CPU devices: {wanted} (parallel.cpu_devices) [{threads}]", flush=True)
