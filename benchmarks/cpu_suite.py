@@ -9,12 +9,12 @@ call of each per round) so load from other processes hits all alike; figures are
 train step (a K-step dispatch counts K steps). fp32 everywhere, PyTorch set to as many threads as
 the process may use (XLA's default pool is that size too). Ratio = torch ms / dlkit ms (> 1: dlkit
 faster). Prints the machine (CPU model, ISA flags, cores, load before and after each family,
-versions, threads, allocator env, XLA_FLAGS, the CPU policy dlkit chose) and writes a JSON record
+versions, threads, allocator env, XLA_FLAGS, what dlkit.platform set up) and writes a JSON record
 to benchmarks/results/cpu_suite-<cpu>-<date>.json.
 
     JAX_PLATFORMS=cpu python benchmarks/cpu_suite.py [--families cnn,transformer_lm]
         [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--compile goal|all|none]
-        [--threads 1] [--set mixed_precision=True] [--no_policy]
+        [--threads 1] [--set mixed_precision=True] [--platform on|off|no_malloc|no_split]
 """
 
 import argparse
@@ -128,7 +128,8 @@ def machine() -> dict:
         env={
             k: v
             for k, v in os.environ.items()
-            if k.startswith(("MALLOC_", "XLA_", "OMP_", "MKL_", "DLKIT_")) or k == "LD_PRELOAD"
+            if k.startswith(("MALLOC_", "XLA_", "OMP_", "MKL_", "DLKIT_"))
+            or k in ("LD_PRELOAD", "NPROC")
         },
     )
     return info
@@ -155,14 +156,15 @@ def dlkit_run(config, x, y, num_classes, steps_per_call: int):
     model = models.get(config.model.name, **kwargs)
     options, objective = RunOptions.from_config(config), objectives.get(config.loss)
     # as the training loop lays a run out: parallel.cpu_devices N, or 0 = auto (cpu_layout)
-    runner = Runner.create(options, objective, devices=cpu_layout.first_devices(options))
     tx = make_optimizer(config.optimizer, config.num_train_steps)
-    state = runner.place(create_train_state(model, tx, x[:1], seed=0))
+    init = lambda: create_train_state(model, tx, x[:1], seed=0)  # noqa: E731
     batch = {"inputs": x, "targets": y}
-    runner, state, layout = cpu_layout.fit_to_cpu(options, objective, runner, state, batch)
+    layout = cpu_layout.decide(options, objective, init, batch)
+    runner = Runner.create(options, objective, devices=layout.devices)
+    state = runner.place(init())
     n = runner.mesh.devices.size
     fixed = f"{n} CPU device{'s' if n > 1 else ''} (parallel.cpu_devices)"
-    print(f"  ({config.model.name}: {layout.reason if layout else fixed})")
+    print(f"  ({config.model.name}: {layout.reason or fixed})")
     batches = [batch] * steps_per_call
     box = [state]
 
@@ -491,7 +493,11 @@ def main():
         "all, or none (compiling takes tens of seconds per family on 2 cores)",
     )
     parser.add_argument(
-        "--no_policy", action="store_true", help="skip dlkit.cpu.configure() (XLA/allocator)"
+        "--platform",
+        choices=("on", "off", "no_malloc", "no_split"),
+        default="on",
+        help="dlkit.platform.configure as the door calls it (on), not at all (off), without the "
+        "malloc keep-arena, or without a CPU device per core (A/B of each trick)",
     )
     parser.add_argument(
         "--threads",
@@ -516,8 +522,7 @@ def main():
     names = [n.strip() for n in args.families.split(",") if n.strip()]
     if bad := [n for n in names if n not in FAMILIES]:
         raise SystemExit(f"unknown families {bad}; choose from: {', '.join(FAMILIES)}")
-    from dlkit import cpu
-    from dlkit.train import cpu_layout
+    from dlkit import platform as host_platform
     from dlkit.train.options import RunOptions
 
     sets = parse_sets(args.set)
@@ -525,15 +530,18 @@ def main():
         RunOptions.from_config(load_config(FAMILIES[n][0], {**FAMILIES[n][1], **sets}))
         for n in names
     ]
-    if args.no_policy:
-        os.environ["DLKIT_CPU_POLICY"] = "off"
-    cpu_layout.start_cpu(*runs, verbose=False)  # before jax starts, as experiments/train.py
-    policy = cpu.configure()  # the policy start_cpu applied (printed below)
+    host = host_platform.Platform(host_platform.CpuFeatures.detect(), notes=("--platform=off",))
+    if args.platform != "off":  # before jax starts, as experiments/train.py
+        host = host_platform.configure(
+            *(r.parallel.cpu_devices for r in runs),
+            keep_malloc_arena=args.platform != "no_malloc",
+            split=args.platform != "no_split",
+        )
     import torch
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     info = machine()
-    info["policy"] = policy.describe()
+    info["platform"] = host.describe()
     info["threads_arg"], info["sets"] = args.threads, args.set
     print(
         f"CPU: {info['model']} ({info.get('vendor', '?')}), ISA {' '.join(info['flags'])}, "
@@ -545,7 +553,7 @@ def main():
         f"{info['torch']} ({info['torch_threads']} threads), {info['jax_devices']} JAX CPU "
         f"devices, env {info['env'] or '{}'}"
     )
-    print(f"dlkit CPU policy: {info['policy']}", flush=True)
+    print(f"dlkit platform: {info['platform']}", flush=True)
     rng = np.random.default_rng(0)
     records, start = [], time.perf_counter()
     for name in names:

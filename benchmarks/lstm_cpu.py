@@ -177,9 +177,10 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cpu_devices > 1:  # before JAX starts; the single-device rows use device 0
-        from dlkit import cpu
+        from dlkit import platform
 
-        cpu.request_devices(args.cpu_devices)  # with the XLA threads its collectives need
+        # with the XLA threads their collectives need; the allocator as before (glibc's)
+        platform.configure(args.cpu_devices, keep_malloc_arena=False)
 
     from dlkit import models
 

@@ -28,9 +28,9 @@ def main():
     args = parse()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from dlkit import cpu
+    from dlkit import platform
 
-    cpu.reserve_threads(args.devices)  # XLA threads for the devices' collectives (dlkit.cpu)
+    platform.configure(keep_malloc_arena=False)  # XLA threads for the devices' collectives
     import flax.linen as nn
     import jax
     import jax.numpy as jnp

@@ -20,7 +20,7 @@ import time
 import jax
 from absl import app, flags, logging
 
-from dlkit import data
+from dlkit import data, platform
 from dlkit.errors import ConfigError
 from dlkit.train import (
     build_model,
@@ -77,10 +77,10 @@ def stepper(options, dataset):
     """A function timing n training steps of a run, laid out as the training loop lays it out
     (CPU devices, steps_per_call); compiled on creation."""
     objective = objectives.get(options.loss)
-    runner = Runner.create(options, objective, devices=cpu_layout.first_devices(options))
-    state = runner.place(create_state(options, dataset, build_model(options, dataset)))
-    example = dataset.example_batch(options.batch_size)
-    runner, state, _ = cpu_layout.fit_to_cpu(options, objective, runner, state, example)
+    init = lambda: create_state(options, dataset, build_model(options, dataset))  # noqa: E731
+    layout = cpu_layout.decide(options, objective, init, dataset.example_batch(options.batch_size))
+    runner = Runner.create(options, objective, devices=layout.devices)
+    state = runner.place(init())
     k = options.parallel.steps_per_call
     it = data.train_iterator(dataset, options.batch_size, options.seed)
     box = [state]
@@ -181,7 +181,8 @@ def main(argv):
         configs = [load_config(n) for n in _CONFIGS.value]
         for c in configs:
             apply_overrides(c, _OVERRIDES.value)
-        cpu_layout.start_cpu(*(validate(c) for c in configs))  # before JAX starts
+        host = platform.configure(*(validate(c).parallel.cpu_devices for c in configs))
+        print(f"dlkit platform: {host.describe()}", flush=True)  # before JAX starts
         configs, datasets = zip(
             *(prepare(n, first.data, _OVERRIDES.value) for n in _CONFIGS.value), strict=True
         )

@@ -39,8 +39,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    from dlkit import cli
-    from dlkit.train import cpu_layout, train_and_evaluate
+    from dlkit import cli, platform
+    from dlkit.train import train_and_evaluate
     from dlkit.train.config import validate
 
     config_name = pathlib.Path(flags.FLAGS["config"].config_filename).stem
@@ -55,9 +55,10 @@ def main(argv):
             config.parallel[key] = flag.value
     options = validate(config)  # the door: every section parsed, checked and defaulted once
     cli.writable_workdir(workdir)
-    # before JAX starts: the CPU policy (allocator; a JAX CPU device per core under
+    # before JAX starts: the host set-up (CPU backend only; a JAX CPU device per core under
     # parallel.cpu_devices 0, auto: the loop decides how many the run uses), printed once
-    cpu_layout.start_cpu(options)
+    host = platform.configure(options.parallel.cpu_devices)
+    print(f"dlkit platform: {host.describe()}", flush=True)
     start = time.perf_counter()
     metrics = train_and_evaluate(options, workdir)  # errors: one line each, via dlkit.cli.run
     import jax

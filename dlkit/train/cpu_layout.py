@@ -2,7 +2,8 @@
 
 One XLA:CPU step keeps only part of the machine busy (small ops run on one thread, and the
 thread hand-offs between ops leave cores idle), so on a CPU with several cores the batch split
-over one JAX CPU device per core (dlkit.cpu creates them) runs faster, except when:
+over one JAX CPU device per core (the door's dlkit.platform creates them) runs faster, except
+when:
 - the step is too small to share (below MIN_FLOPS_PER_DEVICE per device, dispatch-bound);
 - the model keeps batch statistics (BatchNorm) and the step is below MIN_FLOPS_PER_DEVICE_BN per
   device: every normalised layer synchronises the devices twice per step, which costs more than
@@ -10,16 +11,16 @@ over one JAX CPU device per core (dlkit.cpu creates them) runs faster, except wh
   -> 0.84x PyTorch when split; resnet18, 47 GFLOP per device, 0.68x -> 0.74x; BUILD_NOTES, "CPU
   speed on any x86", auto layout);
 - the batch does not divide: the largest divisor of the batch size up to the device count.
-The choice depends only on the config, the model and the machine, so a rerun (resume) makes the
-same one; checkpoints restore on any device count.
+The choice depends only on the config, the model and the devices the process has, so a rerun
+(resume) makes the same one; checkpoints restore on any device count. `decide` makes it before the
+run's one Runner exists, costing the step on abstract shapes (nothing is placed or compiled).
 """
 
 import dataclasses
 
 import jax
 
-from dlkit import cpu
-from dlkit.train.runner import Runner
+from dlkit.train.runner import step_functions
 
 MIN_FLOPS_PER_DEVICE = 5e7  # FLOPs of one train step per device below which one device wins
 MIN_FLOPS_PER_DEVICE_BN = 1e10  # the same for models with BatchNorm statistics
@@ -27,10 +28,10 @@ MIN_FLOPS_PER_DEVICE_BN = 1e10  # the same for models with BatchNorm statistics
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """The devices a run uses and the one-line reason, printed once."""
+    """The devices a run uses (None: every device) and the line to print (None: none)."""
 
-    devices: int
-    reason: str
+    devices: int | None
+    reason: str | None = None
 
 
 def choose_devices(available: int, batch_size: int, batch_stats: bool, step_flops: float) -> Layout:
@@ -60,23 +61,11 @@ def _on_cpu(options) -> bool:
     )
 
 
-def auto_applies(options) -> bool:
-    """parallel.cpu_devices 0 (auto), kind sharded, one process, on the CPU backend."""
-    return options.parallel.cpu_devices == 0 and _on_cpu(options)
-
-
-def first_devices(options) -> int | None:
-    """Devices of the run's first runner: 1 under auto (until fit_to_cpu), parallel.cpu_devices
-    when set (on the CPU backend, one process), else None (every device)."""
-    if not _on_cpu(options) or len(jax.devices()) == 1:
-        return None
-    return min(options.parallel.cpu_devices, len(jax.devices())) or 1
-
-
-def step_flops(train_one, state, batch: dict) -> float:
-    """XLA's FLOP count of one train step (cost analysis of the lowered step; no compile)."""
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
-    cost = train_one.lower(state, shapes).cost_analysis()
+def step_flops(step, state, batch: dict) -> float:
+    """XLA's FLOP count of one train step (cost analysis of the lowered step; no compile).
+    `state` and `batch` may be arrays or shapes (jax.ShapeDtypeStruct, jax.eval_shape's)."""
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (state, batch))
+    cost = jax.jit(step).lower(*shapes).cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     return float((cost or {}).get("flops", 0.0))
 
@@ -86,27 +75,19 @@ def has_batch_stats(state) -> bool:
     return bool(jax.tree.leaves(state.model_state.get("batch_stats", {})))
 
 
-def fit_to_cpu(options, objective, runner, state, example: dict):
-    """(runner, state, layout): the auto layout's runner and state placed on it; unchanged (and
-    layout None) unless auto_applies. `runner` is the one-device runner the loop built first."""
-    if not auto_applies(options):
-        return runner, state, None
-    available, stats = len(jax.devices()), has_batch_stats(state)
-    flops = step_flops(runner.train_one, state, example) if available > 1 else 0.0
-    layout = choose_devices(available, options.batch_size, stats, flops)
-    if layout.devices > 1:
-        runner = Runner.create(options, objective, devices=layout.devices)
-        state = runner.place(state)
-    return runner, state, layout
-
-
-def start_cpu(*options, verbose: bool = True) -> None:
-    """Before JAX starts: dlkit.cpu's policy (one CPU device per core when any run is auto) and
-    at least the largest parallel.cpu_devices a run sets; prints the policy once."""
-    auto = any(o.parallel.cpu_devices == 0 for o in options)
-    policy = cpu.configure(split_devices=auto, verbose=verbose)
-    wanted = max(o.parallel.cpu_devices for o in options)
-    if wanted > policy.devices:
-        threads = cpu.request_devices(wanted)
-        if verbose:
-            print(f"dlkit CPU devices: {wanted} (parallel.cpu_devices) [{threads}]", flush=True)
+def decide(options, objective, init, example: dict) -> Layout:
+    """The run's layout, before its Runner is built: parallel.cpu_devices N -> N (at most the
+    devices there are); 0 (auto) -> choose_devices over the CPU devices the process has, the step
+    costed on jax.eval_shape(init) (init() makes the fresh state); off the one-process sharded
+    CPU case, every device (None). Only auto has a reason to print."""
+    if not _on_cpu(options):
+        return Layout(None)
+    available = len(jax.devices())
+    if options.parallel.cpu_devices:
+        return Layout(min(options.parallel.cpu_devices, available))
+    if available == 1:
+        return Layout(1, "one CPU device")
+    state = jax.eval_shape(init)
+    train, _ = step_functions(options, objective)
+    flops = step_flops(train, state, example)
+    return choose_devices(available, options.batch_size, has_batch_stats(state), flops)

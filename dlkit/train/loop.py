@@ -66,14 +66,14 @@ def _train(options: RunOptions, workdir, stop_after_step, watch) -> dict:
     check_batch_fits(options, dataset)
     model = build_model(options, dataset)
     objective = objectives.get(options.loss)
-    first = cpu_layout.first_devices(options)  # auto: one device until the step is costed
-    runner = Runner.create(options, objective, devices=first)  # devices, hosts, step
     create = lambda seed: create_state(options, dataset, model, seed)  # noqa: E731
-    state = runner.place(ensemble_state(options.parallel.ensemble_size, options.seed, create))
+    init = lambda: ensemble_state(options.parallel.ensemble_size, options.seed, create)  # noqa
     example = dataset.example_batch(options.batch_size)
-    runner, state, layout = cpu_layout.fit_to_cpu(options, objective, runner, state, example)
-    if layout is not None:
+    layout = cpu_layout.decide(options, objective, init, example)  # before the one runner
+    if layout.reason is not None:
         _say(f"dlkit CPU layout: {layout.reason}")
+    runner = Runner.create(options, objective, devices=layout.devices)  # devices, hosts, step
+    state = runner.place(init())  # placed once; a restore reads into this layout
     procs = jax.process_count()
     train_it = data.train_iterator(
         dataset,
@@ -88,7 +88,8 @@ def _train(options: RunOptions, workdir, stop_after_step, watch) -> dict:
         state, start, window = _restore(ckpt, options, state, train_it, model)
         writer = MetricWriter(workdir, enabled=jax.process_index() == 0, start_step=start)
         run = _Run(options, dataset, runner, train_it, ckpt, writer, watch)
-        return run.loop(runner.place(state), start, window, stop_after_step)
+        state = runner.place(state)  # no-op but for what init_from loaded (host arrays)
+        return run.loop(state, start, window, stop_after_step)
     finally:
         ckpt.close()
         if writer is not None:

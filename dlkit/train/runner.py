@@ -40,6 +40,17 @@ def _laid_out(fn, mesh: Mesh, fsdp: bool):
     return run
 
 
+def step_functions(options: RunOptions, objective) -> tuple[Callable, Callable]:
+    """(train step, eval step) of a RunOptions, unjitted: its step options and ensemble size."""
+    step = functools.partial(
+        steps.train_step, objective=objective, options=options.step.to_step_options()
+    )
+    evaluate = functools.partial(steps.eval_step, objective=objective)
+    if options.parallel.ensemble_size > 1:
+        return ensemble.ensemble_train_step(step), ensemble.ensemble_eval_step(objective)
+    return step, evaluate
+
+
 def _check_batch(batch_size: int, mesh: Mesh) -> None:
     n, procs = mesh.devices.size, jax.process_count()
     if batch_size % n or batch_size % procs:
@@ -66,15 +77,7 @@ class Runner:
         mesh = make_mesh(options.parallel.kind, devices)
         _check_batch(options.batch_size, mesh)
         fsdp = options.parallel.kind == "fsdp"
-        step = functools.partial(
-            steps.train_step, objective=objective, options=options.step.to_step_options()
-        )
-        evaluate = functools.partial(steps.eval_step, objective=objective)
-        if options.parallel.ensemble_size > 1:
-            step, evaluate = (
-                ensemble.ensemble_train_step(step),
-                ensemble.ensemble_eval_step(objective),
-            )
+        step, evaluate = step_functions(options, objective)
         many = functools.partial(steps.multi_step, step_fn=step)
         return cls(
             mesh=mesh,

@@ -18,7 +18,6 @@ import numpy as np
 import optax
 from jax import lax
 
-from dlkit import cpu
 from dlkit.errors import ConfigError
 from dlkit.train.state import TrainState
 from dlkit.train.vmap import add_noise, clipped_sum, per_example_grads
@@ -164,7 +163,6 @@ def eval_step(state: TrainState, batch: dict, *, objective) -> dict:
 
 def make_steps(objective, options: StepOptions = StepOptions()):
     """(train_step, eval_step) jitted; the train step donates the incoming state."""
-    cpu.configure()  # dlkit.cpu's CPU policy, once per process (no-op after the first call)
     step = functools.partial(train_step, objective=objective, options=options)
     train = jax.jit(step, donate_argnums=0)
     evaluate = jax.jit(functools.partial(eval_step, objective=objective))

@@ -29,7 +29,7 @@ def test_one_step_smoke(tmp_path):
     out = run(f"--workdir={tmp_path}", "--config.num_train_steps=1", *TINY)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "final: step=1" in out.stdout
-    assert out.stdout.count("dlkit CPU policy:") == 1  # the CPU choices, printed once each
+    assert out.stdout.count("dlkit platform:") == 1  # the host set-up and layout, once each
     assert out.stdout.count("dlkit CPU layout:") == 1
     assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / "checkpoints" / "1").is_dir()
     assert list((tmp_path / "tensorboard").iterdir())

@@ -43,7 +43,7 @@ def test_choose_devices(available, batch, stats, flops, want):
 def test_batch_stats_and_flops_read_from_the_state():
     from dlkit.train import objectives
     from dlkit.train.options import RunOptions
-    from dlkit.train.runner import Runner
+    from dlkit.train.runner import step_functions
 
     x = jnp.zeros((4, 8, 8, 3))
     tx = make_optimizer(default_config().optimizer, 10)
@@ -54,9 +54,11 @@ def test_batch_stats_and_flops_read_from_the_state():
     assert not cpu_layout.has_batch_stats(state)
     c = default_config()
     c.batch_size = 4
-    runner = Runner.create(RunOptions.from_config(c), objectives.get("cross_entropy"), devices=1)
+    train, _ = step_functions(RunOptions.from_config(c), objectives.get("cross_entropy"))
     batch = {"inputs": np.zeros((4, 8, 8, 3), np.float32), "targets": np.zeros(4, np.int32)}
-    flops = cpu_layout.step_flops(runner.train_one, runner.place(state), batch)
+    abstract = jax.eval_shape(lambda: create_train_state(mlp, tx, x, 0))  # nothing placed
+    flops = cpu_layout.step_flops(train, abstract, batch)
+    assert flops == cpu_layout.step_flops(train, state, batch)  # shapes or arrays alike
     forward = 2 * 4 * (192 * 16 + 16 * 10)  # two dense layers' multiply-adds, batch 4
     assert 3 * forward <= flops < 100 * forward  # forward + backward + update, not zero
 
@@ -92,7 +94,7 @@ def test_a_run_splits_over_two_cpu_devices_and_resumes_exactly(tmp_path):
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "NPROC": "4",  # 2 XLA threads per CPU device, or the all-reduce may hang (dlkit.cpu)
+        "NPROC": "4",  # 2 XLA threads per CPU device, or the all-reduce may hang (platform)
     }
     out = subprocess.run(
         [sys.executable, str(HERE), str(tmp_path)],

@@ -26,7 +26,7 @@ def run_on_8(case: str, tmp_path) -> str:
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "NPROC": "16",  # 2 XLA threads per CPU device, or the all-reduce may hang (dlkit.cpu)
+        "NPROC": "16",  # 2 XLA threads per CPU device, or the all-reduce may hang (dlkit.platform)
     }
     out = subprocess.run(
         [sys.executable, str(HERE), case, str(tmp_path)],

@@ -1,0 +1,155 @@
+"""dlkit.platform: the pure choices, and configure() setting up a fresh process (subprocesses:
+it changes the process) on the CPU backend only, with the collective-hang fault injected."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dlkit import platform
+
+TWO_CORES = "platform.CpuFeatures(cores=2, physical_cores=2)"
+
+
+def run_fresh(script: str, **env) -> subprocess.CompletedProcess:
+    """`script` in a fresh Python on the CPU backend, without NPROC or XLA_FLAGS from outside."""
+    base = {k: v for k, v in os.environ.items() if k not in ("NPROC", "XLA_FLAGS")}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**base, "JAX_PLATFORMS": "cpu", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+def test_detect_reads_this_machine():
+    f = platform.CpuFeatures.detect()
+    assert f.cores >= 1
+    assert f.flags <= frozenset(platform.ISA_FLAGS)
+
+
+def test_a_device_per_physical_core():
+    f = platform.CpuFeatures("AuthenticAMD", "EPYC", frozenset({"avx2"}), cores=4, physical_cores=2)
+    assert f.per_core_devices() == 2  # SMT siblings share a core: one device per core
+    assert platform.CpuFeatures(cores=1).per_core_devices() == 1
+    many = platform.CpuFeatures(cores=64, physical_cores=64)
+    assert many.per_core_devices() == platform.MAX_DEVICES
+
+
+@pytest.mark.parametrize(
+    "asked, split, want",
+    [((), True, 2), ((0,), False, 1), ((1,), True, 1), ((0, 4), True, 4), ((1, 0), True, 2)],
+)
+def test_choose_devices_takes_the_most_any_run_asks(asked, split, want):
+    two = platform.CpuFeatures(cores=2, physical_cores=2)
+    assert platform.choose_devices(asked, two, split) == want
+
+
+def test_collective_threads_two_per_device():
+    assert platform.collective_threads(1, 2) == 2
+    assert platform.collective_threads(2, 2) == 4  # 2 and 3 threads hang (BUILD_NOTES)
+    assert platform.collective_threads(4, 2) == 8
+    assert platform.collective_threads(2, 16) == 16
+
+
+@pytest.mark.parametrize(
+    "user, want_nproc, warns",
+    [(None, "4", False), ("8", "8", False), ("2", "2", True), ("x", "x", True)],
+)
+def test_reserve_threads_sets_or_checks_nproc(user, want_nproc, warns):
+    environ = {} if user is None else {"NPROC": user}
+    _, note = platform._reserve_threads(2, 2, environ)
+    assert environ["NPROC"] == want_nproc
+    assert (note is not None and "may hang" in note) == warns
+
+
+def test_describe_says_what_was_set():
+    f = platform.CpuFeatures("GenuineIntel", "Xeon", frozenset({"avx512f", "amx_bf16"}), 2)
+    text = platform.Platform(f, devices=2, threads=4, keep_malloc_arena=True).describe()
+    assert "Xeon" in text and "amx_bf16" in text and "2 cores" in text
+    assert "2 CPU devices, XLA threads 4, malloc keep-arena on" in text
+
+
+def test_off_switch_and_a_started_backend_change_nothing():
+    import jax
+
+    jax.devices()  # the backend is up (this test process): the count can no longer change
+    environ = {"DLKIT_PLATFORM": "off"}
+    assert platform.configure(environ=environ).describe().endswith("[DLKIT_PLATFORM=off]")
+    environ = {}
+    late = platform.configure(environ=environ, keep_malloc_arena=False)
+    assert late.devices == jax.local_device_count() and late.threads is None and environ == {}
+
+
+SPLIT = f"""
+import os
+import jax
+from dlkit import platform
+done = platform.configure(features={TWO_CORES})
+n = jax.device_count()
+eigen = sum(open(f"/proc/self/task/{{t}}/comm").read().startswith("tf_XLAEigen")
+            for t in os.listdir("/proc/self/task"))
+print(done.describe())
+print(done.devices, n, eigen >= 2 * n)
+"""
+
+
+@pytest.mark.parametrize(
+    "xla_flags, want",
+    [("", "2 2 True"), ("--xla_force_host_platform_device_count=3", "3 3 True")],
+)
+def test_configure_splits_the_cpu_before_jax_starts(xla_flags, want):
+    out = run_fresh(SPLIT, XLA_FLAGS=xla_flags)
+    assert out.stdout.strip().splitlines()[-1] == want
+    assert ("device count set by XLA_FLAGS" in out.stdout) == bool(xla_flags)
+
+
+ACCELERATOR = f"""
+import ctypes, os
+import jax
+from dlkit import platform
+ctypes.CDLL = None  # mallopt would fail loudly
+before = dict(os.environ)
+done = platform.configure(features={TWO_CORES})
+assert done.backend == "cuda" and done.devices == 1 and not done.keep_malloc_arena, done
+assert dict(os.environ) == before and jax.config.jax_num_cpu_devices == -1
+print(done.describe())
+"""
+
+
+def test_nothing_is_touched_when_the_backend_will_be_an_accelerator():
+    out = run_fresh(ACCELERATOR, JAX_PLATFORMS="cuda")  # never started: no GPU needed
+    assert "backend cuda, host left as it is" in out.stdout
+
+
+ALL_REDUCE = f"""
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from dlkit import platform
+platform.configure(features={TWO_CORES})
+mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+rep = NamedSharding(mesh, P())
+
+@jax.jit
+def step(w, x):
+    g = jax.grad(lambda w: jnp.mean((jnp.tanh(x @ w[0]) @ w[1]) ** 2))(w)
+    return jax.lax.with_sharding_constraint([a - 1e-3 * b for a, b in zip(w, g)], rep)
+
+w = jax.device_put([jnp.full((512, 512), 0.01)] * 2, rep)
+x = jax.device_put(jnp.ones((256, 512)), NamedSharding(mesh, P("data")))
+for _ in range(300):
+    w = step(w, x)
+print(float(w[0][0, 0]))
+"""
+
+
+def test_data_parallel_steps_do_not_hang_in_their_all_reduce():
+    """The fault: 2 CPU devices with XLA's default pools (2 threads on 2 cores) hang in the
+    gradient all-reduce within a few hundred such steps on a loaded machine, and XLA aborts the
+    process (SIGABRT) after 40 s. With configure's thread reservation they run to the end."""
+    out = run_fresh(ALL_REDUCE)
+    assert "Termination timeout" not in out.stderr
