@@ -25,6 +25,8 @@ import sys
 
 import jax  # importing jax does not start its backend
 
+__all__ = ["configure", "Platform", "CpuFeatures", "choose_devices", "collective_threads"]
+
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 MAX_DEVICES = 16  # one device per physical core, at most this many (measured up to 2)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -180,7 +182,8 @@ def configure(
     features: CpuFeatures | None = None,
     environ=os.environ,
 ) -> Platform:
-    """The door's host set-up (see the module docstring); call it once, before JAX starts.
+    """Sets up the host for the CPU backend (CPU devices, XLA threads, malloc) and says what it
+    did; called once, by a door, before JAX starts. Touches nothing for a GPU or TPU backend.
 
     `cpu_devices`: the parallel.cpu_devices of the runs to come (0 or none: auto, one device per
     physical core; N: N); the process gets the most any asks, unless XLA_FLAGS or jax config

@@ -22,7 +22,6 @@ def get_config():
     c.parallel.steps_per_call = (
         10  # 10 steps per dispatch: same results, faster on CPU (BUILD_NOTES)
     )
-    c.parallel.cpu_devices = 2  # CPU: two half-batches run side by side (BUILD_NOTES)
     c.update(num_train_steps=2500, log_every_steps=50, eval_every_steps=500)
     c.optimizer.update(name="adam", learning_rate=1e-2, grad_clip_norm=1.0)
     c.optimizer.update(schedule="warmup_cosine", warmup_steps=20)

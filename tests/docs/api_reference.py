@@ -16,6 +16,7 @@ SECTIONS = [
     ("dlkit.data", "datasets by name, Grain pipelines"),
     ("dlkit.train", "state, steps, loop, checkpoints, loading runs"),
     ("dlkit.convert", "PyTorch / safetensors weights in and out"),
+    ("dlkit.platform", "the door's host set-up (CPU backend only)"),
 ]
 
 
