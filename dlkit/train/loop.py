@@ -2,6 +2,8 @@
 
 Faults it survives: preemption signals (save, exit 75), non-finite steps (stop or skip), damaged
 checkpoints (set aside, the newest readable one restored), a second run on the workdir (refused).
+It prints only its progress lines (CPU layout, "step N:" metrics, Resuming, Finished) and sets
+nothing process-wide: it uses the devices the process has (host set-up: the door's dlkit.platform).
 """
 
 import logging
