@@ -1,6 +1,7 @@
 """dlkit.extras.profile: XLA cost counts against hand counts, loop flag, timing, layers."""
 
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,16 @@ def test_profile_intensity_time_and_given_counts():
     assert profile.bound(given, peak_flops=100.0, peak_bytes_per_sec=100.0) == "compute"  # 2 > 1
     with pytest.raises(ValueError, match="stat"):
         profile.time_fn(jnp.sin, x, stat="mean")
+
+
+def test_round_robin_runs_the_closures_in_turn():
+    calls = []
+    runs = {n: (lambda n=n: calls.append(n) or time.sleep(0.01 if n == "b" else 0)) for n in "ab"}
+    times = profile.time_round_robin(runs, rounds=3, warmup=1, stat="min")
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up, then one call of each per round
+    assert set(times) == {"a", "b"} and times["b"][0] >= 0.01  # (wall, process CPU) seconds
+    with pytest.raises(ValueError, match="rounds"):
+        profile.time_round_robin(runs, rounds=0)
 
 
 def test_mlp_layers_one_cost_each_with_matmul_plus_bias_flops():
