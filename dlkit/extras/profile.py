@@ -4,6 +4,8 @@
   min(peak FLOP/s, I * peak bytes/s); a kernel is memory-bound when I < peak FLOP/s / peak bytes/s.
 XLA counts a loop body (lax.scan, fori_loop, while) once, not once per trip: `Cost.has_loop` flags
 such functions, and `profile(..., flops=, bytes_accessed=)` takes counts worked out by hand.
+`time_round_robin` is the benchmarks' one timer (peers in turn, so load hits all alike);
+`machine` describes the machine a figure ran on.
 """
 
 import dataclasses
@@ -17,6 +19,7 @@ import time
 
 import flax.linen as nn
 import jax
+import jaxlib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +180,6 @@ def machine() -> dict:
             info["vendor"] = m.group(1).strip()
     except OSError:
         pass
-    import jaxlib
-
     torch = sys.modules.get("torch")
     info.update(
         cpus_usable=len(os.sched_getaffinity(0)),

@@ -50,6 +50,13 @@ def test_round_robin_runs_the_closures_in_turn():
         profile.time_round_robin(runs, rounds=0)
 
 
+def test_machine_names_cpu_versions_and_load():
+    info = profile.machine()
+    assert info["jax"] == jax.__version__ and info["cpus_usable"] >= 1 and len(info["loadavg"]) == 3
+    name = profile.results_name("cpu_suite", {"model": "AMD EPYC 9R14 (x)"}, "20261206-101000")
+    assert name == "cpu_suite-amd-epyc-9r14-x-20261206-101000.json"
+
+
 def test_mlp_layers_one_cost_each_with_matmul_plus_bias_flops():
     b, d, h, c = 4, 5, 8, 3
     model = MLP(num_classes=c, hidden_sizes=(h,), dropout_rate=0.1)  # dropout is identity at eval
