@@ -12,6 +12,7 @@ output bytes (XLA memory analysis). Ratios are against cuDNN measured in the sam
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -64,17 +65,18 @@ def program(impl, causal, backward):
 
 
 def time_compiled(compiled, args, min_time, max_iters):
-    """Median seconds of one call (after one warm-up call)."""
+    """Median seconds of one call: round_robin timer, as many calls as fill min_time (at least 3,
+    at most max_iters) after one warm-up call that sizes the count."""
     import jax
 
-    jax.block_until_ready(compiled(*args))
-    times = []
+    from dlkit.extras.profile import time_round_robin
+
+    run = {"call": lambda: jax.block_until_ready(compiled(*args))}
     start = time.perf_counter()
-    while len(times) < max_iters and (time.perf_counter() - start < min_time or len(times) < 3):
-        t = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    run["call"]()
+    one = time.perf_counter() - start
+    calls = min(max_iters, max(3, math.ceil(min_time / max(one, 1e-9))))
+    return time_round_robin(run, calls, warmup=0)["call"][0]
 
 
 def bench_point(impl, b, h, s, d, causal, backward, args):

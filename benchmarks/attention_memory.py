@@ -7,7 +7,7 @@ Two honest measures per point, causal self-attention, B=1, H=1, D=32, float32:
   (ru_maxrss) minus the resident set just before the run (after jax import, inputs and compile).
   Reference runs stop at --rss_max_reference (its S x S matrices outgrow a shared machine).
 
-  JAX_PLATFORMS=cpu python benchmarks/attention_memory.py [--max_len 16384] [--no_rss]
+  JAX_PLATFORMS=cpu python benchmarks/attention_memory.py [--max_len 16384] [--no_rss] [--smoke]
 --speed instead times forward + backward of each backend relative to the reference (best of 3),
 which is what `choose_implementation` ("auto") on CPU is based on.
 """
@@ -70,32 +70,26 @@ def measure_rss(impl: str, s: int):
 
 def speed(shapes=((8, 128, 4), (4, 512, 4), (2, 1024, 4), (1, 4096, 2))):
     """Prints a table of fwd+bwd time per backend as a multiple of the reference's."""
-    import time
-
     import jax
 
+    from dlkit.extras.profile import time_round_robin
     from dlkit.ops.attention_dispatch import choose_implementation, dot_product_attention
 
     impls = ("reference", "xla", "chunked")
     print("| B, S, H (D=32, causal) | auto picks | " + " | ".join(impls) + " |")
     print("|---|---|" + "---:|" * len(impls))
     for b, s, h in shapes:
-        q = k = v = jax.random.normal(jax.random.key(0), (b, s, h, 32))
-        times = {}
+        q = jax.random.normal(jax.random.key(0), (b, s, h, 32))  # q = k = v
+        runs = {}
         for impl in impls:
             attn = lambda q, k, v, impl=impl: dot_product_attention(  # noqa: E731
                 q, k, v, causal=True, implementation=impl
             ).sum()
             f = jax.jit(jax.grad(attn, (0, 1, 2)))
-            jax.block_until_ready(f(q, k, v))
-            runs = []
-            for _ in range(3):
-                t = time.perf_counter()
-                jax.block_until_ready(f(q, k, v))
-                runs.append(time.perf_counter() - t)
-            times[impl] = min(runs)
+            runs[impl] = lambda f=f, x=q: jax.block_until_ready(f(x, x, x))
+        times = {i: wall for i, (wall, _) in time_round_robin(runs, 3, 1, "min").items()}
         cells = " | ".join(f"{times[i] / times['reference']:.2f}" for i in impls)
-        print(f"| {b}, {s}, {h} | {choose_implementation(q, k)} | {cells} |", flush=True)
+        print(f"| {b}, {s}, {h} | {choose_implementation(q, q)} | {cells} |", flush=True)
 
 
 def main():
@@ -105,12 +99,15 @@ def main():
     parser.add_argument("--rss_max_reference", type=int, default=8192)
     parser.add_argument("--no_rss", action="store_true")
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="S 64 and 128, seconds (CI)")
     parser.add_argument("--point", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        args.min_len, args.max_len, args.rss_max_reference = 64, 128, 64
     if args.point:
         return rss_point(args.point[0], int(args.point[1]))
     if args.speed:
-        return speed()
+        return speed(((2, 64, 2),)) if args.smoke else speed()
     import jax
 
     print(

@@ -12,26 +12,33 @@ faster). Prints the machine (CPU model, ISA flags, cores, load before and after 
 versions, threads, allocator env, XLA_FLAGS, what dlkit.platform set up) and writes a JSON record
 to benchmarks/results/cpu_suite-<cpu>-<date>.json.
 
+With --profile, instead: per family, the train step's achieved FLOP/s against this machine's
+measured matmul peak and its top XLA ops (thunks) from a jax.profiler trace (one device, one step
+per call; process-CPU time, so `--threads 1` makes it robust to load); writes
+benchmarks/results/cpu_profile-<cpu>-<date>.json. PyTorch twins: dlkit.convert.torch_twins;
+timer: dlkit.extras.profile.time_round_robin. --smoke: tiny and seconds (CI).
+
     JAX_PLATFORMS=cpu python benchmarks/cpu_suite.py [--families cnn,transformer_lm]
         [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--compile goal|all|none]
-        [--threads 1] [--set mixed_precision=True] [--platform on|off|no_malloc|no_split]
+        [--threads 1] [--set step.mixed_precision=True] [--platform on|off|no_malloc|no_split]
+        [--profile] [--smoke]
 """
 
 import argparse
+import collections
 import datetime
+import glob
+import gzip
 import json
 import os
 import pathlib
-import platform
 import re
-import sys
+import tempfile
 import time
 
 import numpy as np
-from timing import time_round_robin  # benchmarks/timing.py (run as scripts)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # family -> (config file, overrides applied to it, extra dlkit rows {name: steps_per_call})
 FAMILIES = {
@@ -62,26 +69,25 @@ INPUTS = {
     "digits": ("vector", 64),
     "tiny_shakespeare": ("tokens", 128, 65),
 }
-ISA = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+SMOKE_FAMILIES, SMOKE_SETS = "lenet5", ["batch_size=8"]
 
 
 def load_config(name: str, overrides: dict):
     """experiments/configs/<name>.py's get_config() with dotted-key overrides."""
-    import importlib.util
+    from dlkit.extras.configs import get_config
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments/configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = get_config(ROOT / "experiments/configs" / f"{name}.py")
     for key, value in overrides.items():
-        node, *path = key.split(".")
-        target = config if not path else config[node]
-        target[path[-1] if path else node] = value
+        *sections, field = key.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[field] = value
     return config
 
 
 def fake_batch(config, rng):
-    """A batch of the config's data shape: (inputs, int targets), numpy."""
+    """A batch of the config's data shape: (inputs, int targets, classes), numpy."""
     kind, *shape = INPUTS[config.data.name]
     b = config.batch_size
     if kind == "tokens":
@@ -90,53 +96,6 @@ def fake_batch(config, rng):
         return text[:, :-1], text[:, 1:], vocab
     x = rng.random((b, *shape), np.float32)
     return x, rng.integers(0, 10, b).astype(np.int32), 10
-
-
-# ---------------------------------------------------------------- machine ----------------------
-
-
-def machine() -> dict:
-    """CPU model, ISA flags that matter, cores, load, versions, allocator env, XLA_FLAGS."""
-    info = {"model": platform.processor() or "unknown", "flags": []}
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
-            info["model"] = m.group(1).strip()
-        if m := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
-            info["flags"] = [f for f in ISA if f in m.group(1).split()]
-        if m := re.search(r"^vendor_id\s*:\s*(.+)$", text, re.M):
-            info["vendor"] = m.group(1).strip()
-    except OSError:
-        pass
-    import jax
-    import jaxlib
-
-    try:
-        import torch
-    except ImportError:  # cpu_profile.py runs without it (e.g. another jax in its own venv)
-        torch = None
-    info.update(
-        cpus_usable=len(os.sched_getaffinity(0)),
-        cpus_online=os.cpu_count(),
-        loadavg=os.getloadavg(),
-        python=platform.python_version(),
-        jax=jax.__version__,
-        jaxlib=jaxlib.__version__,
-        torch=torch.__version__ if torch else None,
-        torch_threads=torch.get_num_threads() if torch else None,
-        jax_devices=len(jax.devices()),
-        env={
-            k: v
-            for k, v in os.environ.items()
-            if k.startswith(("MALLOC_", "XLA_", "OMP_", "MKL_", "DLKIT_"))
-            or k in ("LD_PRELOAD", "NPROC")
-        },
-    )
-    return info
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
 
 
 # ---------------------------------------------------------------- dlkit ------------------------
@@ -151,9 +110,7 @@ def dlkit_run(config, x, y, num_classes, steps_per_call: int):
     from dlkit.train.options import RunOptions
     from dlkit.train.runner import Runner
 
-    kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
-    kwargs.setdefault("num_classes", num_classes)
-    model = models.get(config.model.name, **kwargs)
+    model = models.from_config(config.model, num_classes)
     options, objective = RunOptions.from_config(config), objectives.get(config.loss)
     # as the training loop lays a run out: parallel.cpu_devices N, or 0 = auto (cpu_layout)
     tx = make_optimizer(config.optimizer, config.num_train_steps)
@@ -179,161 +136,13 @@ def dlkit_run(config, x, y, num_classes, steps_per_call: int):
 
 
 def torch_net(config, num_classes):
-    """The family's network in PyTorch (NCHW convs; same widths, activations, norms, dropout)."""
-    from torch import nn
+    """The family's network in PyTorch: its twin in dlkit.convert.torch_twins, NCHW."""
+    from dlkit.convert.torch_twins import twin
 
-    m, name = config.model, config.model.name
     kind, *shape = INPUTS[config.data.name]
-    act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
-
-    if name == "mlp":
-        layers, width = [nn.Flatten()], int(np.prod(shape))
-        for h in m.hidden_sizes:
-            layers += [nn.Linear(width, h), act[m.get("activation", "relu")]()]
-            if m.get("dropout_rate", 0.0):
-                layers.append(nn.Dropout(m.dropout_rate))
-            width = h
-        return nn.Sequential(*layers, nn.Linear(width, num_classes))
-    if name in ("cnn", "lenet5"):
-        lenet = name == "lenet5"
-        feats, k = ((6, 16), 5) if lenet else (tuple(m.get("features", (32, 64))), 3)
-        pads = (k // 2, 0) if lenet else (k // 2,) * len(feats)
-        a = nn.Tanh if lenet else nn.ReLU
-        pool = nn.AvgPool2d if lenet else nn.MaxPool2d
-        layers, c, hw = [], shape[2], shape[0]
-        for f, p in zip(feats, pads, strict=True):
-            layers += [nn.Conv2d(c, f, k, padding=p), a(), pool(2)]
-            c, hw = f, (hw + 2 * p - k + 1) // 2
-        layers.append(nn.Flatten())
-        width, drop = c * hw * hw, m.get("dropout_rate", 0.0)
-        for h in (120, 84) if lenet else tuple(m.get("hidden", (256,))):
-            layers += ([nn.Dropout(drop)] if drop else []) + [nn.Linear(width, h), a()]
-            width = h
-        layers += ([nn.Dropout(drop)] if drop else []) + [nn.Linear(width, num_classes)]
-        return nn.Sequential(*layers)
-    if name.startswith("vgg"):
-        from dlkit.nn.vgg import DEPTHS
-
-        depth = int(re.match(r"vgg(\d+)", name).group(1))
-        depths, widths = tuple(m.get("depths", DEPTHS[depth])), tuple(m.get("widths"))
-        layers, c = [], shape[2]
-        for d, w in zip(depths, widths, strict=True):
-            for _ in range(d):
-                layers += [nn.Conv2d(c, w, 3, padding=1)]
-                layers += [nn.BatchNorm2d(w)] if name.endswith("_bn") else []
-                layers += [nn.ReLU()]
-                c = w
-            layers.append(nn.MaxPool2d(2))
-        p, h = m.pool_size, m.hidden
-        layers += [nn.AdaptiveAvgPool2d(p), nn.Flatten()]
-        for i in range(2):
-            layers += [nn.Linear(c * p * p if i == 0 else h, h), nn.ReLU(), nn.Dropout(0.5)]
-        return nn.Sequential(*layers, nn.Linear(h, num_classes))
-    if name == "resnet18":
-        return _torch_resnet18(num_classes)
-    if name in ("char_lstm", "char_gru"):
-        rnn = nn.LSTM if name == "char_lstm" else nn.GRU
-
-        class CharRNN(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.embed = nn.Embedding(num_classes, m.embed_dim)
-                self.rnn = rnn(m.embed_dim, m.hidden_size, m.num_layers, batch_first=True)
-                self.head = nn.Linear(m.hidden_size, num_classes)
-
-            def forward(self, tokens):
-                return self.head(self.rnn(self.embed(tokens))[0])
-
-        return CharRNN()
-    if name == "transformer_lm":
-        return _torch_transformer(m, num_classes)
-    raise SystemExit(f"no PyTorch twin for model {name!r}")
-
-
-def _torch_resnet18(num_classes):
-    """torchvision's resnet18 (BasicBlock, bias-free convs, BN) with the CIFAR stem."""
-    from torch import nn
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.b1 = nn.BatchNorm2d(cout)
-            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.b2 = nn.BatchNorm2d(cout)
-            self.short = None
-            if stride != 1 or cin != cout:
-                self.short = nn.Sequential(
-                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-                )
-
-        def forward(self, x):
-            h = self.b2(self.c2(nn.functional.relu(self.b1(self.c1(x)))))
-            return nn.functional.relu(h + (x if self.short is None else self.short(x)))
-
-    layers, c = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()], 64
-    for i, w in enumerate((64, 128, 256, 512)):
-        layers += [Block(c, w, 1 if i == 0 else 2), Block(w, w, 1)]
-        c = w
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
-    return nn.Sequential(*layers)
-
-
-def _torch_transformer(m, vocab):
-    """Pre-LN decoder: rotary or learned positions, GELU (tanh) MLP, tied or separate head."""
-    import torch
-    from torch import nn
-
-    e, heads, drop = m.embed_dim, m.num_heads, m.get("dropout_rate", 0.0)
-    rope = m.get("positional", "learned") == "rope"
-
-    def rotary(t):  # t (B, heads, T, d): rotate half-pairs by position angles
-        d, n = t.shape[-1], t.shape[-2]
-        inv = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-        ang = torch.arange(n, dtype=torch.float32)[:, None] * inv[None]
-        cos, sin = ang.cos(), ang.sin()
-        a, b = t[..., : d // 2], t[..., d // 2 :]
-        return torch.cat([a * cos - b * sin, a * sin + b * cos], -1)
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1, self.ln2 = nn.LayerNorm(e), nn.LayerNorm(e)
-            self.qkv, self.out = nn.Linear(e, 3 * e), nn.Linear(e, e)
-            self.up, self.down = nn.Linear(e, m.mlp_dim), nn.Linear(m.mlp_dim, e)
-            self.drop = nn.Dropout(drop)
-
-        def forward(self, x):
-            b, t, _ = x.shape
-            q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, heads, e // heads).unbind(2)
-            q, k, v = (z.transpose(1, 2) for z in (q, k, v))
-            if rope:
-                q, k = rotary(q), rotary(k)
-            a = nn.functional.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=drop if self.training else 0.0
-            )
-            x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, t, e)))
-            h = self.down(nn.functional.gelu(self.up(self.ln2(x)), approximate="tanh"))
-            return x + self.drop(h)
-
-    class LM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(vocab, e)
-            self.pos = None if rope else nn.Parameter(torch.zeros(m.max_len, e))
-            self.blocks = nn.ModuleList(Block() for _ in range(m.num_layers))
-            self.ln, self.drop = nn.LayerNorm(e), nn.Dropout(drop)
-            self.head = None if m.get("tie_embeddings", False) else nn.Linear(e, vocab)
-
-        def forward(self, tokens):
-            x = self.embed(tokens)
-            x = self.drop(x if self.pos is None else x + self.pos[: tokens.shape[1]])
-            for block in self.blocks:
-                x = block(x)
-            x = self.ln(x)
-            return x @ self.embed.weight.T if self.head is None else self.head(x)
-
-    return LM()
+    example = shape[:1] if kind == "tokens" else shape
+    kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+    return twin(config.model.name, num_classes, tuple(example), **kwargs)
 
 
 def torch_optimizer(cfg, params):
@@ -410,7 +219,7 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict, object]:
 
 
 def parse_sets(items: list[str]) -> dict:
-    """["mixed_precision=True", "model.impl=reference"] -> {key: Python value} (dlkit rows only)."""
+    """["step.mixed_precision=True", "model.impl=reference"] -> {key: value} (dlkit rows only)."""
     import ast
 
     out = {}
@@ -425,6 +234,8 @@ def parse_sets(items: list[str]) -> dict:
 
 def run_family(name, args, rng) -> dict:
     """Times one family's rows round-robin; returns its JSON record."""
+    from dlkit.extras.profile import time_round_robin
+
     load_before = os.getloadavg()
     rows, per_call, errors, config = family_rows(name, args, rng)
     for run in rows.values():  # warm-up: compiles; also sizes the auto round count
@@ -480,7 +291,184 @@ def print_family(rec: dict) -> None:
         print(f"  ratio {key:28s} {r:5.2f}")
 
 
-def main():
+# ---------------------------------------------------------------- --profile -------------------
+
+HEAVY = ("convolution", "dot", "reduce-window", "select-and-scatter", "scatter", "gather", "while")
+KINDS = (  # (kind, pattern in the thunk's description), first match wins
+    ("rng (dropout masks)", r"threefry|random_bits|rng|dropout"),
+    ("convolution", r"convolution"),
+    ("dot", r"\bdot\b"),
+    ("pooling", r"reduce-window|select-and-scatter|pool"),
+    ("layernorm", r"ln_|LayerNorm|layer_norm|/norm"),
+    ("attention elementwise (mask, softmax)", r"attend|attention_"),
+    ("activation (gelu, tanh, relu)", r"gelu|tanh|relu|sigmoid"),
+    ("softmax / loss", r"softmax|log_softmax|cross_entropy|logsumexp"),
+    ("optimizer update", r"optax|adam|sgd|momentum|nesterov|scale_by|clip"),
+    ("scan / while", r"while|scan"),
+)
+
+
+def cpu_seconds(run, repeats: int) -> float:
+    """Median process-CPU seconds of run() (already compiled)."""
+    from dlkit.extras.profile import time_round_robin
+
+    return time_round_robin({"run": run}, repeats, warmup=0)["run"][1]
+
+
+def matmul_peak(n: int, repeats: int) -> dict:
+    """FLOP/s of n x n fp32 matmuls, JAX (XLA) and torch (if imported), best over n/2, n."""
+    import sys
+
+    import jax
+    import jax.numpy as jnp
+
+    torch = sys.modules.get("torch")
+    out = {"jax": 0.0, "torch": 0.0}
+    for m in (n // 2, n):
+        a, f = jax.random.normal(jax.random.PRNGKey(0), (m, m)), jax.jit(jnp.matmul)
+        f(a, a).block_until_ready()
+        run = lambda a=a, f=f: f(a, a).block_until_ready()  # noqa: E731
+        out["jax"] = max(out["jax"], 2 * m**3 / cpu_seconds(run, repeats))
+        if torch is not None:
+            t = torch.randn(m, m)
+            out["torch"] = max(out["torch"], 2 * m**3 / cpu_seconds(lambda t=t: t @ t, repeats))
+    return out
+
+
+def hlo_ops(text: str) -> dict:
+    """Thunk / instruction name -> 'kind: heavy ops inside' from the compiled HLO text."""
+    comps, current = {}, None
+    for line in text.splitlines():
+        if m := re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line):
+            current = m.group(1)
+            comps[current] = []
+        elif current and line.strip() and line.strip() != "}":
+            comps[current].append(line.strip().removeprefix("ROOT "))
+    out = {}
+    for body in comps.values():
+        for line in body:
+            m = re.match(r"%?([\w.\-]+) = (\S+) (\w[\w\-]*)\(", line)
+            if not m:
+                continue
+            name, shape, op = m.groups()
+            called = re.findall(r"calls=%?([\w.\-]+)", line)
+            inside = [o for c in called for o in _ops_in(comps.get(c, []))]
+            heavy = sorted({o for o in inside if o in HEAVY}) or sorted(set(inside))[:3]
+            where = re.search(r'op_name="([^"]+)"', line)
+            where = "/".join(where.group(1).split("/")[-3:]) if where else ""
+            inner = f" [{', '.join(heavy)}]" if called else ""
+            out[name] = f"{op} {shape.split('{')[0]}{inner} {where}"
+    return out
+
+
+def _ops_in(body: list[str]) -> list[str]:
+    pattern = r"%?[\w.\-]+ = \S+ ([\w\-]+)\("
+    return [m.group(1) for line in body if (m := re.match(pattern, line))]
+
+
+def op_kind(description: str) -> str:
+    """A coarse kind for a thunk, from the ops inside it and its layer path."""
+    return next((k for k, p in KINDS if re.search(p, description, re.I)), "other elementwise")
+
+
+def traced_ms_per_op(run, names: dict, calls: int = 3) -> collections.Counter:
+    """Traced ms per step of each thunk in `names`, from a jax.profiler trace of `calls` runs."""
+    import jax
+
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+        for _ in range(calls):
+            run()
+        jax.profiler.stop_trace()
+        path = sorted(glob.glob(f"{tmp}/**/perfetto_trace.json.gz", recursive=True))[-1]
+        events = json.load(gzip.open(path))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    per_op = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in names:
+            per_op[e["name"]] += e.get("dur", 0) / (1e3 * calls)  # ms per step
+    return per_op
+
+
+def profile_family(name: str, args, peak: float) -> dict:
+    """FLOPs, CPU time, achieved fraction of peak and top thunks of one family's step (one
+    device, one step per call)."""
+    import jax
+    import jax.numpy as jnp
+
+    from dlkit import models
+    from dlkit.train import create_train_state, make_optimizer, make_steps, objectives
+
+    config = load_config(FAMILIES[name][0], {**FAMILIES[name][1], **parse_sets(args.set)})
+    x, y, num_classes = fake_batch(config, np.random.default_rng(0))
+    tx = make_optimizer(config.optimizer, config.num_train_steps)
+    state = create_train_state(models.from_config(config.model, num_classes), tx, x[:1], seed=0)
+    train, _ = make_steps(objectives.get(config.loss))
+    batch = {"inputs": jnp.asarray(x), "targets": jnp.asarray(y)}
+    compiled = train.lower(state, batch).compile()
+    cost = compiled.cost_analysis()
+    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+    box = [state]
+
+    def run():
+        box[0], sums = compiled(box[0], batch)
+        jax.block_until_ready(sums["loss"])
+
+    run()
+    seconds = cpu_seconds(run, args.repeats)
+    names = hlo_ops(compiled.as_text())
+    per_op = traced_ms_per_op(run, names)
+    total = sum(per_op.values()) or 1.0
+    by_kind = collections.Counter()
+    for op, ms in per_op.items():
+        by_kind[op_kind(names[op])] += ms
+    top = [
+        {"op": op, "ms": round(ms, 2), "share": round(ms / total, 3), "hlo": names[op]}
+        for op, ms in per_op.most_common(args.top)
+    ]
+    return {
+        "family": name,
+        "gflop_per_step": flops / 1e9,
+        "cpu_ms_per_step": 1e3 * seconds,
+        "gflops_achieved": flops / seconds / 1e9,
+        "fraction_of_peak": flops / seconds / peak,
+        "traced_ms_per_step": total,
+        "top_ops": top,
+        "by_kind": {k: round(ms / total, 3) for k, ms in by_kind.most_common()},
+        "loadavg": os.getloadavg(),
+    }
+
+
+def profile_families(names, args, info) -> dict:
+    """--profile: the matmul peak, then each family's FLOP/s and top ops; the JSON payload."""
+    peaks = matmul_peak(args.matmul, args.repeats)
+    peak = max(peaks.values())
+    print(
+        f"matmul peak {args.matmul}^2 fp32: XLA {peaks['jax'] / 1e9:.1f}, torch "
+        f"{peaks['torch'] / 1e9:.1f} GFLOP/s (process CPU time)",
+        flush=True,
+    )
+    records = []
+    for name in names:
+        rec = profile_family(name, args, peak)
+        records.append(rec)
+        print(
+            f"{name}: {rec['gflop_per_step']:.3f} GFLOP/step, {rec['cpu_ms_per_step']:.1f} ms "
+            f"CPU/step, {rec['gflops_achieved']:.1f} GFLOP/s = {rec['fraction_of_peak']:.0%} of "
+            f"peak; load {rec['loadavg'][0]:.1f}; top ops (traced {rec['traced_ms_per_step']:.1f}"
+            " ms/step):",
+            flush=True,
+        )
+        print(f"    by kind: {', '.join(f'{k} {v:.0%}' for k, v in rec['by_kind'].items())}")
+        for t in rec["top_ops"]:
+            print(f"   {t['share']:5.0%} {t['ms']:8.2f} ms  {t['op'][:28]:28s} {t['hlo'][:120]}")
+    return {"machine": info, "threads": args.threads, "matmul_peak": peaks, "families": records}
+
+
+# ---------------------------------------------------------------- main -------------------------
+
+
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated subset")
     parser.add_argument("--rounds", type=int, default=0, help="0: auto from --budget_s")
@@ -510,39 +498,29 @@ def main():
         "--set",
         action="append",
         default=[],
-        help="config override, e.g. mixed_precision=True (repeatable; torch reads shapes only)",
+        help="config override, e.g. step.mixed_precision=True (repeatable; torch: shapes only)",
+    )
+    parser.add_argument("--profile", action="store_true", help="FLOP/s and top ops per family")
+    parser.add_argument("--repeats", type=int, default=5, help="--profile: timed calls")
+    parser.add_argument("--matmul", type=int, default=1024, help="--profile: peak matmul size")
+    parser.add_argument("--top", type=int, default=8, help="--profile: top ops listed per family")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"seconds: families {SMOKE_FAMILIES} (unless given), {' '.join(SMOKE_SETS)}, "
+        "1 round, no torch.compile, a 128^2 matmul",
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     args = parser.parse_args()
-    if args.threads:  # before jax starts
-        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
-        if args.threads == 1:
-            flags = os.environ.get("XLA_FLAGS", "")
-            os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
-    names = [n.strip() for n in args.families.split(",") if n.strip()]
-    if bad := [n for n in names if n not in FAMILIES]:
-        raise SystemExit(f"unknown families {bad}; choose from: {', '.join(FAMILIES)}")
-    from dlkit import platform as host_platform
-    from dlkit.train.options import RunOptions
+    if args.smoke:
+        if args.families == parser.get_default("families"):
+            args.families = SMOKE_FAMILIES
+        args.set = [*SMOKE_SETS, *args.set]
+        args.rounds, args.compile, args.repeats, args.matmul = 1, "none", 1, 128
+    return args
 
-    sets = parse_sets(args.set)
-    runs = [
-        RunOptions.from_config(load_config(FAMILIES[n][0], {**FAMILIES[n][1], **sets}))
-        for n in names
-    ]
-    host = host_platform.Platform(host_platform.CpuFeatures.detect(), notes=("--platform=off",))
-    if args.platform != "off":  # before jax starts, as experiments/train.py
-        host = host_platform.configure(
-            *(r.parallel.cpu_devices for r in runs),
-            keep_malloc_arena=args.platform != "no_malloc",
-            split=args.platform != "no_split",
-        )
-    import torch
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    info = machine()
-    info["platform"] = host.describe()
-    info["threads_arg"], info["sets"] = args.threads, args.set
+def print_machine(info: dict) -> None:
     print(
         f"CPU: {info['model']} ({info.get('vendor', '?')}), ISA {' '.join(info['flags'])}, "
         f"{info['cpus_usable']} usable of {info['cpus_online']} CPUs, load "
@@ -554,13 +532,9 @@ def main():
         f"devices, env {info['env'] or '{}'}"
     )
     print(f"dlkit platform: {info['platform']}", flush=True)
-    rng = np.random.default_rng(0)
-    records, start = [], time.perf_counter()
-    for name in names:
-        rec = run_family(name, args, rng)
-        print_family(rec)
-        records.append(rec)
-    print(f"suite wall time {time.perf_counter() - start:.0f} s")
+
+
+def print_table(records: list) -> None:
     print(
         "\n| family | dlkit ms | eager ms | compile ms | eager/dlkit | compile/dlkit "
         "| eager/dlkit (cpu) | compile/dlkit (cpu) | load |"
@@ -579,11 +553,66 @@ def main():
             f"| {rec['family']} | {ms['dlkit']:.2f} | {ms['torch_eager']:.2f} | {comp} | "
             f"{r['torch_eager/dlkit']:.2f} | {rc} | {ce:.2f} | {cc} | {load:.1f} |"
         )
+
+
+def main():
+    args = parse_args()
+    flags = [os.environ.get("XLA_FLAGS", "")]  # before jax starts
+    if args.profile:  # each thunk (fusion, library call) one trace event
+        flags.append("--xla_cpu_enable_xprof_traceme=true")
+    if args.threads:
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
+        if args.threads == 1:
+            flags.append("--xla_cpu_multi_thread_eigen=false")
+    os.environ["XLA_FLAGS"] = " ".join(flags).strip()
+    names = [n.strip() for n in args.families.split(",") if n.strip()]
+    if bad := [n for n in names if n not in FAMILIES]:
+        raise SystemExit(f"unknown families {bad}; choose from: {', '.join(FAMILIES)}")
+    from dlkit import platform as host_platform
+    from dlkit.train.options import RunOptions
+
+    sets = parse_sets(args.set)
+    runs = [
+        RunOptions.from_config(load_config(FAMILIES[n][0], {**FAMILIES[n][1], **sets}))
+        for n in names
+    ]
+    host = host_platform.Platform(host_platform.CpuFeatures.detect(), notes=("--platform=off",))
+    if args.platform != "off":  # before jax starts, as experiments/train.py
+        host = host_platform.configure(
+            *(r.parallel.cpu_devices for r in runs),
+            keep_malloc_arena=args.platform != "no_malloc",
+            split=args.platform != "no_split",
+        )
+    try:
+        import torch
+
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    except ImportError:
+        if not args.profile:
+            raise SystemExit("the suite's peer rows need PyTorch (pip install torch)") from None
+    from dlkit.extras.profile import machine, results_name
+
+    info = machine()
+    info["platform"] = host.describe()
+    info["threads_arg"], info["sets"] = args.threads, args.set
+    print_machine(info)
+    if args.profile:
+        kind, payload = "cpu_profile", profile_families(names, args, info)
+    else:
+        rng = np.random.default_rng(0)
+        records, start = [], time.perf_counter()
+        for name in names:
+            rec = run_family(name, args, rng)
+            print_family(rec)
+            records.append(rec)
+        print(f"suite wall time {time.perf_counter() - start:.0f} s")
+        print_table(records)
+        kind, payload = "cpu_suite", {"machine": info, "families": records}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = out / f"cpu_suite-{slug(info['model'])}-{stamp}.json"
-    path.write_text(json.dumps({"machine": info, "families": records}, indent=1, default=str))
+    path = out / results_name(kind, info, stamp)
+    path.write_text(json.dumps(payload, indent=1, default=str))
     print(f"wrote {path}")
 
 

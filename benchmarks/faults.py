@@ -5,6 +5,7 @@ uninterrupted run (final params bitwise, metrics.jsonl strict JSON, no repeated 
   JAX_PLATFORMS=cpu python benchmarks/faults.py --trials 20 [--seed 0]
   JAX_PLATFORMS=cpu python benchmarks/faults.py --step-cost   # the non-finite flag's cost
   JAX_PLATFORMS=cpu python benchmarks/faults.py --damage-matrix   # every file x 3 damages
+  JAX_PLATFORMS=cpu python benchmarks/faults.py --smoke --kinds nan --trials 1   # CI: seconds
 
 Run with `child WORKDIR NAN_AT`, this file is a training process whose NAN_AT-th batch holds a
 NaN (the fault the binary cannot inject), with the binary's exit codes (dlkit.cli.guard).
@@ -12,6 +13,7 @@ NaN (the fault the binary cannot inject), with the binary's exit codes (dlkit.cl
 
 import argparse
 import errno
+import functools
 import json
 import os
 import pathlib
@@ -26,12 +28,13 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "experiments" / "train.py"
-STEPS, LOG, CKPT = 300, 10, 50
+SMOKE = "--smoke" in sys.argv  # a tiny run (CI's smoke test); the NaN trial's child gets it too
+STEPS, LOG, CKPT, EVAL = (20, 5, 10, 10) if SMOKE else (300, 10, 50, 150)
 FLAGS = (
     f"--config={ROOT / 'experiments' / 'configs' / 'mlp_digits.py'}",
     f"--config.num_train_steps={STEPS}",
     f"--config.log_every_steps={LOG}",
-    "--config.eval_every_steps=150",
+    f"--config.eval_every_steps={EVAL}",
     f"--config.checkpoint.every_steps={CKPT}",
     "--config.progress_bar=False",
 )
@@ -182,7 +185,7 @@ def nan_trial(workdir, rng):
     """A NaN batch: exit 1 naming the step, no non-finite checkpoint; the rerun ends equal."""
     at = rng.randrange(2, STEPS)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, __file__, "child", str(workdir), str(at)]
+    cmd = [sys.executable, __file__, "child", str(workdir), str(at), *["--smoke"] * SMOKE]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     err = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(err) == 1, (done.returncode, err[-3:])
@@ -270,17 +273,14 @@ def step_cost(rounds: int = 300) -> None:
     import jax
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-    import mlp_digits
-    from timing import time_round_robin
-
     from dlkit import data
+    from dlkit.extras.configs import get_config
+    from dlkit.extras.profile import time_round_robin
     from dlkit.train import objectives
     from dlkit.train.build import build_model, create_state
     from dlkit.train.step import StepOptions, train_step
 
-    config = mlp_digits.get_config()
+    config = get_config(ROOT / "experiments" / "configs" / "mlp_digits.py")
     dataset = data.load(config.data)
     state0 = create_state(config, dataset, build_model(config, dataset))
     batch = jax.tree.map(jax.numpy.asarray, dataset.example_batch(config.batch_size))
@@ -384,6 +384,7 @@ def main():
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--step-cost", action="store_true", help="time the non-finite flag")
     parser.add_argument("--damage-matrix", action="store_true", help="damage every file in turn")
+    parser.add_argument("--smoke", action="store_true", help=f"{STEPS}-step runs (a CI check)")
     args = parser.parse_args()
     if args.step_cost:
         return step_cost()
@@ -432,15 +433,15 @@ def child(workdir: str, nan_at: int):
     import numpy as np
 
     from dlkit import cli, data
+    from dlkit.extras.configs import get_config
     from dlkit.train import train_and_evaluate
 
-    sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-    import mlp_digits
-
-    config = mlp_digits.get_config()
-    for flag in FLAGS[1:]:
+    config = get_config(ROOT / "experiments" / "configs" / "mlp_digits.py")
+    for flag in FLAGS[1:]:  # --config.checkpoint.every_steps=50: a field of a section
         key, value = flag[len("--config.") :].split("=")
-        config[key] = type(config[key])(value == "True" if value in ("True", "False") else value)
+        *sections, field = key.split(".")
+        node = functools.reduce(getattr, sections, config)
+        node[field] = type(node[field])(value == "True" if value in ("True", "False") else value)
     real, n = data.train_iterator, [0]
 
     def poisoned(*a, **k):

@@ -1,7 +1,7 @@
 """Time to quality on this machine: the issue-15 goals, each run as a user runs it.
 
     JAX_PLATFORMS=cpu python benchmarks/time_to_quality.py [--runs mlp_digits,cnn_mnist,...]
-        [--budget_s 300] [--workdir /tmp/dlkit_ttq]
+        [--budget_s 300] [--workdir /tmp/dlkit_ttq] [--smoke (mlp_digits, 20 steps: CI)]
 
 Runs (fresh workdirs; every run is the shipped config through experiments/train.py, defaults only):
 - mlp_digits: eval accuracy >= 0.96 in < 60 s (the binary's wall_seconds, imports excluded)
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from cpu_suite import ROOT, machine, slug  # benchmarks/cpu_suite.py (run as scripts)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 TRAIN = [sys.executable, str(ROOT / "experiments/train.py")]
 RUNS = {
@@ -39,10 +39,10 @@ def final_metrics(stdout: str) -> dict:
     return {k: float(v) for k, v in re.findall(r"(\w+)=([-\d.e+]+)", line)}
 
 
-def train_run(name: str, workdir: pathlib.Path) -> dict:
+def train_run(name: str, workdir: pathlib.Path, extra=()) -> dict:
     config, metric, op, target, seconds = RUNS[name]
     args = [f"--config={ROOT / 'experiments/configs' / f'{config}.py'}", f"--workdir={workdir}"]
-    args.append("--config.progress_bar=False")
+    args += ["--config.progress_bar=False", *extra]
     start = time.perf_counter()
     out = subprocess.run([*TRAIN, *args], capture_output=True, text=True)
     process_s = time.perf_counter() - start
@@ -101,7 +101,13 @@ def main():
     parser.add_argument("--budget_s", type=float, default=300.0, help="compare: seconds each")
     parser.add_argument("--workdir", default="/tmp/dlkit_ttq")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"))
+    parser.add_argument("--smoke", action="store_true", help="the binary runs: 20 steps (CI)")
     args = parser.parse_args()
+    smoke = [f"--config.{k}=20" for k in ("num_train_steps", "eval_every_steps")] * args.smoke
+    if args.smoke and args.runs == parser.get_default("runs"):
+        args.runs = "mlp_digits"
+    from dlkit.extras.profile import machine, results_name
+
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     root = pathlib.Path(args.workdir) / stamp
     info = machine()
@@ -113,7 +119,7 @@ def main():
         if name == "compare":
             rec = compare_run(root / "compare", args.budget_s)
         elif name in RUNS:
-            rec = train_run(name, root / name)
+            rec = train_run(name, root / name, smoke)
         else:
             raise SystemExit(f"unknown run {name!r}; choose from {', '.join([*RUNS, 'compare'])}")
         rec["load"] = max(load, os.getloadavg()[0])
@@ -123,7 +129,7 @@ def main():
               flush=True)  # fmt: skip
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"time_to_quality-{slug(info['model'])}-{stamp}.json"
+    path = out / results_name("time_to_quality", info, stamp)
     path.write_text(json.dumps({"machine": info, "runs": records}, indent=1))
     print(f"wrote {path}")
 

@@ -4,14 +4,22 @@
   min(peak FLOP/s, I * peak bytes/s); a kernel is memory-bound when I < peak FLOP/s / peak bytes/s.
 XLA counts a loop body (lax.scan, fori_loop, while) once, not once per trip: `Cost.has_loop` flags
 such functions, and `profile(..., flops=, bytes_accessed=)` takes counts worked out by hand.
+`time_round_robin` is the benchmarks' one timer (peers in turn, so load hits all alike);
+`machine` describes the machine a figure ran on.
 """
 
 import dataclasses
 import math
+import os
+import platform
+import re
+import statistics
+import sys
 import time
 
 import flax.linen as nn
 import jax
+import jaxlib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,20 +61,31 @@ def cost_analysis(fn, *args) -> dict:
     }
 
 
+def time_round_robin(runs: dict, rounds: int, warmup: int = 3, stat: str = "median") -> dict:
+    """{name: (wall, process-CPU) seconds per call}: the closures run in turn `rounds` times (so
+    load from other processes hits all alike), median or "min" (the least disturbed) of each."""
+    if rounds < 1 or stat not in ("median", "min"):
+        raise ValueError(f"need rounds >= 1 and stat median|min, got {rounds}, {stat!r}")
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            run()
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    pick = min if stat == "min" else statistics.median
+    return {name: tuple(pick(col) for col in zip(*ts, strict=True)) for name, ts in times.items()}
+
+
 def time_fn(fn, *args, repeats: int = 10, warmup: int = 2, stat: str = "median") -> float:
-    """Median (or "min": the best, least disturbed by other processes) wall-clock seconds of one
-    call of jax.jit(fn)(*args), compile excluded."""
+    """Median (or "min") wall-clock seconds of one call of jax.jit(fn)(*args), compile excluded."""
     if repeats < 1 or stat not in ("median", "min"):
         raise ValueError(f"time_fn: need repeats >= 1 and stat median|min, got {repeats}, {stat!r}")
     jitted = jax.jit(fn)
-    for _ in range(warmup):
-        jax.block_until_ready(jitted(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(jitted(*args))
-        times.append(time.perf_counter() - start)
-    return min(times) if stat == "min" else sorted(times)[len(times) // 2]
+    run = {"fn": lambda: jax.block_until_ready(jitted(*args))}
+    return time_round_robin(run, repeats, warmup, stat)["fn"][0]
 
 
 def profile(
@@ -141,3 +160,48 @@ def profile_layers(
 def bound(cost: Cost, peak_flops: float, peak_bytes_per_sec: float) -> str:
     """ "memory" if intensity < ridge = peak FLOP/s / peak bytes/s, else "compute"."""
     return "memory" if cost.intensity < peak_flops / peak_bytes_per_sec else "compute"
+
+
+ISA = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def machine() -> dict:
+    """The machine a measurement ran on: CPU model, ISA flags that matter, cores, load, versions
+    (torch's only when the caller imported it), allocator and XLA environment."""
+    info = {"model": platform.processor() or "unknown", "flags": []}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
+            info["model"] = m.group(1).strip()
+        if m := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
+            info["flags"] = [f for f in ISA if f in m.group(1).split()]
+        if m := re.search(r"^vendor_id\s*:\s*(.+)$", text, re.M):
+            info["vendor"] = m.group(1).strip()
+    except OSError:
+        pass
+    torch = sys.modules.get("torch")
+    info.update(
+        cpus_usable=len(os.sched_getaffinity(0)),
+        cpus_online=os.cpu_count(),
+        loadavg=os.getloadavg(),
+        python=platform.python_version(),
+        jax=jax.__version__,
+        jaxlib=jaxlib.__version__,
+        torch=torch.__version__ if torch else None,
+        torch_threads=torch.get_num_threads() if torch else None,
+        jax_devices=len(jax.devices()),
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("MALLOC_", "XLA_", "OMP_", "MKL_", "DLKIT_"))
+            or k in ("LD_PRELOAD", "NPROC")
+        },
+    )
+    return info
+
+
+def results_name(kind: str, info: dict, stamp: str) -> str:
+    """<kind>-<cpu model slug>-<stamp>.json: a results file's name."""
+    cpu = re.sub(r"[^a-z0-9]+", "-", info["model"].lower()).strip("-")[:40]
+    return f"{kind}-{cpu}-{stamp}.json"

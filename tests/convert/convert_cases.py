@@ -2,7 +2,8 @@
 
 import numpy as np
 import torch
-import torch_twins as tw
+
+from dlkit.convert import torch_twins as tw
 
 VISION = dict(num_classes=10)
 VGG_KW = dict(num_classes=10, widths=(4, 8, 8, 16, 16), hidden=32, pool_size=2)

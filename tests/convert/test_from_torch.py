@@ -9,9 +9,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
 
 import convert_cases as cc  # noqa: E402
-import torch_twins as tw  # noqa: E402
 
 from dlkit import ConfigError, convert, models  # noqa: E402
+from dlkit.convert import torch_twins as tw  # noqa: E402
 
 # Forward passes in CI; the deeper variants are checked by layout (round trip) below and by
 # `python tests/convert/convert_cases.py` (the BUILD_NOTES table).

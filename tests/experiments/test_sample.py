@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from dlkit.extras.configs import get_config
 from dlkit.nn import sampling
 from dlkit.train import train_and_evaluate
 from dlkit.train.load import load_language_model as load_from_workdir
@@ -14,12 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def smoke_config():
-    sys.path.insert(0, str(ROOT / "experiments" / "configs"))
-    try:
-        import char_smoke
-    finally:
-        sys.path.pop(0)
-    c = char_smoke.get_config("gru")
+    c = get_config(ROOT / "experiments" / "configs" / "char_smoke.py", "gru")
     c.num_train_steps = 10
     return c
 

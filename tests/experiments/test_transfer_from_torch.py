@@ -20,8 +20,7 @@ def weights_file(tmp_path) -> pathlib.Path:
     try:
         import torch
 
-        sys.path.insert(0, str(ROOT / "tests" / "convert"))
-        import torch_twins
+        from dlkit.convert import torch_twins
 
         path = tmp_path / "resnet18.pth"
         torch.save(torch_twins.randomize(torch_twins.ResNet(18, 1000, 8)).state_dict(), path)

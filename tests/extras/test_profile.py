@@ -1,6 +1,7 @@
 """dlkit.extras.profile: XLA cost counts against hand counts, loop flag, timing, layers."""
 
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,23 @@ def test_profile_intensity_time_and_given_counts():
     assert profile.bound(given, peak_flops=100.0, peak_bytes_per_sec=100.0) == "compute"  # 2 > 1
     with pytest.raises(ValueError, match="stat"):
         profile.time_fn(jnp.sin, x, stat="mean")
+
+
+def test_round_robin_runs_the_closures_in_turn():
+    calls = []
+    runs = {n: (lambda n=n: calls.append(n) or time.sleep(0.01 if n == "b" else 0)) for n in "ab"}
+    times = profile.time_round_robin(runs, rounds=3, warmup=1, stat="min")
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up, then one call of each per round
+    assert set(times) == {"a", "b"} and times["b"][0] >= 0.01  # (wall, process CPU) seconds
+    with pytest.raises(ValueError, match="rounds"):
+        profile.time_round_robin(runs, rounds=0)
+
+
+def test_machine_names_cpu_versions_and_load():
+    info = profile.machine()
+    assert info["jax"] == jax.__version__ and info["cpus_usable"] >= 1 and len(info["loadavg"]) == 3
+    name = profile.results_name("cpu_suite", {"model": "AMD EPYC 9R14 (x)"}, "20261206-101000")
+    assert name == "cpu_suite-amd-epyc-9r14-x-20261206-101000.json"
 
 
 def test_mlp_layers_one_cost_each_with_matmul_plus_bias_flops():

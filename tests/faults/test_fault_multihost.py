@@ -72,6 +72,5 @@ def main(process_id: int, port: int, workdir: str):
         raise SystemExit(75) from None
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent))
+if __name__ == "__main__":  # a process of the test (its folder is on sys.path as a script's)
     main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])

@@ -1,0 +1,71 @@
+"""Every benchmark script runs: each one's tiny mode in a subprocess (seconds, CPU). The scripts'
+figures are not checked here (they are measurements); that they run, print and write is.
+benchmarks/attention.py and gpu_check.sh: tests/kernels/test_flash_integration.py (--smoke)."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not TORCH, reason="PyTorch is not installed (.ci/run_torch)")
+
+
+def run(script: str, *flags: str, cwd=ROOT) -> str:
+    """The script's stdout; fails with its last output when it exits non-zero."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *flags]
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    return done.stdout
+
+
+def written(folder: pathlib.Path, kind: str) -> dict:
+    (path,) = folder.glob(f"{kind}-*.json")
+    return json.loads(path.read_text())
+
+
+@needs_torch
+def test_cpu_suite(tmp_path):
+    out = run("cpu_suite.py", "--smoke", f"--out={tmp_path}")
+    assert "| lenet5 |" in out
+    (family,) = written(tmp_path, "cpu_suite")["families"]
+    assert family["family"] == "lenet5" and family["batch_size"] == 8
+    assert set(family["ms_per_step"]) == {"dlkit", "torch_eager"} and not family["errors"]
+
+
+def test_cpu_suite_profile(tmp_path):  # runs without torch too
+    out = run("cpu_suite.py", "--smoke", "--profile", "--families=mlp_digits", f"--out={tmp_path}")
+    assert "mlp_digits:" in out and "GFLOP/s" in out
+    (family,) = written(tmp_path, "cpu_profile")["families"]
+    assert family["gflop_per_step"] > 0 and family["top_ops"]
+
+
+def test_time_to_quality(tmp_path):
+    out = run("time_to_quality.py", "--smoke", f"--out={tmp_path}", f"--workdir={tmp_path}")
+    assert "| mlp_digits |" in out and "at step 20" in out
+    assert written(tmp_path, "time_to_quality")["runs"][0]["run"] == "mlp_digits"
+
+
+@pytest.mark.slow
+def test_faults_nan_trial(tmp_path):
+    """The NaN trial (its own training child) survives: exit 1 naming the step, rerun equal."""
+    out = run("faults.py", "--smoke", "--kinds=nan", "--trials=1", cwd=tmp_path)
+    assert "faults survived: 1/1; steps lost: 0; divergences" in out
+    assert "uninterrupted result: 0;" in out
+
+
+def test_attention_memory():
+    out = run("attention_memory.py", "--smoke", "--no_rss")
+    assert "| 64 |" in out and "| 128 |" in out
+
+
+@pytest.mark.skip(reason="broken on main (StepOptions axis_name); helper pmap restores it")
+def test_pmap_vs_sharded():
+    out = run("pmap_vs_sharded.py", "--devices=2", "--batch=4", "--rounds=1", "--model=mlp")
+    assert out
