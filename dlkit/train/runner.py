@@ -62,7 +62,11 @@ class Runner:
     @classmethod
     def create(cls, options: RunOptions, objective, devices: int | None = None) -> "Runner":
         """The runner of a RunOptions: its mesh (every device, or the first `devices`), step
-        options and ensemble size."""
+        options and ensemble size; kind "pmap" gets dlkit.train.pmap_runner's PmapRunner."""
+        if options.parallel.kind == "pmap":
+            from dlkit.train.pmap_runner import PmapRunner  # it imports this module
+
+            return PmapRunner.create(options, objective, devices)
         mesh = make_mesh(options.parallel.kind, devices)
         _check_batch(options.batch_size, mesh)
         fsdp = options.parallel.kind == "fsdp"
