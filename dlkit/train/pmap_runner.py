@@ -27,7 +27,6 @@ from dlkit.errors import ConfigError
 from dlkit.train import step as steps
 from dlkit.train.options import RunOptions
 from dlkit.train.parallel import AXIS, global_batch, make_mesh, put, state_shardings
-from dlkit.train.runner import steps_stack
 
 
 def _syncing(axis_name: str):
@@ -73,12 +72,14 @@ def _eval_sums(state, batch, *, objective):
     return lax.psum(steps.eval_step(state, batch, objective=objective), AXIS)
 
 
-def _blocks(batch: dict, n: int, axis: int = 0) -> dict:
-    """(.., B, ...) -> (.., n, B / n, ...): each device's rows, split on the host."""
-    return {
-        k: np.asarray(v).reshape(*v.shape[:axis], n, v.shape[axis] // n, *v.shape[axis + 1 :])
-        for k, v in batch.items()
-    }
+def _blocks(batch: dict, n: int) -> dict:
+    """(B, ...) -> (n, B / n, ...): each device's rows, split on the host."""
+    return {k: np.asarray(v).reshape(n, -1, *np.shape(v)[1:]) for k, v in batch.items()}
+
+
+def _stacked_blocks(batches: list[dict], n: int) -> dict:
+    """K batches (B, ...) -> (K, n, B / n, ...)."""
+    return {k: np.stack([_blocks(b, n)[k] for b in batches]) for k in batches[0]}
 
 
 def check_pmap(options: RunOptions, n: int) -> None:
@@ -156,8 +157,7 @@ class PmapRunner:
         if len(local_batches) == 1:
             batch = global_batch(_blocks(local_batches[0], n), self.mesh)
             return self.train_one(state, batch)
-        stacked = _blocks(steps_stack(local_batches), n, axis=1)
-        batches = global_batch(stacked, self.mesh, stacked=True)
+        batches = global_batch(_stacked_blocks(local_batches, n), self.mesh, stacked=True)
         return self.train_many(state, batches)
 
     def eval(self, state, batch: dict) -> dict:
