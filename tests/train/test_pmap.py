@@ -58,6 +58,12 @@ def two_device_cases(out):
     assert jax.device_count() == 2, jax.devices()
     out = pathlib.Path(out)
     losses = {}
+    odd = mlp_config("pmap")
+    odd.batch_size = 15
+    try:  # 15 rows do not split over the 2 devices parallel.cpu_devices asks for
+        train_and_evaluate(odd, out / "odd")
+    except ConfigError as e:
+        (out / "odd_batch.txt").write_text(str(e))
     for name, kind, stops in (
         ("sharded", "sharded", ()),
         ("pmap", "pmap", ()),
@@ -129,6 +135,23 @@ def test_pmap_syncs_batchnorm_statistics_like_sharded(runs):
     assert abs(losses["bn_pmap"] - losses["bn_sharded"]) <= 1e-4 * abs(losses["bn_sharded"])
     unsynced = leaves(out / "bn_unsynced")  # the control: per-device statistics differ
     assert max(float(np.max(np.abs(unsynced[k] - want[k]))) for k in stats) > 1e-3
+
+
+def test_pmap_refuses_a_batch_that_does_not_split(runs):
+    out, _ = runs
+    message = (out / "odd_batch.txt").read_text()
+    assert message.startswith("batch_size 15 must divide evenly over 2 devices (pmap)")
+
+
+def test_pmap_refuses_several_processes(monkeypatch):
+    import jax
+
+    from dlkit.train.options import RunOptions
+    from dlkit.train.pmap_runner import check_pmap
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ConfigError, match="parallel.kind 'pmap' runs on one process"):
+        check_pmap(RunOptions.from_config(mlp_config("pmap")), 1)
 
 
 def test_pmap_refuses_ensembles(tmp_path):
