@@ -1,18 +1,16 @@
-"""pmap (BatchNorm synchronised by an interceptor) vs jit over a sharded `data` mesh, on N CPU
-devices: the same BatchNorm CNN, batch and SGD steps; does jit + sharding cover what pmap did?
+"""parallel.kind "pmap" vs "sharded" (jit over the `data` mesh) on N CPU devices: the same model,
+batch and SGD steps through the library's runners (dlkit.train.runner / pmap_runner).
 
-Prints, per path, the median wall time per train step (round robin, so load hits both alike) and
+Prints, per kind, the median wall time per train step (round robin, so load hits both alike) and
 the largest difference of the parameters and BatchNorm statistics after the timed steps from a
-one-device run (both paths compute BatchNorm statistics over the global batch).
+one-device run (both kinds compute BatchNorm statistics over the global batch).
 
     python benchmarks/pmap_vs_sharded.py [--devices 2] [--batch 32] [--rounds 20] [--model bn_cnn]
+        [--steps_per_call 1]
 """
 
 import argparse
-import dataclasses
-import functools
 import os
-import sys
 
 
 def parse():
@@ -21,6 +19,7 @@ def parse():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--model", choices=("bn_cnn", "mlp"), default="bn_cnn")
+    p.add_argument("--steps_per_call", type=int, default=1)
     return p.parse_args()
 
 
@@ -31,20 +30,17 @@ def main():
     from dlkit import platform
 
     platform.configure(keep_malloc_arena=False)  # XLA threads for the devices' collectives
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
-    from jax.sharding import Mesh, NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    from timing import time_round_robin
 
     from dlkit import models
+    from dlkit.extras.profile import time_round_robin
     from dlkit.train import create_train_state, objectives
-    from dlkit.train.step import StepOptions, train_step
+    from dlkit.train.config import default_config
+    from dlkit.train.options import RunOptions
+    from dlkit.train.runner import Runner
 
     assert jax.device_count() == args.devices, jax.devices()
     if args.model == "bn_cnn":
@@ -52,82 +48,50 @@ def main():
     else:
         model = models.get("mlp", num_classes=10, hidden_sizes=(128, 64))
     rng = np.random.default_rng(0)
-    batch = {
-        "inputs": rng.random((args.batch, 16, 16, 3), np.float32),
-        "targets": rng.integers(0, 10, args.batch).astype(np.int32),
-    }
+    k = args.steps_per_call
+    batches = [
+        {
+            "inputs": rng.random((args.batch, 16, 16, 3), np.float32),
+            "targets": rng.integers(0, 10, args.batch).astype(np.int32),
+        }
+        for _ in range(k)
+    ]
     objective = objectives.get("cross_entropy")
 
-    def fresh():
-        return create_train_state(model, optax.sgd(0.05), jnp.asarray(batch["inputs"][:1]), 0)
+    def runner(kind):
+        c = default_config()
+        c.batch_size = args.batch
+        c.parallel.update(kind=kind, cpu_devices=1 if kind == "none" else args.devices)
+        c.parallel.steps_per_call = k
+        return Runner.create(RunOptions.from_config(c), objective)
 
-    # jit over a mesh: state replicated, batch split along `data`; XLA adds the all-reduces.
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    rep, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    step = functools.partial(train_step, objective=objective)
-    jit_step = jax.jit(step, donate_argnums=0, out_shardings=(rep, rep))
-    g_batch = jax.device_put(batch, rows)
+    runners = {kind: runner(kind) for kind in ("sharded", "pmap", "none")}
+    fresh = create_train_state(model, optax.sgd(0.05), jnp.asarray(batches[0]["inputs"][:1]), 0)
+    box = {kind: r.place(fresh) for kind, r in runners.items()}
 
-    # pmap: a leading device axis, psum of grads, BatchNorm axis_name set while tracing.
-    def sync_bn(next_fun, args_, kwargs, context):
-        if isinstance(context.module, nn.BatchNorm) and context.module.axis_name is None:
-            object.__setattr__(context.module, "axis_name", "data")
-        return next_fun(*args_, **kwargs)
-
-    options = dataclasses.replace(StepOptions(), axis_name="data")
-
-    def pmap_body(s, b):
-        with nn.intercept_methods(sync_bn):
-            return train_step(s, b, objective=objective, options=options)
-
-    n = args.devices
-    pmap_step = jax.pmap(pmap_body, axis_name="data", donate_argnums=0)
-    p_batch = jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
-    one_step = jax.jit(step, donate_argnums=0)
-
-    box = {
-        "sharded": jax.device_put(fresh(), rep),
-        "pmap": jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *x.shape)), fresh()),
-        "one": fresh(),
-    }
-
-    def run(name, fn, b):
+    def run(kind):
         def go():
-            box[name], sums = fn(box[name], b)
+            box[kind], sums = runners[kind].train(box[kind], batches)
             jax.block_until_ready(sums["loss"])
 
         return go
 
-    runs = {
-        "sharded": run("sharded", jit_step, g_batch),
-        "pmap": run("pmap", pmap_step, p_batch),
-        "one": run("one", one_step, batch),
-    }
-    times = time_round_robin(runs, args.rounds)
-    ref = jax.tree.leaves(box["one"].checkpoint_tree())
-    for name in ("sharded", "pmap"):
-        tree = box[name].checkpoint_tree()
-        if name == "pmap":
-            tree = jax.tree.map(lambda x: np.asarray(x)[0], tree)
-        diff = max(
-            float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-            for a, b in zip(jax.tree.leaves(tree), ref, strict=True)
-        )
+    times = time_round_robin({kind: run(kind) for kind in runners}, args.rounds)
+    trees = {kind: jax.tree.leaves(jax.device_get(s.checkpoint_tree())) for kind, s in box.items()}
+
+    def diff(a, b):
+        return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b, strict=True))
+
+    steps = (args.rounds + 3) * k
+    for kind in ("sharded", "pmap"):
         print(
-            f"{name:8s} {1e3 * times[name][0]:8.2f} ms/step  "
-            f"max |state - one device| = {diff:.2e} after {args.rounds + 3} steps"
+            f"{kind:8s} {1e3 * times[kind][0] / k:8.2f} ms/step  "
+            f"max |state - one device| = {diff(trees[kind], trees['none']):.2e} after {steps} steps"
         )
-    pm = jax.tree.map(lambda x: np.asarray(x)[0], box["pmap"].checkpoint_tree())
-    between = max(
-        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-        for a, b in zip(
-            jax.tree.leaves(box["sharded"].checkpoint_tree()), jax.tree.leaves(pm), strict=True
-        )
-    )
-    print(f"max |sharded - pmap| = {between:.2e}")
-    print(f"{'one':8s} {1e3 * times['one'][0]:8.2f} ms/step (one device)")
+    print(f"max |sharded - pmap| = {diff(trees['sharded'], trees['pmap']):.2e}")
+    print(f"{'one':8s} {1e3 * times['none'][0] / k:8.2f} ms/step (one device)")
     print(f"pmap / sharded time: {times['pmap'][0] / times['sharded'][0]:.2f}")
-    print(f"jax {jax.__version__}; {n} CPU devices; model {args.model}; batch {args.batch}")
+    print(f"jax {jax.__version__}; {args.devices} CPU devices; {args.model}, batch {args.batch}")
 
 
 if __name__ == "__main__":

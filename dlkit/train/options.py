@@ -37,7 +37,7 @@ from dlkit.errors import ConfigError, choose
 from dlkit.train import objectives
 from dlkit.train.step import StepOptions
 
-PARALLEL_KINDS = ("sharded", "fsdp", "none")
+PARALLEL_KINDS = ("sharded", "fsdp", "pmap", "none")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "sgd_scratch", "adam_scratch")
 NONFINITE_POLICIES = ("stop", "skip_step")  # dlkit.train.step.StepOptions.nonfinite
@@ -105,20 +105,13 @@ def _move(out: dict, old: str, new: str) -> bool:
 
 
 def _retire(out: dict) -> list[str]:
-    """Drops retired keys and maps parallel.kind 'pmap' to 'sharded' in place; their messages."""
+    """Drops retired keys in place; their messages."""
     messages = []
     for dotted, why in RETIRED_KEYS.items():
         section, _, key = dotted.partition(".")
         if isinstance(out.get(section), dict) and key in out[section]:
             out[section].pop(key)
             messages.append(f"config key {dotted} is retired ({why}); it is ignored")
-    parallel = out.get("parallel")
-    if isinstance(parallel, dict) and parallel.get("kind") == "pmap":
-        parallel["kind"] = "sharded"
-        messages.append(
-            "parallel.kind 'pmap' is retired: 'sharded' (jit over the device mesh) computes the "
-            "same steps, BatchNorm statistics over the global batch included; using 'sharded'"
-        )
     return messages
 
 
@@ -290,7 +283,7 @@ class TrainStepOptions:
 class ParallelOptions:
     """config.parallel: devices, hosts, steps per dispatch and ensembles."""
 
-    kind: str = _resumable("sharded")  # sharded | fsdp | none
+    kind: str = _resumable("sharded")  # sharded | fsdp | pmap | none
     cpu_devices: int = _resumable(0)  # 0: auto (dlkit.train.cpu_layout); N: N CPU devices
     steps_per_call: int = _resumable(1)  # train steps per dispatch (lax.scan); same results
     ensemble_size: int = 1  # K members, seeds seed .. seed + K - 1, one vmapped step

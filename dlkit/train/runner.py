@@ -1,9 +1,10 @@
 """Runner: the jitted train and eval functions of one run on one device mesh.
 
-Every kind is `jax.jit` over the 1-D `data` mesh (dlkit.train.parallel): the global batch split
-along `data`, the state replicated ("sharded", "none": one device) or split ("fsdp"). Inside the
-jitted step the new state is constrained to `state_shardings` of its own shapes, so the functions
-are built once per runner and fit any state (jit's own cache keys on the state's structure).
+Every kind but "pmap" (dlkit.train.pmap_runner) is `jax.jit` over the 1-D `data` mesh
+(dlkit.train.parallel): the global batch split along `data`, the state replicated ("sharded",
+"none": one device) or split ("fsdp"). Inside the jitted step the new state is constrained to
+`state_shardings` of its own shapes, so the functions are built once per runner and fit any state
+(jit's own cache keys on the state's structure).
 BatchNorm statistics are computed over the global batch: one array, whatever the device count.
 """
 
@@ -22,6 +23,7 @@ from dlkit.train import ensemble
 from dlkit.train import step as steps
 from dlkit.train.options import RunOptions
 from dlkit.train.parallel import global_batch, make_mesh, put, state_shardings
+from dlkit.train.pmap_runner import PmapRunner
 
 
 def steps_stack(batches: list[dict]) -> dict:
@@ -73,7 +75,9 @@ class Runner:
     @classmethod
     def create(cls, options: RunOptions, objective, devices: int | None = None) -> "Runner":
         """The runner of a RunOptions: its mesh (every device, or the first `devices`), step
-        options and ensemble size."""
+        options and ensemble size; kind "pmap" gets dlkit.train.pmap_runner's PmapRunner."""
+        if options.parallel.kind == "pmap":
+            return PmapRunner.create(options, objective, devices)
         mesh = make_mesh(options.parallel.kind, devices)
         _check_batch(options.batch_size, mesh)
         fsdp = options.parallel.kind == "fsdp"

@@ -4,9 +4,11 @@ Options (`StepOptions`, made from the config's `step` section by
 `dlkit.train.options.TrainStepOptions.to_step_options`): gradient accumulation over micro-batches
 (`lax.scan`), DP-SGD (per-example clipping + Gaussian noise, `vmap`), bf16 compute with fp32
 parameters, `multi_step` for `steps_per_call` steps per dispatch (`lax.scan` over stacked
-batches), and the `nonfinite` policy: every step returns a "nonfinite" flag (non-finite loss or
-gradients) with its metric sums; `skip_step` also keeps the state unchanged for such a step (like
-optax's apply_if_finite), `stop` leaves the reaction to the loop at its next sync point.
+batches), `axis_name` for a per-device step under `jax.pmap` (dlkit.train.pmap_runner: gradient
+and metric sums `psum`-ed, model state `pmean`-ed, dropout keys per device), and the `nonfinite`
+policy: every step returns a "nonfinite" flag (non-finite loss or gradients) with its metric sums;
+`skip_step` also keeps the state unchanged for such a step (like optax's apply_if_finite), `stop`
+leaves the reaction to the loop at its next sync point.
 """
 
 import dataclasses
@@ -34,6 +36,7 @@ class StepOptions:
     dp_noise_multiplier: float = 0.0
     compute_dtype: str | None = None  # "bfloat16": bf16 compute, fp32 params and optimizer state
     nonfinite: str = "stop"  # stop | skip_step (state unchanged for a non-finite step)
+    axis_name: str | None = None  # under jax.pmap: sums and model state combined over this axis
 
 
 def _cast_floats(tree, dtype):
@@ -105,10 +108,14 @@ def train_step(
 ) -> tuple[TrainState, dict]:
     """One optimizer step on `batch`; returns the next state and metric sums."""
     step_rng = jax.random.fold_in(state.rng, state.step)  # dropout key: a function of (rng, step)
-    rng = step_rng
+    axis = options.axis_name
+    rng = step_rng if axis is None else jax.random.fold_in(step_rng, lax.axis_index(axis))
     grads, sums, model_state = _accumulated(state, batch, objective, options, rng)
     if options.dp_clip_norm is not None:  # per-example grads (B, ...) -> clipped sum
         grads = clipped_sum(grads, options.dp_clip_norm)
+    if axis is not None:  # per-device sums -> the global batch's, on every device
+        grads, sums = lax.psum((grads, sums), axis)
+        model_state = _pmean_floats(model_state, axis)
     if options.dp_clip_norm is not None:  # one draw of N(0, (sigma C)^2) per step, all devices
         std = options.dp_noise_multiplier * options.dp_clip_norm
         grads = add_noise(grads, std, jax.random.fold_in(step_rng, NOISE_STREAM))
@@ -126,6 +133,13 @@ def train_step(
         new_state = _keep_if_not(finite, new_state, state)
     flag = 1.0 - finite.astype(jnp.float32)
     return new_state, {**sums, "grad_norm": grad_norm * sums["count"], "nonfinite": flag}
+
+
+def _pmean_floats(tree, axis: str):
+    """Float leaves averaged over the pmap axis (replicas of, e.g., synced BatchNorm stats)."""
+    return jax.tree.map(
+        lambda x: lax.pmean(x, axis) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
 
 
 def _keep_if_not(finite, new_state: TrainState, state: TrainState) -> TrainState:

@@ -111,10 +111,10 @@ def test_placeholders_are_dropped_and_a_set_flat_key_wins():
     assert out["step"]["dp"] == {"clip_norm": 2.0, "enabled": True}
 
 
-def test_pmap_and_mesh_shape_are_retired_with_a_message():
+def test_mesh_shape_is_retired_with_a_message_and_pmap_is_a_kind():
     out, messages = migrate({"parallel": {"kind": "pmap", "mesh_shape": (2,)}})
-    assert out == {"parallel": {"kind": "sharded"}}
-    assert len(messages) == 2 and any("'pmap' is retired" in m for m in messages)
+    assert out == {"parallel": {"kind": "pmap"}}
+    assert len(messages) == 1 and "mesh_shape is retired" in messages[0]
 
 
 def test_step_options_match_the_train_step_options():
@@ -197,7 +197,7 @@ def test_resumable_keys_come_from_field_metadata():
 def test_an_old_flat_saved_config_compares_to_its_nested_twin():
     saved = flat_config().to_dict()  # as an old checkpoint holds it (JSON: tuples are lists)
     saved["init_skip"] = list(saved["init_skip"])
-    saved["parallel"]["kind"] = "pmap"  # retired, and resumable anyway
+    saved["parallel"]["kind"] = "pmap"  # resumable: a pmap run continues as sharded
     now = nested_config()
     now.num_train_steps = 5000  # resumable
     now.parallel.steps_per_call = 8  # resumable
