@@ -19,6 +19,7 @@ from dlkit.convert import io as convert_io
 from dlkit.convert import pytorch
 from dlkit.errors import ConfigError, RunError
 from dlkit.paths import few, flatten, matches, unflatten
+from dlkit.train import ema
 from dlkit.train.options import rename_rules
 
 STATUSES = ("loaded", "skipped", "fresh", "dropped")
@@ -239,4 +240,5 @@ def init_from(state, options, model=None):
     params = variables.pop("params")
     if jax.process_index() == 0:
         print(f"init_from {label}:\n{format_table(rows)}", flush=True)
-    return state.replace(params=params, model_state=variables, opt_state=state.tx.init(params))
+    state = state.replace(params=params, model_state=variables, opt_state=state.tx.init(params))
+    return ema.restart(state)  # the average starts at the loaded params

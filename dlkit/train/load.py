@@ -1,9 +1,10 @@
 """A trained run in one call, and params-only files.
 
-- `load(path, step=None) -> Loaded(model, variables, config, assets, step)`: path is a training
-  workdir, its checkpoints/ folder or one step folder; arrays come back on this process's first
-  device whatever device count saved them. `model.apply(variables, x, train=False)` runs it.
-- `load_language_model(path)` -> (model, variables, tokenizer) for sampling a text model.
+- `load(path, step=None, ema=False) -> Loaded(model, variables, config, assets, step)`: path is a
+  training workdir, its checkpoints/ folder or one step folder; arrays come back on this process's
+  first device whatever device count saved them. `model.apply(variables, x, train=False)` runs it.
+  `ema=True`: the params are the run's moving average (config.ema.decay > 0; dlkit.train.ema).
+- `load_language_model(path, ema=False)` -> (model, variables, tokenizer) for sampling a text model.
 - `save_params(path, variables)` / `load_params(path)`: any pytree of arrays (e.g. variables from
   `dlkit.convert.from_torch`) as an Orbax folder, without optimizer state or config.
 """
@@ -17,6 +18,7 @@ import orbax.checkpoint as ocp
 from dlkit import models
 from dlkit.data.text import tokenizer_from_assets
 from dlkit.errors import ConfigError
+from dlkit.train import ema as ema_lib
 from dlkit.train.checkpoint import _local_target, restore_latest
 
 
@@ -47,8 +49,19 @@ def _num_classes(params: dict, assets: dict) -> int | None:
     return None if embed is None else int(embed.shape[-2])
 
 
-def load(path, step: int | None = None) -> Loaded:
-    """The model, variables, config and assets of a saved run (latest step, or `step`)."""
+def _ema_params(state: dict, path):
+    """The saved EMA of the params in the params' dtypes; ConfigError if the run kept none."""
+    if state.get("ema_params") is None:
+        raise ConfigError(
+            f"{path}: the run kept no EMA of its weights (config.ema.decay was 0); "
+            "load it without ema=True, or train with --config.ema.decay=0.999"
+        )
+    return ema_lib.as_params(state["ema_params"], state["params"])
+
+
+def load(path, step: int | None = None, *, ema: bool = False) -> Loaded:
+    """The model, variables, config and assets of a saved run (latest step, or `step`); with
+    `ema=True` the variables hold the EMA of the params (beside the raw model state)."""
     saved = restore_latest(path, items=("config", "assets", "state"), step=step)
     config = saved.get("config") or {}
     if "model" not in config:
@@ -60,13 +73,15 @@ def load(path, step: int | None = None) -> Loaded:
         if n is not None:
             kwargs["num_classes"] = n
     model = models.get(config["model"]["name"], **kwargs)
-    variables = {"params": state["params"], **(state.get("model_state") or {})}
+    params = _ema_params(state, path) if ema else state["params"]
+    variables = {"params": params, **(state.get("model_state") or {})}
     return Loaded(model, variables, ml_collections.ConfigDict(config), assets, saved["step"])
 
 
-def load_language_model(path, step: int | None = None):
-    """(model, variables, tokenizer) of a saved language-model run, for sampling and probing."""
-    run = load(path, step)
+def load_language_model(path, step: int | None = None, *, ema: bool = False):
+    """(model, variables, tokenizer) of a saved language-model run, for sampling and probing
+    (`ema=True`: its EMA weights)."""
+    run = load(path, step, ema=ema)
     if not hasattr(run.model, "step"):
         name = run.config.model.name
         raise ConfigError(f"model {name!r} has no step(): it cannot generate text")

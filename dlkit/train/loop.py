@@ -15,7 +15,7 @@ from jax.experimental import multihost_utils
 
 from dlkit import data
 from dlkit.errors import ConfigError, Diverged, Preempted, RunError
-from dlkit.train import cpu_layout, objectives
+from dlkit.train import cpu_layout, ema, objectives
 from dlkit.train.build import build_model, create_state
 from dlkit.train.checkpoint import Checkpointer, Damaged, all_finite, warn
 from dlkit.train.config import check_batch_fits, validate
@@ -26,6 +26,7 @@ from dlkit.train.metrics import MetricWriter, Progress
 from dlkit.train.options import RunOptions
 from dlkit.train.parallel import initialize_distributed
 from dlkit.train.preemption import SignalWatch
+from dlkit.train.profiler import ProfileWindow
 from dlkit.train.runner import Runner
 from dlkit.train.schedule import loop_intervals, steps_this_call
 from dlkit.train.step import evaluate
@@ -85,14 +86,15 @@ def _train(options: RunOptions, workdir, stop_after_step, watch) -> dict:
         shard_count=procs,
     )
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=options.checkpoint.max_to_keep)
-    writer = None
+    writer, profile = None, ProfileWindow(options.profile, workdir / "profile", say=_say)
     try:
         state, start, window = _restore(ckpt, options, state, train_it, model)
         writer = MetricWriter(workdir, enabled=jax.process_index() == 0, start_step=start)
-        run = _Run(options, dataset, runner, train_it, ckpt, writer, watch)
+        run = _Run(options, dataset, runner, train_it, ckpt, writer, watch, profile)
         state = runner.place(state)  # no-op but for what init_from loaded (host arrays)
         return run.loop(state, start, window, stop_after_step)
     finally:
+        profile.close()  # a trace cut short by an error or a stop is still written
         ckpt.close()
         if writer is not None:
             writer.close()
@@ -152,9 +154,12 @@ def _barrier(name: str) -> None:
 class _Run:
     """One invocation's loop: dispatches, metrics, evaluation, checkpoints and stop requests."""
 
-    def __init__(self, options: RunOptions, dataset, runner, train_it, ckpt, writer, watch):
+    def __init__(
+        self, options: RunOptions, dataset, runner, train_it, ckpt, writer, watch, profile
+    ):
         self.options, self.dataset, self.runner = options, dataset, runner
         self.train_it, self.ckpt, self.writer, self.watch = train_it, ckpt, writer, watch
+        self.profile = profile  # dlkit.train.profiler.ProfileWindow
         self.skip = options.step.nonfinite == "skip_step"
         self.nonfinite = NonFiniteWatch()
         self.saved = ckpt.latest_step()
@@ -168,10 +173,14 @@ class _Run:
         progress = Progress(start, total, enabled=options.progress_bar and jax.process_index() == 0)
         final, step = {}, start
         while step < last:  # steps_per_call steps per dispatch, cut at every log/eval/save step
-            k = steps_this_call(step, last, steps_per_call=per_call, every=intervals)
-            state, sums = self.runner.train(state, [next(self.train_it) for _ in range(k)])
+            k = steps_this_call(
+                step, last, steps_per_call=per_call, every=intervals, edges=self.profile.edges
+            )
+            with self.profile.call(step, state):
+                state, sums = self.runner.train(state, [next(self.train_it) for _ in range(k)])
             sums = self.nonfinite.record(step, sums)
             step += k
+            self.profile.after(step, state)
             window = sums if not window else jax.tree.map(jnp.add, window, sums)
             progress.update(step)
             preempted = self.watch.requested()
@@ -249,9 +258,13 @@ class _Run:
 
 
 def _eval(eval_fn, state, eval_data, writer, step) -> dict:
+    """eval_* metrics of the params and, with an EMA, eval_ema_* of its average."""
     metrics = {
         f"eval_{k}": v for k, v in objectives.summarize(evaluate(eval_fn, state, eval_data)).items()
     }
+    if state.ema_params is not None:
+        sums = evaluate(eval_fn, ema.view(state), eval_data)
+        metrics.update({f"eval_ema_{k}": v for k, v in objectives.summarize(sums).items()})
     if step is not None:
         writer.write(step, metrics)
     else:

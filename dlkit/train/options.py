@@ -17,6 +17,8 @@ and fills every default in this one module; library code takes these options, no
     transfer     TransferOptions      init_from, convert, rename, skip, freeze, backbone_lr_scale,
                                       vectors, vectors_param
     checkpoint   CheckpointOptions    every_steps, max_to_keep, preemption_signals
+    ema          EmaOptions           decay
+    profile      ProfileOptions       start_step, num_steps
 
 A field whose metadata says `resumable` may change when a run resumes (`resumable_keys()`); any
 other difference makes a saved checkpoint another run's (`config_differences`).
@@ -450,6 +452,44 @@ class OptimizerOptions:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class EmaOptions:
+    """config.ema: an exponential moving average of the params (dlkit.train.ema); 0: off."""
+
+    decay: float = 0.0  # ema <- ema + (1 - decay) (params - ema) after every optimizer step
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> "EmaOptions":
+        """config.ema -> EmaOptions; 0 <= decay < 1."""
+        where = "ema."
+        _check_keys(section, _field_names(cls), where)
+        decay = _float(section, "decay", 0.0, where, minimum=0.0)
+        if decay >= 1.0:
+            raise ConfigError(
+                f"config ema.decay must be in [0, 1) (0: off; e.g. 0.999), got {decay!r}; "
+                "set --config.ema.decay"
+            )
+        return cls(decay)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileOptions:
+    """config.profile: a jax.profiler trace of steps start_step .. start_step + num_steps - 1."""
+
+    start_step: int = _resumable(0)
+    num_steps: int = _resumable(0)  # 0: off
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> "ProfileOptions":
+        """config.profile -> ProfileOptions (dlkit.train.profiler)."""
+        where = "profile."
+        _check_keys(section, _field_names(cls), where)
+        return cls(
+            start_step=_int(section, "start_step", 0, where, 0),
+            num_steps=_int(section, "num_steps", 0, where, 0),
+        )
+
+
 def _frozen(value):
     """Nested dicts/lists -> FrozenConfigDict/tuples, so equal configs compare equal."""
     if _is_section(value):
@@ -494,6 +534,8 @@ TOP_LEVEL_KEYS = (
     "parallel",
     "transfer",
     "checkpoint",
+    "ema",
+    "profile",
 )
 
 
@@ -519,6 +561,8 @@ class RunOptions:
     parallel: ParallelOptions = ParallelOptions()
     transfer: TransferOptions = TransferOptions()
     checkpoint: CheckpointOptions = CheckpointOptions()
+    ema: EmaOptions = EmaOptions()
+    profile: ProfileOptions = ProfileOptions()
     deprecations: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     @classmethod
@@ -545,6 +589,8 @@ class RunOptions:
             parallel=ParallelOptions.from_config(_section(c, "parallel")),
             transfer=TransferOptions.from_config(_section(c, "transfer")),
             checkpoint=CheckpointOptions.from_config(_section(c, "checkpoint")),
+            ema=EmaOptions.from_config(_section(c, "ema")),
+            profile=ProfileOptions.from_config(_section(c, "profile")),
             deprecations=tuple(messages),
         )
         _check_across(options)

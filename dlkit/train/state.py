@@ -10,7 +10,8 @@ from flax import struct
 
 
 class TrainState(struct.PyTreeNode):
-    """step, params, optimizer state, model state (e.g. batch_stats) and an RNG key."""
+    """step, params, optimizer state, model state (e.g. batch_stats), an RNG key and, with
+    config.ema.decay > 0, the params' moving average (dlkit.train.ema; None when off)."""
 
     step: jax.Array
     params: Any
@@ -19,20 +20,23 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array  # raw uint32 key; per-step keys are fold_in(rng, step)
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    ema_params: Any = None  # float32 EMA of params, or None (no EMA: the state as without one)
+    ema_decay: float = struct.field(pytree_node=False, default=0.0)
 
     def variables(self, params=None) -> dict:
         """{"params": params, **model_state}, ready for apply_fn."""
         return {"params": self.params if params is None else params, **self.model_state}
 
     def checkpoint_tree(self) -> dict:
-        """The array part of the state, as saved by the checkpointer."""
-        return {
+        """The array part of the state, as saved by the checkpointer ("ema_params" if any)."""
+        tree = {
             "step": self.step,
             "params": self.params,
             "opt_state": self.opt_state,
             "model_state": self.model_state,
             "rng": self.rng,
         }
+        return tree if self.ema_params is None else {**tree, "ema_params": self.ema_params}
 
     def from_checkpoint_tree(self, tree: dict) -> "TrainState":
         """This state with its arrays replaced by a restored checkpoint tree."""

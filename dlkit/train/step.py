@@ -8,7 +8,9 @@ batches), `axis_name` for a per-device step under `jax.pmap` (dlkit.train.pmap_r
 and metric sums `psum`-ed, model state `pmean`-ed, dropout keys per device), and the `nonfinite`
 policy: every step returns a "nonfinite" flag (non-finite loss or gradients) with its metric sums;
 `skip_step` also keeps the state unchanged for such a step (like optax's apply_if_finite), `stop`
-leaves the reaction to the loop at its next sync point.
+leaves the reaction to the loop at its next sync point. A state with an EMA (`state.ema_params`,
+dlkit.train.ema) updates it once per optimizer step, after the params; a skipped step leaves it
+unchanged too.
 """
 
 import dataclasses
@@ -21,6 +23,7 @@ import optax
 from jax import lax
 
 from dlkit.errors import ConfigError
+from dlkit.train import ema
 from dlkit.train.state import TrainState
 from dlkit.train.vmap import add_noise, clipped_sum, per_example_grads
 
@@ -127,6 +130,10 @@ def train_step(
         opt_state=opt_state,
         model_state=model_state,
     )
+    if state.ema_params is not None:  # static: the state's structure, not a config branch
+        new_state = new_state.replace(
+            ema_params=ema.update(state.ema_params, new_state.params, state.ema_decay)
+        )
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums.get("loss", 0.0))
     if options.nonfinite == "skip_step":
@@ -144,7 +151,7 @@ def _pmean_floats(tree, axis: str):
 
 def _keep_if_not(finite, new_state: TrainState, state: TrainState) -> TrainState:
     """new_state where `finite`, else `state` with its step advanced (a skipped step)."""
-    keep = ("params", "opt_state", "model_state")
+    keep = ("params", "opt_state", "model_state", "ema_params")
     chosen = jax.tree.map(
         lambda n, o: jnp.where(finite, n, o),
         {k: getattr(new_state, k) for k in keep},
