@@ -49,7 +49,8 @@ def _torch_load(path: pathlib.Path):
 
 def read_state_dict(source) -> dict[str, np.ndarray]:
     """A state_dict (tensors or numpy arrays) or a .pth/.pt/.bin/.safetensors/.npz path ->
-    {key: numpy array}; a leading "module." (DataParallel) is dropped from every key."""
+    {key: numpy array}; a leading "module." (DataParallel) or "_orig_mod." (torch.compile) is
+    dropped from every key."""
     if isinstance(source, str | pathlib.Path):
         path = pathlib.Path(source).expanduser()
         if not path.is_file():
@@ -76,7 +77,7 @@ def read_state_dict(source) -> dict[str, np.ndarray]:
     for key, value in raw.items():
         if isinstance(value, dict):
             raise ConfigError(f"state_dict entry {key!r} is a dict, not a tensor")
-        out[key.removeprefix("module.")] = _to_numpy(value)
+        out[key.removeprefix("module.").removeprefix("_orig_mod.")] = _to_numpy(value)
     return out
 
 
