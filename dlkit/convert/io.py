@@ -22,7 +22,9 @@ def _to_numpy(value) -> np.ndarray:
             value = value.float()
         value = value.numpy()
     arr = np.asarray(value)
-    return arr.astype(np.float32) if np.issubdtype(arr.dtype, np.floating) else arr
+    # ml_dtypes' bfloat16 / float8 (safetensors.numpy of a half-precision file) are not np.floating
+    low = arr.dtype.name.startswith(("bfloat16", "float8"))
+    return arr.astype(np.float32) if np.issubdtype(arr.dtype, np.floating) or low else arr
 
 
 def is_weights_file(path) -> bool:

@@ -10,11 +10,13 @@ import json
 import pathlib
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from dlkit import models
 from dlkit.convert.io import TORCH_SUFFIXES, _torch_load, read_state_dict
 from dlkit.convert.pytorch import from_torch, to_torch
 from dlkit.errors import ConfigError
+from dlkit.nn.transformer import TransformerLM
 
 NAME = "transformer_lm"
 # GPT2Config's defaults: save_pretrained may leave out a value equal to PretrainedConfig's default.
@@ -231,8 +233,6 @@ def _settings_of(model) -> dict:
 def save_pretrained(path, model, variables) -> None:
     """Writes a transformer_lm as a Hugging Face GPT-2 folder (config.json + model.safetensors)
     that transformers.GPT2LMHeadModel.from_pretrained reads with the same logits."""
-    from dlkit.nn.transformer import TransformerLM
-
     if not isinstance(model, TransformerLM):
         raise ConfigError(
             f"save_pretrained writes transformer_lm models as GPT-2 folders; got "
@@ -282,8 +282,6 @@ def save_pretrained(path, model, variables) -> None:
         scale_attn_by_inverse_layer_idx=False,
         reorder_and_upcast_attn=False,
     )
-    from safetensors.numpy import save_file
-
     out = pathlib.Path(path).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -261,3 +261,15 @@ def test_charlm_head_without_bias_and_other_names(embed):
     variables = convert.from_torch("char_lstm", twin.state_dict(), **kw)
     got = np.asarray(models.get("char_lstm", **kw).apply(variables, x.astype(np.int32)))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_half_precision_safetensors_read_as_float32(tmp_path):
+    """bfloat16 / float16 files (Hugging Face folders are often saved so) become float32."""
+    from safetensors.torch import save_file
+
+    x = torch.linspace(-2, 2, 7)
+    save_file({"a": x.bfloat16(), "b": x.half()}, str(tmp_path / "h.safetensors"))
+    sd = convert.read_state_dict(tmp_path / "h.safetensors")
+    assert sd["a"].dtype == sd["b"].dtype == np.float32
+    np.testing.assert_array_equal(sd["a"], x.bfloat16().float().numpy())
+    np.testing.assert_array_equal(sd["b"], x.half().float().numpy())
