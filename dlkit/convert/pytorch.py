@@ -87,9 +87,11 @@ def convert_state_dict(name: str, sd: dict, model, target: dict, *, strict=True)
                 arrays.append(None)
             else:
                 want = [target.get(f) for f in rule.flax]
+                tied = key == "lm_head.weight" and any(k.endswith("wte.weight") for k in sd)
+                hint = "; the file ties lm_head to wte: pass tie_embeddings=True" if tied else ""
                 raise ConfigError(
                     f"from_torch({name!r}): key {key!r} is missing from the state_dict (it fills "
-                    f"{_label(rule.flax)} of shape {', '.join(map(str, want))})"
+                    f"{_label(rule.flax)} of shape {', '.join(map(str, want))}){hint}"
                 )
         shapes = [target.get(f) for f in rule.flax]
         src = ", ".join(f"{k} {tuple(sd[k].shape)}" for k in rule.torch if k in sd)

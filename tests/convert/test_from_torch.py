@@ -197,6 +197,9 @@ def test_tied_file_with_either_shared_tensor(keep, tmp_path):
     both = {k: v for k, v in sd.items() if k not in ("transformer.wte.weight", "lm_head.weight")}
     with pytest.raises(ConfigError, match="neither 'transformer.wte.weight' nor 'lm_head.weight'"):
         convert.from_torch("transformer_lm", both, **kw)
+    if "transformer.wte.weight" in sd:
+        with pytest.raises(ConfigError, match="ties lm_head to wte: pass tie_embeddings=True"):
+            convert.from_torch("transformer_lm", sd, **dict(kw, tie_embeddings=False))
 
 
 def test_nanogpt_ckpt_loads_with_its_model_args(tmp_path):
