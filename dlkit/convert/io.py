@@ -22,7 +22,9 @@ def _to_numpy(value) -> np.ndarray:
             value = value.float()
         value = value.numpy()
     arr = np.asarray(value)
-    return arr.astype(np.float32) if np.issubdtype(arr.dtype, np.floating) else arr
+    # ml_dtypes' bfloat16 / float8 (safetensors.numpy of a half-precision file) are not np.floating
+    low = arr.dtype.name.startswith(("bfloat16", "float8"))
+    return arr.astype(np.float32) if np.issubdtype(arr.dtype, np.floating) or low else arr
 
 
 def is_weights_file(path) -> bool:
@@ -49,7 +51,8 @@ def _torch_load(path: pathlib.Path):
 
 def read_state_dict(source) -> dict[str, np.ndarray]:
     """A state_dict (tensors or numpy arrays) or a .pth/.pt/.bin/.safetensors/.npz path ->
-    {key: numpy array}; a leading "module." (DataParallel) is dropped from every key."""
+    {key: numpy array}; a leading "module." (DataParallel) or "_orig_mod." (torch.compile) is
+    dropped from every key."""
     if isinstance(source, str | pathlib.Path):
         path = pathlib.Path(source).expanduser()
         if not path.is_file():
@@ -76,7 +79,7 @@ def read_state_dict(source) -> dict[str, np.ndarray]:
     for key, value in raw.items():
         if isinstance(value, dict):
             raise ConfigError(f"state_dict entry {key!r} is a dict, not a tensor")
-        out[key.removeprefix("module.")] = _to_numpy(value)
+        out[key.removeprefix("module.").removeprefix("_orig_mod.")] = _to_numpy(value)
     return out
 
 

@@ -298,21 +298,53 @@ def _rnn_inv(cell):
 
 
 def charlm(name, model, target, sd):
-    """embedding (a module with only a weight), nn.LSTM/GRU/RNN keys, head (weight and bias);
-    canonical names embed / rnn / head."""
+    """An embedding, nn.LSTM/GRU/RNN keys and a head (canonical names embed / rnn / head; a head
+    without bias reads as a zero bias). Other names: the two weighted modules besides the RNN are
+    told apart by shape (the embedding's (V, E) feeds the RNN's input size, the head's (V, H)
+    reads its hidden size), else by state_dict order (the embedding comes before the RNN), else by
+    bias (only the head has one)."""
     emb, rnn, head = "embed", "rnn", "head"
     if sd is not None:
-        rnn_prefixes = {m.group(1) or "" for k in sd if (m := _RNN_KEY.fullmatch(k))}
+        rnn_keys = [k for k in sd if _RNN_KEY.fullmatch(k)]
+        rnn_prefixes = {_RNN_KEY.fullmatch(k).group(1) or "" for k in rnn_keys}
         if len(rnn_prefixes) == 1:
             rnn = rnn_prefixes.pop()
-        other = [k for k in sd if not _RNN_KEY.fullmatch(k)]
-        mods = {k.rpartition(".")[0] for k in other}
-        alone = [m for m in mods if f"{m}.weight" in sd and f"{m}.bias" not in sd]
-        with_bias = [m for m in mods if f"{m}.weight" in sd and f"{m}.bias" in sd]
-        emb = alone[0] if len(alone) == 1 else emb
-        head = with_bias[0] if len(with_bias) == 1 else head
-    rules = module_rules(target, "embed", emb) + module_rules(target, "head", head)
+        if not all(f"{m}.weight" in sd for m in (emb, head)):
+            emb, head = _embed_and_head(sd, rnn_keys, emb, head)
+    rules = module_rules(target, "embed", emb)
+    rules += module_rules(target, "head", head, optional_bias=True)
     return rules + recurrent_rules(model.cell, target, "rnn/", rnn), lambda k: False
+
+
+def _embed_and_head(sd, rnn_keys, emb, head):
+    """(embedding, head) module names among the non-RNN modules with a 2-D weight."""
+    mods = list(
+        dict.fromkeys(
+            k[: -len(".weight")]
+            for k in sd
+            if k.endswith(".weight") and k not in rnn_keys and sd[k].ndim == 2
+        )
+    )
+    if len(mods) != 2 or not rnn_keys:
+        return emb, head
+    a, b = mods
+    w_ih0 = sd[next(k for k in rnn_keys if "weight_ih_l0" in k)]
+    w_hh = sd[next(k for k in rnn_keys if "weight_hh_l" in k)]
+    e_in, hidden = w_ih0.shape[1], w_hh.shape[1]
+    if e_in != hidden:
+        for x, y in ((a, b), (b, a)):
+            if sd[f"{x}.weight"].shape[1] == e_in and sd[f"{y}.weight"].shape[1] == hidden:
+                return x, y
+    keys = list(sd)
+    first_rnn = keys.index(rnn_keys[0])
+    if keys.index(f"{a}.weight") < first_rnn < keys.index(f"{b}.weight"):
+        return a, b
+    if keys.index(f"{b}.weight") < first_rnn < keys.index(f"{a}.weight"):
+        return b, a
+    biased = [m for m in mods if f"{m}.bias" in sd]
+    if len(biased) == 1:  # an embedding has no bias
+        return (b, a) if biased == [a] else (a, b)
+    return emb, head
 
 
 # ---------------------------------------------------------------------------- transformer
@@ -342,7 +374,7 @@ def transformer_lm(name, model, target, sd):
     def oi(k):  # (in, out) -> torch weight
         return k if conv1d else k.T
 
-    rules = [leaf(f"{p}wte.weight", ("params", "embed/embedding"))]
+    rules = [_embedding_rule(p, model.tie_embeddings)]
     if ("params", "pos/table/embedding") in target:
         rules.append(leaf(f"{p}wpe.weight", ("params", "pos/table/embedding")))
     for i in range(model.num_layers):
@@ -391,21 +423,7 @@ def transformer_lm(name, model, target, sd):
             )
     rules.append(leaf(f"{p}ln_f.weight", ("params", "ln_final/scale")))
     rules.append(leaf(f"{p}ln_f.bias", ("params", "ln_final/bias"), optional=True))
-    if model.tie_embeddings:
-        wte = None if sd is None else sd.get(f"{p}wte.weight")
-
-        def tied(a, s):
-            if a[0] is not None and wte is not None and not np.array_equal(a[0], wte):
-                raise ConfigError(
-                    "lm_head.weight differs from wte.weight (untied): build the model with "
-                    "tie_embeddings=False"
-                )
-            return []
-
-        rules.append(
-            Rule(("lm_head.weight",), (), tied, lambda a: [], frozenset({"lm_head.weight"}))
-        )
-    else:
+    if not model.tie_embeddings:
         rules.append(leaf("lm_head.weight", ("params", "head/kernel"), "linear"))
         rules.append(leaf("lm_head.bias", ("params", "head/bias"), optional=True))
 
@@ -415,6 +433,67 @@ def transformer_lm(name, model, target, sd):
         )
 
     return rules, ignored
+
+
+def _embedding_rule(p: str, tied: bool) -> Rule:
+    """wte -> embed/embedding; when tied, either wte or lm_head.weight (safetensors' save_model
+    keeps only one of two shared tensors) fills it, and both present must be equal."""
+    wte, head = f"{p}wte.weight", "lm_head.weight"
+    if not tied:
+        return leaf(wte, ("params", "embed/embedding"))
+
+    def fwd(arrs, shapes):
+        a, b = arrs
+        if a is None and b is None:
+            raise ConfigError(
+                f"neither {wte!r} nor {head!r} is in the state_dict: nothing fills "
+                f"embed/embedding {shapes[0]}"
+            )
+        if a is not None and b is not None and not np.array_equal(a, b):
+            raise ConfigError(
+                f"{head} differs from {wte} (untied weights): build the model with "
+                "tie_embeddings=False"
+            )
+        return [a if a is not None else b]
+
+    return Rule(
+        (wte, head),
+        (("params", "embed/embedding"),),
+        fwd,
+        lambda a: [a[0], a[0]],
+        frozenset({wte, head}),
+    )
+
+
+_AXES = [  # (dlkit path pattern, the setting behind each axis of the leaf; None: not one)
+    (r"embed/embedding", ("num_classes", "embed_dim")),
+    (r"pos/table/embedding", ("max_len", "embed_dim")),
+    (r"head/kernel", (None, "num_classes")),
+    (r"head/bias", ("num_classes",)),
+    (r".*/attention/(query|key|value)/kernel", ("embed_dim", "num_heads", None)),
+    (r".*/attention/(query|key|value)/bias", ("num_heads", None)),
+    (r".*/attention/out/kernel", ("num_heads", None, "embed_dim")),
+    (r".*/mlp/up/kernel", ("embed_dim", "mlp_dim")),
+    (r".*/mlp/up/bias", ("mlp_dim",)),
+    (r".*/mlp/down/kernel", ("mlp_dim", "embed_dim")),
+    (r".*/(ln_\w+|mlp/down|attention/out)/(scale|bias)", ("embed_dim",)),
+    (r"rnn/.*/(input/kernel|w_h)", ("embed_dim or hidden_size", "hidden_size")),
+]
+
+
+def setting_hint(name: str, path: str, got: tuple, want: tuple) -> str:
+    """Which model setting makes leaf `path` `want`-shaped where the weights say `got`."""
+    for pattern, axes in _AXES:
+        if re.fullmatch(pattern, path) and len(axes) == len(got) == len(want):
+            for axis, g, w in zip(axes, got, want, strict=True):
+                if g != w and axis:
+                    return (
+                        f"the weights were trained with another {axis} (the file's {g}, the "
+                        f"model's {w}); pass the settings the weights were trained with"
+                    )
+    if path.startswith("head/"):
+        return "pass the num_classes the weights were trained with"
+    return "pass the width settings the weights were trained with (see docs/API.md)"
 
 
 def family(name: str):

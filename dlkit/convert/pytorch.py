@@ -1,6 +1,7 @@
 """from_torch / to_torch: PyTorch state_dicts <-> dlkit variables for the model zoo."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -86,9 +87,11 @@ def convert_state_dict(name: str, sd: dict, model, target: dict, *, strict=True)
                 arrays.append(None)
             else:
                 want = [target.get(f) for f in rule.flax]
+                tied = key == "lm_head.weight" and any(k.endswith("wte.weight") for k in sd)
+                hint = "; the file ties lm_head to wte: pass tie_embeddings=True" if tied else ""
                 raise ConfigError(
                     f"from_torch({name!r}): key {key!r} is missing from the state_dict (it fills "
-                    f"{_label(rule.flax)} of shape {', '.join(map(str, want))})"
+                    f"{_label(rule.flax)} of shape {', '.join(map(str, want))}){hint}"
                 )
         shapes = [target.get(f) for f in rule.flax]
         src = ", ".join(f"{k} {tuple(sd[k].shape)}" for k in rule.torch if k in sd)
@@ -105,17 +108,21 @@ def convert_state_dict(name: str, sd: dict, model, target: dict, *, strict=True)
             if strict and tuple(value.shape) != shape:
                 raise ConfigError(
                     f"from_torch({name!r}): {src} gives {_label([fkey])} {tuple(value.shape)} but "
-                    f"the model's is {shape}; pass the settings the weights were trained with "
-                    "(e.g. num_classes)"
+                    f"the model's is {shape}; "
+                    + layouts.setting_hint(name, fkey[1], tuple(value.shape), shape)
                 )
             out[fkey] = np.asarray(value, np.float32)
     unknown = [k for k in sd if k not in used and not ignored(k)]
     if unknown:
         k = unknown[0]
         more = f" (+{len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        layer = re.search(r"\.h\.(\d+)\.|_l(\d+)(?:_reverse)?$", k)
+        hint = "check the model name and settings"
+        if layer and hasattr(model, "num_layers"):
+            hint = f"the file has more layers than the model: pass num_layers > {model.num_layers}"
         raise ConfigError(
             f"from_torch({name!r}): unknown key {k!r} {tuple(sd[k].shape)}{more}: no parameter "
-            "of this model takes it; check the model name and settings"
+            f"of this model takes it; {hint}"
         )
     missing = [f for f in target if f not in out]
     if missing:
@@ -150,14 +157,10 @@ def to_torch(name: str, variables: dict, **model_kwargs) -> dict:
     rules, _ = layouts.family(name)(name, model, target, None)
     out = {}
     for rule in rules:
-        if not rule.flax:  # tied lm_head: a copy of wte, as nanoGPT's state_dict holds it
-            continue
         if not all(f in flat for f in rule.flax):
             raise ConfigError(f"to_torch({name!r}): variables lack {_label(rule.flax)}")
         for key, value in zip(rule.torch, rule.to_torch([flat[f] for f in rule.flax]), strict=True):
             out[key] = np.ascontiguousarray(value)
-    if "lm_head.weight" not in out and "transformer.wte.weight" in out:
-        out["lm_head.weight"] = out["transformer.wte.weight"]
     if layouts.family(name) in (layouts.resnet, layouts.vgg):
         for key in [k for k in out if k.endswith("running_var")]:
             out[key.replace("running_var", "num_batches_tracked")] = np.zeros((), np.int64)

@@ -82,7 +82,8 @@ class TransformerLM(nn.Module):
 
     `tie_embeddings` computes logits as h E^T with the input embedding E (no separate head).
     GPT-2 / nanoGPT weights (dlkit.convert.from_torch) need `layer_norm_epsilon=1e-5` and
-    `activation="gelu"` (GPT-2's tanh GELU) or `"gelu_exact"` (nanoGPT's nn.GELU()).
+    `activation="gelu"` (GPT-2's tanh GELU) or `"gelu_exact"` (nanoGPT's nn.GELU());
+    dlkit.convert.load_pretrained reads them from a Hugging Face folder or a nanoGPT ckpt.pt.
     """
 
     num_classes: int

@@ -278,6 +278,12 @@ def locate(path) -> tuple[pathlib.Path, int | None]:
         return path.parent, int(path.name)
     if path.is_dir():
         return path, None
+    if path.exists():  # e.g. run/metrics.jsonl: a file inside a run, not the run
+        run = next((p for p in path.parents if (p / "checkpoints").is_dir()), path.parent)
+        raise ConfigError(
+            f"{path} is a file, not a run; give the training workdir ({run}), its checkpoints/ "
+            "folder or a step folder"
+        )
     raise ConfigError(
         f"{path} does not exist; give a training workdir, its checkpoints/ folder or a step folder"
     )

@@ -162,3 +162,117 @@ def test_models_build_from_the_same_kwargs():
     v = convert.from_torch(name, tw.randomize(make()).state_dict(), **kw)
     fresh = models.get(name, **kw).init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
     assert jax.tree.structure(v) == jax.tree.structure(fresh)
+
+
+def _gpt_twin_and_logits():
+    name, kw, make, kind = cc.CASES["transformer_lm (nanoGPT)"]
+    torch.manual_seed(0)
+    twin = tw.randomize(make())
+    x = cc.inputs(kind)
+    with torch.no_grad():
+        want = twin(torch.from_numpy(x)).numpy()
+    return twin, x, want, kw
+
+
+def _lm_logits(variables, x, **kw):
+    return np.asarray(models.get("transformer_lm", **kw).apply(variables, x.astype(np.int32)))
+
+
+@pytest.mark.parametrize("keep", ["transformer.wte.weight", "lm_head.weight", "save_model"])
+def test_tied_file_with_either_shared_tensor(keep, tmp_path):
+    """A tied model loads a file holding only wte or only lm_head.weight (safetensors'
+    save_model keeps one of two shared tensors and drops the other)."""
+    from safetensors.torch import save_model
+
+    twin, x, want, kw = _gpt_twin_and_logits()
+    if keep == "save_model":
+        save_model(twin, str(tmp_path / "m.safetensors"))
+        sd = convert.read_state_dict(tmp_path / "m.safetensors")
+        assert len({"transformer.wte.weight", "lm_head.weight"} & set(sd)) == 1
+    else:
+        drop = {"transformer.wte.weight", "lm_head.weight"} - {keep}
+        sd = {k: v.numpy() for k, v in twin.state_dict().items() if k not in drop}
+    got = _lm_logits(convert.from_torch("transformer_lm", sd, **kw), x, **kw)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    both = {k: v for k, v in sd.items() if k not in ("transformer.wte.weight", "lm_head.weight")}
+    with pytest.raises(ConfigError, match="neither 'transformer.wte.weight' nor 'lm_head.weight'"):
+        convert.from_torch("transformer_lm", both, **kw)
+    if "transformer.wte.weight" in sd:
+        with pytest.raises(ConfigError, match="ties lm_head to wte: pass tie_embeddings=True"):
+            convert.from_torch("transformer_lm", sd, **dict(kw, tie_embeddings=False))
+
+
+def test_nanogpt_ckpt_loads_with_its_model_args(tmp_path):
+    """nanoGPT's train.py checkpoint: model_args + a torch.compile'd state_dict (_orig_mod.)."""
+    twin, x, want, _ = _gpt_twin_and_logits()
+    ckpt = {
+        "model": {f"_orig_mod.{k}": v for k, v in twin.state_dict().items()},
+        "model_args": dict(
+            n_layer=2, n_head=4, n_embd=32, block_size=16, bias=True, vocab_size=40, dropout=0.0
+        ),
+        "iter_num": 10,
+        "best_val_loss": torch.tensor(2.5),
+        "config": {"batch_size": 12, "compile": True},
+    }
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    model, variables = convert.load_pretrained(tmp_path / "ckpt.pt")
+    got = np.asarray(model.apply(variables, x.astype(np.int32)))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert model.activation == "gelu_exact" and model.layer_norm_epsilon == 1e-5
+    with pytest.raises(ConfigError, match=r"^[^\n]*layer_norm_epsilon=1e-06 contradicts the file"):
+        convert.load_pretrained(tmp_path / "ckpt.pt", layer_norm_epsilon=1e-6)
+    torch.save(twin.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(ConfigError, match="no model_args .*from_torch"):
+        convert.load_pretrained(tmp_path / "bare.pt")
+
+
+def test_shape_errors_name_the_setting():
+    """A max_len (or num_layers) mismatch names that setting, not num_classes."""
+    twin, _, _, kw = _gpt_twin_and_logits()
+    sd = twin.state_dict()
+    with pytest.raises(
+        ConfigError, match=r"wpe.* another max_len \(the file's 16, the model's 8\)"
+    ):
+        convert.from_torch("transformer_lm", sd, **dict(kw, max_len=8))
+    with pytest.raises(ConfigError, match=r"another embed_dim"):
+        convert.from_torch("transformer_lm", sd, **dict(kw, embed_dim=64))
+    with pytest.raises(ConfigError, match=r"transformer.h.1.* pass num_layers > 1"):
+        convert.from_torch("transformer_lm", sd, **dict(kw, num_layers=1))
+
+
+class _OddNamedCharLM(torch.nn.Module):
+    """A char LM with its own names and a head without bias (the issue's case)."""
+
+    def __init__(self, embed=8, hidden=16):
+        super().__init__()
+        self.tok = torch.nn.Embedding(20, embed)
+        self.lstm = torch.nn.LSTM(embed, hidden, num_layers=2, batch_first=True)
+        self.out = torch.nn.Linear(hidden, 20, bias=False)
+
+    def forward(self, tokens):
+        return self.out(self.lstm(self.tok(tokens))[0])
+
+
+@pytest.mark.parametrize("embed", [8, 16])  # 16: embedding and head of one shape (order decides)
+def test_charlm_head_without_bias_and_other_names(embed):
+    torch.manual_seed(0)
+    twin = tw.randomize(_OddNamedCharLM(embed))
+    kw = dict(cc.LM_KW, embed_dim=embed)
+    x = cc.inputs(("tokens", 20, 7))
+    with torch.no_grad():
+        want = twin(torch.from_numpy(x)).numpy()
+    variables = convert.from_torch("char_lstm", twin.state_dict(), **kw)
+    got = np.asarray(models.get("char_lstm", **kw).apply(variables, x.astype(np.int32)))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_half_precision_safetensors_read_as_float32(tmp_path):
+    """bfloat16 / float16 files (Hugging Face folders are often saved so) become float32."""
+    from safetensors.torch import save_file
+
+    x = torch.linspace(-2, 2, 7)
+    save_file({"a": x.bfloat16(), "b": x.half()}, str(tmp_path / "h.safetensors"))
+    sd = convert.read_state_dict(tmp_path / "h.safetensors")
+    assert sd["a"].dtype == sd["b"].dtype == np.float32
+    np.testing.assert_array_equal(sd["a"], x.bfloat16().float().numpy())
+    np.testing.assert_array_equal(sd["b"], x.half().float().numpy())

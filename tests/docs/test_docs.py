@@ -1,6 +1,7 @@
 """Docs that cannot rot: every ```python block of README.md, docs/ARCHITECTURE.md and docs/API.md
 runs (each file's blocks in order, in one namespace, in a temporary working directory), and
-docs/API.md's reference tables list exactly each subpackage's __all__, in order.
+docs/API.md's reference tables list exactly each subpackage's __all__, in order, and its model
+arguments table is the one generated from the registry's constructors.
 
 A block preceded by a line `<!-- skip: reason -->` is not run (for blocks that need a trained
 workdir or a download; none do today)."""
@@ -10,7 +11,7 @@ import pathlib
 import re
 
 import pytest
-from api_reference import SECTIONS
+from api_reference import SECTIONS, generated_section, model_arguments
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCS = ["README.md", "docs/ARCHITECTURE.md", "docs/API.md"]
@@ -55,3 +56,13 @@ def test_api_tables_list_every_public_name_in_order():
 def test_skip_markers_are_rare():
     marked = sum((ROOT / doc).read_text().count("<!-- skip") for doc in DOCS)
     assert marked <= 2, "more than two doc blocks are skipped: make them runnable"
+
+
+def test_model_arguments_table_is_current():
+    """API.md's model arguments table equals the one generated from the constructors now."""
+    text = (ROOT / "docs" / "API.md").read_text()
+    assert generated_section(text), "docs/API.md has no generated model arguments table"
+    stale = (
+        "docs/API.md's model arguments table is stale: python tests/docs/api_reference.py --write"
+    )
+    assert generated_section(text) == model_arguments(), stale

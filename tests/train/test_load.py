@@ -1,5 +1,7 @@
 """train.load (three kinds of path, any step), save_params / load_params, Checkpointer(None)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,6 +47,11 @@ def test_load_errors_speak_to_api_users(run, tmp_path):
         train.load(tmp_path)
     with pytest.raises(ConfigError, match="does not exist; give a training workdir"):
         train.load(tmp_path / "nothing")
+    metrics_file = workdir / "metrics.jsonl"
+    assert metrics_file.is_file()
+    want = rf"is a file, not a run; give the training workdir \({re.escape(str(workdir))}\)"
+    with pytest.raises(ConfigError, match=want):
+        train.load(metrics_file)
 
 
 def test_save_and_load_params(run, tmp_path):
