@@ -15,9 +15,15 @@
 // runs the calling thread's OpenMP team. The `threads` attribute (> 0) sets the team size for the
 // call (omp_set_num_threads on the calling thread, restored afterwards) and is part of the cache
 // key, so results are bitwise reproducible for a fixed thread count (the weight-gradient reduction
-// order depends on it).
+// order depends on it; a count chosen from the current load would break bitwise resume). Calls
+// whose teams together would exceed the process's cores wait for each other (Admission).
 
 #include <omp.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <thread>
 
 #include <cstdint>
 #include <cstring>
@@ -177,19 +183,63 @@ std::shared_ptr<Plan> GetPlan(int kind, const Shape& s) {
   return cache.emplace(key, plan).first->second;  // first writer wins: one plan per key
 }
 
-// Sets the calling thread's OpenMP team size for the call's lifetime.
+// The process's usable cores (its CPU affinity), read once.
+int64_t Cores() {
+  static const int64_t cores = [] {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return static_cast<int64_t>(CPU_COUNT(&set));
+    return static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  return cores;
+}
+
+// Admits oneDNN calls while their OpenMP teams fit the cores: a call with t threads holds t of
+// Cores() slots (one call is always admitted). XLA runs independent custom calls (a conv's
+// backward-data and backward-weights) on several pool threads at once; without this, each would
+// start a full team and the teams would share the cores (measured slower on 2 cores).
+class Admission {
+ public:
+  void Acquire(int64_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return used_ == 0 || used_ + n <= Cores(); });
+    used_ += n;
+  }
+  void Release(int64_t n) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      used_ -= n;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t used_ = 0;
+};
+
+Admission& Admitted() {
+  static Admission admission;
+  return admission;
+}
+
+// For the call's lifetime: the calling thread's OpenMP team size is `threads` (restored after),
+// and the call holds that many core slots.
 class ThreadScope {
  public:
-  explicit ThreadScope(int64_t threads) : prev_(omp_get_max_threads()), set_(threads > 0) {
-    if (set_) omp_set_num_threads(static_cast<int>(threads));
+  explicit ThreadScope(int64_t threads)
+      : prev_(omp_get_max_threads()), n_(threads > 0 ? threads : prev_) {
+    Admitted().Acquire(n_);
+    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
   }
   ~ThreadScope() {
-    if (set_) omp_set_num_threads(prev_);
+    omp_set_num_threads(prev_);
+    Admitted().Release(n_);
   }
 
  private:
   int prev_;
-  bool set_;
+  int64_t n_;
 };
 
 // Leading (vmap) dims of an operand whose core rank is `core`.
