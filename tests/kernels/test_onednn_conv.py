@@ -240,6 +240,18 @@ def test_import_does_not_load_the_library():
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+def test_wheel_libdnnl_is_found_for_the_preload_fallback():
+    """When the .so's rpath misses, libdnnl.so.3 comes from the onednn wheel's file list."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(library.ONEDNN_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{library.ONEDNN_DIST} is not installed")
+    path = library._wheel_libdnnl()
+    assert path is not None and path.name.startswith("libdnnl.so.3") and path.is_file()
+
+
 def test_vendored_ffi_headers_match_jaxlib():
     """The XLA FFI headers the library builds against have the installed jaxlib's API major."""
     import re
