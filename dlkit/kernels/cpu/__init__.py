@@ -1,0 +1,10 @@
+"""Native CPU kernels: 2-D convolution through oneDNN as XLA FFI custom calls (x86-64 Linux).
+
+The shared library is built by `pip install -e .` (setup.py); when it is missing or does not load,
+`available()` is False and `why_unavailable()` says why in one line. Nothing loads at import.
+"""
+
+from dlkit.kernels.cpu.conv import conv2d, default_threads
+from dlkit.kernels.cpu.library import available, onednn_version, why_unavailable
+
+__all__ = ["available", "conv2d", "default_threads", "onednn_version", "why_unavailable"]

@@ -1,0 +1,84 @@
+"""Builds dlkit's optional native CPU kernels (dlkit/kernels/cpu/onednn_conv.cc -> oneDNN).
+
+Everything else is in pyproject.toml. The extension is optional: without a C++ compiler, off
+x86-64 Linux, or without the oneDNN wheels the build prints why and the pure-Python install still
+succeeds (dlkit.kernels.cpu.available() is then False and dlkit uses XLA's convolutions).
+"""
+
+import importlib.metadata
+import pathlib
+import platform
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+SOURCE = "dlkit/kernels/cpu/onednn_conv.cc"
+FFI_INCLUDE = "dlkit/kernels/cpu/include"  # XLA FFI headers, vendored from jaxlib (README there)
+# From the installed .so (<prefix>/lib/python3.X/site-packages/dlkit/kernels/cpu) to <prefix>/lib,
+# where the onednn-cpu-gomp wheel puts libdnnl.so.3.
+ORIGIN_TO_PREFIX_LIB = "$ORIGIN/../../../../.."
+
+
+def _dist_file(dist: str, tail: str) -> pathlib.Path | None:
+    """The installed file of `dist` whose path ends with `tail` ('oneapi/dnnl/dnnl.hpp')."""
+    try:
+        files = importlib.metadata.files(dist) or ()
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.as_posix().endswith(tail):
+            return pathlib.Path(f.locate()).resolve()
+    return None
+
+
+class OptionalBuildExt(build_ext):
+    """Finds oneDNN and the XLA FFI headers at build time; a failed build only warns."""
+
+    def run(self):
+        try:
+            self._configure()
+            super().run()
+        except Exception as e:  # noqa: BLE001 - any failure leaves the pure-Python install
+            print(
+                f"dlkit: the oneDNN conv kernels were not built ({e}); dlkit uses XLA's convs",
+                file=sys.stderr,
+            )
+
+    def _configure(self):
+        if sys.platform != "linux" or platform.machine() != "x86_64":
+            raise RuntimeError(f"x86-64 Linux only, this is {sys.platform} {platform.machine()}")
+        dnnl_hpp = _dist_file("onednn-devel-cpu-gomp", "include/oneapi/dnnl/dnnl.hpp")
+        dnnl_so = _dist_file("onednn-cpu-gomp", "/libdnnl.so.3")
+        if dnnl_hpp is None or dnnl_so is None:
+            raise RuntimeError("onednn-cpu-gomp / onednn-devel-cpu-gomp are not installed")
+        for ext in self.extensions:
+            ext.include_dirs += [str(dnnl_hpp.parents[2]), FFI_INCLUDE]
+            # link against the soname (the devel wheel's libdnnl.so may be a copy, not a link)
+            ext.extra_link_args += ["-l:libdnnl.so.3", f"-L{dnnl_so.parent}"]
+            rpaths = [ORIGIN_TO_PREFIX_LIB, str(pathlib.Path(sys.prefix) / "lib")]
+            ext.extra_link_args += [f"-Wl,-rpath,{r}" for r in rpaths]
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "dlkit.kernels.cpu._onednn_conv",
+            sources=[SOURCE],
+            language="c++",
+            extra_compile_args=[
+                "-std=c++17",
+                "-O2",
+                "-fvisibility=hidden",
+                "-fopenmp",
+                "-Wno-attributes",
+                "-Wno-return-type",
+                "-Wno-sign-compare",
+                "-g0",
+            ],
+            extra_link_args=["-fopenmp"],
+            optional=True,
+        )
+    ],
+    cmdclass={"build_ext": OptionalBuildExt},
+)
