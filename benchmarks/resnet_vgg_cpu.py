@@ -8,7 +8,7 @@ XLA_FLAGS=--xla_cpu_multi_thread_eigen=false): robust to load from other process
     python benchmarks/resnet_vgg_cpu.py tried      # Winograd, wgrad variants, BatchNorm
     python benchmarks/resnet_vgg_cpu.py breakdown --family resnet18   # traced time per op kind
     python benchmarks/resnet_vgg_cpu.py ab --family resnet18 --variants \\
-        dlkit.ops.conv:POINTWISE=False,base            # whole steps, round-robin in one process
+        dlkit.ops.conv:IM2COL_MAX_PATCH=0,base         # whole steps, round-robin in one process
 """
 
 import argparse
