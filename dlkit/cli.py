@@ -51,7 +51,8 @@ def _os_error(e: OSError) -> str | None:
     return None
 
 
-_PACKAGE = str(pathlib.Path(__file__).resolve().parent)
+_PACKAGE = pathlib.Path(__file__).resolve().parent
+_OWN = (str(_PACKAGE), str(_PACKAGE.parent / "experiments"))  # dlkit and its binaries
 _interrupted = threading.Event()
 
 
@@ -64,7 +65,7 @@ class _QuietLibraries(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, KeyboardInterrupt):
             return False  # the interrupt is one line at the door
-        own = os.path.realpath(record.pathname).startswith(_PACKAGE)
+        own = os.path.realpath(record.pathname).startswith(_OWN)
         return own or record.levelno >= logging.ERROR
 
 
