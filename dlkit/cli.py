@@ -1,16 +1,21 @@
 """run(main): absl's app.run for dlkit binaries, with user-facing failures as one line on stderr.
 
 A DlkitError exits with its exit_code (2 usage, 1 runtime, 75 preempted), a full disk or an
-unwritable path with 1, Ctrl-C outside a training run with 130. `--verbose` or DLKIT_VERBOSE=1
-re-raises instead, for the traceback.
+unwritable path with 1, Ctrl-C outside a training run (or twice in one) with 130. Library
+warnings (Orbax's "Metadata file does not exist" on a resume), tracebacks of a KeyboardInterrupt
+that a library logs on its way out, and anything library threads log or raise once the run was
+interrupted (Orbax's save threads dying at exit) are dropped at this door. `--verbose` or
+DLKIT_VERBOSE=1 keeps all of it and re-raises instead, for the traceback.
 """
 
 import errno
+import logging
 import os
 import pathlib
 import re
 import sys
 import tempfile
+import threading
 import traceback
 
 from absl import app, flags
@@ -46,6 +51,52 @@ def _os_error(e: OSError) -> str | None:
     return None
 
 
+_PACKAGE = pathlib.Path(__file__).resolve().parent
+_OWN = (str(_PACKAGE), str(_PACKAGE.parent / "experiments"))  # dlkit and its binaries
+_interrupted = threading.Event()
+
+
+class _QuietLibraries(logging.Filter):
+    """Drops library warnings, logged KeyboardInterrupts and, after an interrupt, all else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _interrupted.is_set():
+            return False  # stop now: library threads dying at exit say nothing
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, KeyboardInterrupt):
+            return False  # the interrupt is one line at the door
+        own = os.path.realpath(record.pathname).startswith(_OWN)
+        return own or record.levelno >= logging.ERROR
+
+
+def _quiet_libraries() -> None:
+    """Installs _QuietLibraries on the absl logger and every root handler, and thread and
+    unraisable-exception hooks that stay quiet once the run was interrupted (unless --verbose)."""
+    if verbose():
+        return
+    quiet = _QuietLibraries()
+    for target in (logging.getLogger("absl"), *logging.getLogger().handlers):
+        if not any(isinstance(f, _QuietLibraries) for f in target.filters):
+            target.addFilter(quiet)
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def excepthook(args):
+        if not _interrupted.is_set():
+            thread_hook(args)
+
+    def unraisablehook(unraisable):
+        if not _interrupted.is_set():
+            unraisable_hook(unraisable)
+
+    threading.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
+def _interrupt() -> None:
+    """Ctrl-C: one line, exit 130; the library threads still running end silently."""
+    _interrupted.set()
+    _fail("interrupted", EXIT_INTERRUPTED)
+
+
 def guard(fn, *args, **kwargs):
     """fn(*args, **kwargs) with DlkitError / OSError / KeyboardInterrupt turned into SystemExit.
 
@@ -66,7 +117,7 @@ def guard(fn, *args, **kwargs):
     except KeyboardInterrupt:
         if verbose():
             raise
-        _fail("interrupted", EXIT_INTERRUPTED)
+        _interrupt()
     except OSError as e:
         message = None if verbose() else _os_error(e)
         if message is None:
@@ -149,7 +200,12 @@ def run(main, *, defaults: dict | None = None):
     for flag, value in (defaults or {}).items():
         if not any(a == flag or a.startswith(flag + "=") for a in sys.argv[1:]):
             sys.argv.insert(1, f"{flag}={value}")
-    app.run(lambda argv: guard(main, argv), flags_parser=parse_flags)
+
+    def guarded(argv):
+        _quiet_libraries()  # after app.run set up absl's handler
+        return guard(main, argv)
+
+    app.run(guarded, flags_parser=parse_flags)
 
 
 def writable_workdir(path) -> pathlib.Path:

@@ -20,7 +20,7 @@ class AlexNet(nn.Module):
     dropout_rate: float = 0.5
     pool_size: int = 6
     input_size: int | None = None
-    impl: str = "fast"
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Convolutional layers (fast CPU path or stock lax path), the notes' CNN and LeNet-5.
+"""Convolutional layers (impl "auto": the fast path on CPU, lax elsewhere), the notes' CNN, LeNet-5.
 
 `Conv2D` and the pooling modules carry `kernel_size` / `window_shape` and `strides` so that
 `dlkit.nn.summary` can compute receptive fields. `Conv2D` has the parameters of `nn.Conv`
@@ -20,14 +20,14 @@ Padding = str | int | Sequence[tuple[int, int]]
 
 
 class Conv2D(nn.Module):
-    """y = conv(x, W) + b; x (B, H, W, Ci) -> (B, Ho, Wo, features); impl fast or reference."""
+    """y = conv(x, W) + b; x (B, H, W, Ci) -> (B, Ho, Wo, features); impl auto|fast|reference."""
 
     features: int
     kernel_size: tuple[int, int] = (3, 3)
     strides: tuple[int, int] = (1, 1)
     padding: Padding = "SAME"
     use_bias: bool = True
-    impl: str = "fast"
+    impl: str = "auto"
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
 
     @nn.compact
@@ -42,12 +42,12 @@ class Conv2D(nn.Module):
 
 
 class MaxPool(nn.Module):
-    """y[b,i,j,c] = max of the window at (i*s, j*s); x (B, H, W, C); impl fast|reference."""
+    """y[b,i,j,c] = max of the window at (i*s, j*s); x (B, H, W, C); impl auto|fast|reference."""
 
     window_shape: tuple[int, int] = (2, 2)
     strides: tuple[int, int] | None = None
     padding: Padding = "VALID"
-    impl: str = "fast"
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -67,7 +67,7 @@ class AvgPool(nn.Module):
         return avg_pool(x, self.window_shape, self.strides or self.window_shape, self.padding)
 
 
-def pool_layer(kind: str, window: int, impl: str = "fast", name: str | None = None) -> nn.Module:
+def pool_layer(kind: str, window: int, impl: str = "auto", name: str | None = None) -> nn.Module:
     """A `window` x `window`, stride-`window` pooling module; kind max|avg."""
     pools = {
         "max": lambda: MaxPool((window, window), impl=impl, name=name),
@@ -100,7 +100,7 @@ class CNN(nn.Module):
     hidden: Sequence[int] = (256,)
     activation: str = "relu"
     dropout_rate: float = 0.0
-    impl: str = "fast"  # fast | reference (stock lax conv and reduce_window max pool)
+    impl: str = "auto"  # auto | fast | reference (dlkit.ops.conv: fast on CPU, lax elsewhere)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

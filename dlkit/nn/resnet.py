@@ -17,7 +17,7 @@ KAIMING = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # torchvis
 class _Layers(nn.Module):
     """Shared conv and BatchNorm builders (BN momentum 0.9, eps 1e-5 as PyTorch's defaults)."""
 
-    impl: str = "fast"
+    impl: str = "auto"
 
     def conv(self, width, k, stride=1, name=None):
         pad = "SAME" if stride == 1 else k // 2

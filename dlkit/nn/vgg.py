@@ -24,7 +24,7 @@ class VGG(nn.Module):
     hidden: int = 4096
     pool_size: int = 7
     dropout_rate: float = 0.5
-    impl: str = "fast"
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

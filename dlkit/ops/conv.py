@@ -1,5 +1,11 @@
 """2-D convolution and max pooling over NHWC maps: the stock lax path and a fast CPU path.
 
+`conv2d` / `max_pool2d` take `impl`: "reference" (lax: cuDNN on a GPU), "fast" (the CPU rewrites
+below), a backend registered with `register_impl`, or "auto" (the default): on CPU the first
+registered backend whose `available(...)` accepts the call, else "fast"; elsewhere "reference".
+The platform is that of the input if it is a concrete array, else (under jit) jax's default
+backend at trace time, as `dlkit.ops.attention_dispatch` does.
+
 The fast path computes the same math with cheaper gradients on XLA:CPU:
 - `max_pool_fast`: non-overlapping k x k windows (stride k) as k*k strided slices and a max; the
   backward routes each gradient to the first maximum of its window in row-major order, the same
@@ -24,6 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from dlkit import errors
+from dlkit.ops.platform import platform_of
 from dlkit.ops.pooling import max_pool
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -202,9 +209,6 @@ def conv2d_pointwise(x, w, stride=(1, 1)):
     return x[:, ::sh, ::sw, :] @ w[0, 0]
 
 
-POINTWISE = True  # A/B switch for benchmarks (False: lax's convolution)
-
-
 def conv2d_fast(x, w, stride=1, padding="SAME"):
     """conv2d_reference's math, cheaper on XLA:CPU (stride 1): a one-channel input as a sum of
     shifted copies, a map smaller than the kernel as one im2col matmul (XLA:CPU leaves both to a
@@ -213,7 +217,7 @@ def conv2d_fast(x, w, stride=1, padding="SAME"):
     _check_conv(x, w)
     stride = _pair(stride)
     pads = explicit_padding(padding, w.shape[:2], stride, x.shape[1:3])
-    if POINTWISE and w.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)) and x.shape[-1] > 1:
+    if w.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)) and x.shape[-1] > 1:
         return conv2d_pointwise(x, w, stride)
     if stride != (1, 1):
         return conv2d_reference(x, w, stride, padding)
@@ -280,23 +284,55 @@ def max_pool_fast(x, window=2, stride=None, padding="VALID"):
     return _max_pool_tiles(x, k)
 
 
-CONV_IMPLS = {"reference": conv2d_reference, "fast": conv2d_fast}
-POOL_IMPLS = {"reference": max_pool_reference, "fast": max_pool_fast}
+BUILTIN = {
+    "conv2d": {"reference": conv2d_reference, "fast": conv2d_fast},
+    "max_pool2d": {"reference": max_pool_reference, "fast": max_pool_fast},
+}
+# op -> {name: (fn, available)}: backends implemented above this layer (e.g. a native CPU kernel in
+# dlkit.kernels), registered by their package at import; "auto" on CPU tries them in this order.
+_REGISTERED: dict = {"conv2d": {}, "max_pool2d": {}}
 
 
-def _choose(table: dict, impl: str, what: str):
-    return errors.choose(table, impl, f"{what} implementation")
+def register_impl(name: str, fn, *, available=None, op: str = "conv2d") -> None:
+    """Makes fn(x, w, stride, padding) (op "max_pool2d": fn(x, window, stride, padding)) the
+    CPU impl `name`; "auto" prefers it to "fast" where available(same arguments) is true."""
+    table = errors.choose(_REGISTERED, op, "op")
+    if name in ("auto", *BUILTIN[op]):
+        raise ValueError(f"register_impl: {name!r} is a built-in {op} impl; pick another name")
+    table[name] = (fn, available or (lambda *args: True))
 
 
-def conv2d(x, w, b=None, stride=1, padding="SAME", impl="fast"):
-    """y = conv(x, w) + b; x (B, H, W, Ci), w (kh, kw, Ci, Co), b (Co,); impl fast|reference."""
-    y = _choose(CONV_IMPLS, impl, "conv2d")(x, w, stride, padding)
+def _impls(op: str) -> dict:
+    return {**BUILTIN[op], **{n: fn for n, (fn, _) in _REGISTERED[op].items()}}
+
+
+def choose_impl(op: str, x, *args, platform: str | None = None) -> str:
+    """The impl "auto" uses for op(x, *args) (conv2d: w, stride, padding; max_pool2d: window,
+    stride, padding) on `platform` (default: `platform_of(x)`)."""
+    if (platform or platform_of(x)) != "cpu":
+        return "reference"  # lax: cuDNN / XLA:TPU's convolution and pooling
+    for name, (_, available) in errors.choose(_REGISTERED, op, "op").items():
+        if available(x, *args):
+            return name
+    return "fast"
+
+
+def _resolve(op: str, impl: str, x, *args):
+    names = {"auto": None, **_impls(op)}
+    fn = errors.choose(names, impl, f"{op} implementation")
+    return fn or _impls(op)[choose_impl(op, x, *args)]
+
+
+def conv2d(x, w, b=None, stride=1, padding="SAME", impl="auto"):
+    """y = conv(x, w) + b; x (B, H, W, Ci), w (kh, kw, Ci, Co), b (Co,); impl auto|reference|fast
+    or a registered one."""
+    y = _resolve("conv2d", impl, x, w, stride, padding)(x, w, stride, padding)
     return y if b is None else y + b
 
 
-def max_pool2d(x, window=2, stride=None, padding="VALID", impl="fast"):
-    """Max pooling over NHWC windows; impl fast|reference (same values and gradients)."""
-    return _choose(POOL_IMPLS, impl, "max_pool")(x, window, stride, padding)
+def max_pool2d(x, window=2, stride=None, padding="VALID", impl="auto"):
+    """Max pooling over NHWC windows; impl auto|reference|fast (same values and gradients)."""
+    return _resolve("max_pool2d", impl, x, window, stride, padding)(x, window, stride, padding)
 
 
 def adaptive_avg_pool(x, output_size):

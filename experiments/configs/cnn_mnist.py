@@ -1,5 +1,5 @@
 """The notes' CNN (conv32-pool-conv64-pool-dense256) on MNIST: the shared 8,000 / 2,000 split by
-default (or data.dir / a prepared TFDS mnist). Fast CPU conv/pool path (model.impl="fast")."""
+default (or data.dir / a prepared TFDS mnist). model.impl "auto": the fast conv/pool path on CPU."""
 
 from dlkit.extras.configs import sibling
 

@@ -76,9 +76,11 @@ def assert_same_run(a, b) -> None:
     assert drop(tb_unique(a)) == drop(tb_unique(b))
 
 
-def train_cli(workdir, *flags, **popen):
-    """experiments/train.py on mlp_digits, as a subprocess (started, not waited for)."""
-    cmd = [sys.executable, str(TRAIN), f"--workdir={workdir}", *flags]
+def train_cli(workdir, *flags, driver=None, **popen):
+    """experiments/train.py on mlp_digits, as a subprocess (started, not waited for); `driver`:
+    a script that patches the library, then runs the binary named by its first argument."""
+    run = [str(driver), str(TRAIN)] if driver else [str(TRAIN)]
+    cmd = [sys.executable, *run, f"--workdir={workdir}", *flags]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen

@@ -4,7 +4,7 @@ the rerun ends bitwise equal to an uninterrupted run; handlers are the run's onl
 import signal
 
 import pytest
-from fault_utils import CLI_FLAGS, assert_same_run, strict_rows, tiny_config, train_cli
+from fault_utils import CLI_FLAGS, ROOT, assert_same_run, strict_rows, tiny_config, train_cli
 
 from dlkit.errors import Preempted
 from dlkit.train import Checkpointer, train_and_evaluate
@@ -93,3 +93,58 @@ def test_sigterm_on_the_binary_exits_75_and_the_rerun_continues(tmp_path):
     assert rerun.returncode == 0, err[-2000:]
     assert f"Resuming from the checkpoint at step {step}" in out
     assert strict_rows(tmp_path)[-1]["step"] == 300
+
+
+# experiments/train.py in-process, with Ctrl-C after the 2nd dispatch and a second Ctrl-C (the
+# shell's "stop now") while the loop waits for the save of that step; it lands inside that wait
+# whatever the load (the sleep catches it when the save was already committed)
+_TWICE = """
+import os, runpy, signal, sys, threading, time
+from dlkit.train.checkpoint import Checkpointer
+from dlkit.train.runner import Runner
+real_train, real_wait, calls, fired = Runner.train, Checkpointer.wait, [0], []
+def train(self, state, batches):
+    out = real_train(self, state, batches)
+    calls[0] += 1
+    if calls[0] == 2:
+        signal.raise_signal(signal.SIGINT)
+    return out
+def wait(self):
+    if calls[0] == 2 and not fired:
+        fired.append(1)
+        threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+        real_wait(self)
+        time.sleep(120)
+    return real_wait(self)
+Runner.train, Checkpointer.wait = train, wait
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+BIG = (  # 2 x 2048 hidden: an 8.6M-parameter Adam state, a save that takes a while
+    "--config=" + str(ROOT / "experiments" / "configs" / "mlp_digits.py"),
+    "--config.model.hidden_sizes=(2048,2048)",
+    "--config.num_train_steps=4",
+    "--config.log_every_steps=1",
+    "--config.eval_every_steps=4",
+    "--config.checkpoint.every_steps=2",
+    "--config.progress_bar=False",
+)
+
+
+def test_ctrl_c_twice_during_the_save_is_one_line_and_the_rerun_is_exact(tmp_path):
+    driver = tmp_path / "twice.py"
+    driver.write_text(_TWICE)
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    ref = train_cli(reference, *BIG)
+    assert ref.communicate(timeout=600) and ref.returncode == 0
+    proc = train_cli(run, *BIG, driver=driver)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err[-3000:]
+    assert out.splitlines()[-1].startswith("step 2:"), out[-2000:]  # the last progress line
+    assert err.strip().splitlines()[-1] == "error: interrupted"
+    assert len(err.strip().splitlines()) <= 3, err[-3000:]  # no Orbax thread tracebacks
+    rerun = train_cli(run, *BIG)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-3000:]
+    assert len(err.strip().splitlines()) <= 1, err  # at most: the cut save was set aside
+    assert_same_run(reference, run)

@@ -134,3 +134,30 @@ def test_summary_of_alexnet_and_resnet18_receptive_fields():
     # the 1x1 projection shortcut (stride 2) sees what its block's input sees: no double stride
     short = next(r for r in rows if r.name == "stage_1_block_0/conv_short")
     assert short.receptive_field == 43
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, size",
+    [
+        ("cnn", {}, 28),
+        ("lenet5", {}, 28),
+        ("alexnet", dict(features=(8, 8, 8, 8, 8), hidden=16), 64),
+        ("vgg11", {}, 32),
+        ("resnet18", {}, 32),
+    ],
+)
+def test_vision_models_pick_conv_impl_by_platform(monkeypatch, name, kwargs, size):
+    """impl "auto" by default: the fast CPU path (custom VJPs) on CPU, plain lax elsewhere."""
+    from dlkit.ops import conv
+
+    model = models.get(name, num_classes=10, **kwargs)
+    assert model.impl == "auto"
+    x = jnp.ones((1, size, size, 1 if name in ("cnn", "lenet5") else 3))
+    params = jax.eval_shape(model.init, jax.random.key(0), x)
+
+    def step_jaxpr():
+        return str(jax.make_jaxpr(lambda p, x: model.apply(p, x))(params, x))
+
+    assert "custom_vjp" in step_jaxpr()
+    monkeypatch.setattr(conv, "platform_of", lambda x: "gpu")
+    assert "custom_vjp" not in step_jaxpr()

@@ -7,7 +7,7 @@ import pytest
 from tolerances import rtol_for
 
 from dlkit import ConfigError
-from dlkit.ops import avg_pool, conv_output_size, max_pool, receptive_field
+from dlkit.ops import avg_pool, conv, conv_output_size, max_pool, receptive_field
 from dlkit.ops.conv import (
     adaptive_avg_pool,
     conv2d,
@@ -148,7 +148,7 @@ def test_bad_inputs_name_the_problem():
         conv2d(jnp.zeros((1, 5, 5, 3)), jnp.zeros((3, 3, 2, 4)))
     with pytest.raises(ValueError, match=r"NHWC.*\(5, 5\)"):
         max_pool2d(jnp.zeros((5, 5)))
-    with pytest.raises(ConfigError, match="choose one of: reference, fast"):
+    with pytest.raises(ConfigError, match="choose one of: auto, reference, fast"):
         conv2d(jnp.zeros((1, 5, 5, 3)), jnp.zeros((3, 3, 3, 4)), impl="turbo")
 
 
@@ -158,3 +158,57 @@ def test_unpadded_pointwise_conv_is_a_matmul_and_padded_one_is_not():
     padded = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, None, 1, 1))(x, w))
     assert "dot_general" in plain and "conv_general_dilated" not in plain
     assert "conv_general_dilated" in padded
+
+
+def _ops(fn, *args) -> str:
+    """The jaxpr of a fresh wrapper of fn (jax caches traces by function, not by platform)."""
+    return str(jax.make_jaxpr(lambda *a: fn(*a))(*args))
+
+
+def test_auto_is_fast_on_cpu_and_reference_elsewhere(monkeypatch):
+    x, w = jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 4))  # one channel: fast = shifted sums
+    conv_fn = lambda x, w: conv2d(x, w, None, 1, "SAME")  # noqa: E731 - impl "auto"
+    pool_fn = lambda x: max_pool2d(x, 2)  # noqa: E731
+    assert conv.platform_of(x) == "cpu" and conv.choose_impl("conv2d", x, w, 1, "SAME") == "fast"
+    assert "conv_general_dilated" not in _ops(conv_fn, x, w)
+    assert "reduce_window_max" not in _ops(pool_fn, x)
+    for platform in ("gpu", "tpu"):
+        monkeypatch.setattr(conv, "platform_of", lambda x, p=platform: p)
+        assert conv.choose_impl("conv2d", x, w, 1, "SAME") == "reference"
+        assert conv.choose_impl("max_pool2d", x, 2, None, "VALID") == "reference"
+        assert "conv_general_dilated" in _ops(conv_fn, x, w)
+        assert "reduce_window_max" in _ops(pool_fn, x)
+        assert "conv_general_dilated" not in _ops(lambda x, w: conv2d(x, w, impl="fast"), x, w)
+
+
+def test_platform_of_a_traced_array_is_the_default_backend(monkeypatch):
+    seen = []
+    jax.jit(lambda x: seen.append(conv.platform_of(x)) or x)(jnp.ones(2))
+    assert seen == [jax.default_backend()]
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    jax.make_jaxpr(lambda x: seen.append(conv.platform_of(x)) or x)(jnp.ones(2))
+    assert seen[-1] == "gpu"
+
+
+def test_registered_impl_is_auto_on_cpu_where_available(monkeypatch):
+    monkeypatch.setattr(conv, "_REGISTERED", {"conv2d": {}, "max_pool2d": {}})
+    calls = []
+
+    def native(x, w, stride, padding):
+        calls.append(x.shape)
+        return conv2d_reference(x, w, stride, padding)
+
+    conv.register_impl("native", native, available=lambda x, w, s, p: x.shape[-1] == 3)
+    x3, w3 = jnp.ones((1, 5, 5, 3)), jnp.ones((3, 3, 3, 4))
+    x1, w1 = jnp.ones((1, 5, 5, 1)), jnp.ones((3, 3, 1, 4))
+    assert conv.choose_impl("conv2d", x3, w3, 1, "SAME") == "native"
+    assert conv.choose_impl("conv2d", x1, w1, 1, "SAME") == "fast"
+    np.testing.assert_array_equal(conv2d(x3, w3), conv2d(x3, w3, impl="reference"))
+    assert calls == [(1, 5, 5, 3)]
+    conv2d(x1, w1, impl="native")  # by name, whatever `available` says
+    assert calls[-1] == (1, 5, 5, 1)
+    assert conv.choose_impl("conv2d", x3, w3, 1, "SAME", platform="gpu") == "reference"
+    with pytest.raises(ValueError, match="built-in"):
+        conv.register_impl("fast", native)
+    with pytest.raises(ConfigError, match="choose one of: auto, reference, fast, native"):
+        conv2d(x3, w3, impl="onednn")

@@ -55,3 +55,13 @@ def test_tanh_other_dtypes_are_jnp_tanh(dtype):
     np.testing.assert_array_equal(
         np.asarray(tanh(x), np.float32), np.asarray(jnp.tanh(x), np.float32)
     )
+
+
+def test_tanh_is_jnp_tanh_off_cpu(monkeypatch):
+    from dlkit.ops import activations
+
+    x = jnp.linspace(-4, 4, 101, dtype=jnp.float32)
+    assert " tanh " not in str(jax.make_jaxpr(lambda v: tanh(v))(x))
+    monkeypatch.setattr(activations, "platform_of", lambda x: "gpu")
+    assert " tanh " in str(jax.make_jaxpr(lambda v: tanh(v))(x))
+    np.testing.assert_array_equal(np.asarray(tanh(x)), np.asarray(jnp.tanh(x)))
