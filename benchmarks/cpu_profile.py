@@ -100,14 +100,11 @@ def family_step(name: str):
     import jax
     import jax.numpy as jnp
 
-    from dlkit import models
-    from dlkit.train import create_train_state, make_optimizer, make_steps, objectives
+    from dlkit.train import build_model, create_train_state, make_optimizer, make_steps, objectives
 
     config = load_config(*FAMILIES[name][:2])
     x, y, num_classes = fake_batch(config, np.random.default_rng(0))
-    kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
-    kwargs.setdefault("num_classes", num_classes)
-    model = models.get(config.model.name, **kwargs)
+    model = build_model(config, num_classes=num_classes)
     tx = make_optimizer(config.optimizer, config.num_train_steps)
     state = create_train_state(model, tx, jnp.asarray(x[:1]), seed=0)
     train, _ = make_steps(objectives.get(config.loss))

@@ -145,14 +145,11 @@ def dlkit_run(config, x, y, num_classes, steps_per_call: int):
     """A closure running one dispatch of steps_per_call train steps through dlkit's Runner."""
     import jax
 
-    from dlkit import models
-    from dlkit.train import cpu_layout, create_train_state, make_optimizer, objectives
+    from dlkit.train import build_model, cpu_layout, create_train_state, make_optimizer, objectives
     from dlkit.train.options import RunOptions
     from dlkit.train.runner import Runner
 
-    kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
-    kwargs.setdefault("num_classes", num_classes)
-    model = models.get(config.model.name, **kwargs)
+    model = build_model(config, num_classes=num_classes)
     options, objective = RunOptions.from_config(config), objectives.get(config.loss)
     # as the training loop lays a run out: parallel.cpu_devices N, or 0 = auto (cpu_layout)
     runner = Runner.create(options, objective, devices=cpu_layout.first_devices(options))

@@ -4,7 +4,7 @@ Network: embedding (65 -> 64) -> 2-layer LSTM (256 units) -> dense (256 -> 65); 
 characters, fp32, Adam, cross-entropy over every position. dlkit runs the shared jitted
 `train_step`; "dlkit_fused" is the default (both layers in one wavefront scan with a hand-written
 backward pass, the four gates and the input projection in one matmul per layer and step:
-dlkit.ops.lstm_stack), "dlkit_scan" the model with fused_lstm=False (input projection hoisted,
+dlkit.ops.lstm_stack), "dlkit_scan" the model with fused=False (input projection hoisted,
 JAX differentiating through lax.scan layer by layer), "flax_nn_rnn" flax's own
 nn.RNN(OptimizedLSTMCell) stack (the issue's 0.6x baseline). The steps are timed round-robin
 (one step of each per round) so load from other processes hits all alike; each figure is the
@@ -190,7 +190,7 @@ def main():
     steps = {
         "torch_nn_lstm": torch_step(x, y),
         "dlkit_fused": jax_step(models.get("char_lstm", **kw), x, y),
-        "dlkit_scan": jax_step(models.get("char_lstm", fused_lstm=False, **kw), x, y),
+        "dlkit_scan": jax_step(models.get("char_lstm", fused=False, **kw), x, y),
     }
     per_call = {name: 1 for name in steps}
     k = args.steps_per_call

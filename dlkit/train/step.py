@@ -9,6 +9,7 @@ gradients) with its metric sums; `skip_step` also keeps the state unchanged for 
 optax's apply_if_finite), `stop` leaves the reaction to the loop at its next sync point.
 """
 
+import collections
 import dataclasses
 import functools
 
@@ -21,8 +22,9 @@ from jax import lax
 from dlkit import cpu
 from dlkit.errors import ConfigError
 from dlkit.train.state import TrainState
-from dlkit.train.vmap import add_noise, clipped_sum, per_example_grads
+from dlkit.train.vmap import dp_noised_sum, per_example_grads
 
+NONFINITE_POLICIES = ("stop", "skip_step")  # config.step.nonfinite's choices
 NOISE_STREAM = 2**31 - 1  # DP noise key = fold_in(step key, NOISE_STREAM); devices use 0, 1, ...
 
 
@@ -105,14 +107,11 @@ def train_step(
     state: TrainState, batch: dict, *, objective, options: StepOptions = StepOptions()
 ) -> tuple[TrainState, dict]:
     """One optimizer step on `batch`; returns the next state and metric sums."""
-    step_rng = jax.random.fold_in(state.rng, state.step)  # dropout key: a function of (rng, step)
-    rng = step_rng
+    rng = jax.random.fold_in(state.rng, state.step)  # dropout key: a function of (rng, step)
     grads, sums, model_state = _accumulated(state, batch, objective, options, rng)
-    if options.dp_clip_norm is not None:  # per-example grads (B, ...) -> clipped sum
-        grads = clipped_sum(grads, options.dp_clip_norm)
-    if options.dp_clip_norm is not None:  # one draw of N(0, (sigma C)^2) per step, all devices
-        std = options.dp_noise_multiplier * options.dp_clip_norm
-        grads = add_noise(grads, std, jax.random.fold_in(step_rng, NOISE_STREAM))
+    if options.dp_clip_norm is not None:  # per-example grads (B, ...) -> clipped sum + noise,
+        noise_key = jax.random.fold_in(rng, NOISE_STREAM)  # one draw per step, all devices
+        grads = dp_noised_sum(grads, options.dp_clip_norm, options.dp_noise_multiplier, noise_key)
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
@@ -173,8 +172,8 @@ def make_steps(objective, options: StepOptions = StepOptions()):
 
 def evaluate(eval_fn, state: TrainState, batches) -> dict:
     """Sums eval_fn's metric sums over batches (on host, float64)."""
-    total: dict = {}
+    total: collections.Counter = collections.Counter()
     for batch in batches:
         for k, v in jax.device_get(eval_fn(state, batch)).items():
-            total[k] = total.get(k, 0.0) + float(np.asarray(v, np.float64))
-    return total
+            total[k] += float(np.asarray(v, np.float64))
+    return dict(total)
