@@ -149,7 +149,7 @@ def parse_field(f: dataclasses.Field, value, where: str):
     kind = _base_type(f.type)
     if dataclasses.is_dataclass(kind):
         return parse_section(kind, section(value, key), key + ".")
-    if value is None or (value == "" and kind is str):  # unset: the default
+    if value is None or (kind is str and isinstance(value, str) and not value):  # unset
         return f.default
     if "parse" in meta:
         return meta["parse"](value, key)
@@ -157,8 +157,11 @@ def parse_field(f: dataclasses.Field, value, where: str):
         value = CHECKS[kind](value, key, **meta)
     if "choices" in meta:
         choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
-        table = choices if isinstance(choices, Mapping) else {c: c for c in choices}
-        choose({str(c): c for c in table}, value, meta.get("label", key))
+        choose(
+            choices if isinstance(choices, Mapping) else {c: c for c in choices},
+            value,
+            meta.get("label", key),
+        )
     return value
 
 

@@ -1,9 +1,10 @@
 """The config's sections as frozen dataclasses: each default, bound and choice is written once,
 in its field (checked by dlkit.train.options.parse); `check()` holds what spans fields.
 
-To add a section: a `@section` dataclass subclassing Section with WHERE = "name." and its fields
-(`option(default, minimum=..., choices=..., resumable=True)`), and one field of that type in
-RunOptions. Names to choose from are read from the registry that implements them.
+To add a section, e.g. `ema`: a frozen dataclass subclassing Section, WHERE = "ema.", fields such
+as `decay: float = option(0.0, minimum=0.0)`, and `ema: EMAOptions = EMAOptions()` in RunOptions;
+parsing, defaults in default_config(), to_dict, resume diffing follow. Choices are read from the
+registry that implements them (a new parallel.kind: add it to dlkit.train.parallel.KINDS).
 """
 
 import dataclasses
