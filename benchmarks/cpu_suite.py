@@ -105,12 +105,11 @@ def dlkit_run(config, x, y, num_classes, steps_per_call: int):
     """A closure running one dispatch of steps_per_call train steps through dlkit's Runner."""
     import jax
 
-    from dlkit import models
-    from dlkit.train import cpu_layout, create_train_state, make_optimizer, objectives
+    from dlkit.train import build_model, cpu_layout, create_train_state, make_optimizer, objectives
     from dlkit.train.options import RunOptions
     from dlkit.train.runner import Runner
 
-    model = models.from_config(config.model, num_classes)
+    model = build_model(config, num_classes=num_classes)
     options, objective = RunOptions.from_config(config), objectives.get(config.loss)
     # as the training loop lays a run out: parallel.cpu_devices N, or 0 = auto (cpu_layout)
     tx = make_optimizer(config.optimizer, config.num_train_steps)
@@ -396,13 +395,12 @@ def profile_family(name: str, args, peak: float) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dlkit import models
-    from dlkit.train import create_train_state, make_optimizer, make_steps, objectives
+    from dlkit.train import build_model, create_train_state, make_optimizer, make_steps, objectives
 
     config = load_config(FAMILIES[name][0], {**FAMILIES[name][1], **parse_sets(args.set)})
     x, y, num_classes = fake_batch(config, np.random.default_rng(0))
     tx = make_optimizer(config.optimizer, config.num_train_steps)
-    state = create_train_state(models.from_config(config.model, num_classes), tx, x[:1], seed=0)
+    state = create_train_state(build_model(config, num_classes=num_classes), tx, x[:1], seed=0)
     train, _ = make_steps(objectives.get(config.loss))
     batch = {"inputs": jnp.asarray(x), "targets": jnp.asarray(y)}
     compiled = train.lower(state, batch).compile()

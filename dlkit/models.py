@@ -52,13 +52,3 @@ def get(name: str, **kwargs):
         raise ConfigError(
             f"model {name!r} does not take these settings {sorted(kwargs)}: {e}"
         ) from e
-
-
-def from_config(model_config, num_classes: int):
-    """The model of a config's model section (ConfigDict or a checkpoint's dict): `name` picks
-    the factory, the other keys are its keyword arguments (lists become tuples), and num_classes
-    defaults to the given one (the dataset's classes or the vocabulary size)."""
-    cfg = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k != "name"}
-    kwargs.setdefault("num_classes", num_classes)
-    return get(cfg["name"], **kwargs)

@@ -16,7 +16,7 @@ from dlkit import models
 from dlkit.data.word2vec import Word2VecData
 from dlkit.errors import ConfigError
 from dlkit.train import objectives
-from dlkit.train.optim import make_optimizer
+from dlkit.train.build import make_optimizer
 from dlkit.train.state import TrainState, create_train_state
 from dlkit.train.step import train_step
 

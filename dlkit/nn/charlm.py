@@ -23,8 +23,7 @@ class CharRNNLM(nn.Module):
     embed_dim: int = 64
     dropout_rate: float = 0.0
     unroll: int = 1
-    fused_lstm: bool = True
-    fused_gru: bool = True
+    fused: bool = True  # LSTM / GRU layers as one fused stack (Recurrent.fused)
 
     def setup(self):
         self.embed = nn.Embed(self.num_classes, self.embed_dim, name="embed")
@@ -34,8 +33,7 @@ class CharRNNLM(nn.Module):
             self.cell,
             dropout_rate=self.dropout_rate,
             unroll=self.unroll,
-            fused_lstm=self.fused_lstm,
-            fused_gru=self.fused_gru,
+            fused=self.fused,
             name="rnn",
         )
         self.dropout = nn.Dropout(self.dropout_rate)

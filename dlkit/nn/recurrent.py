@@ -126,8 +126,7 @@ class Recurrent(nn.Module):
     bidirectional: bool = False
     dropout_rate: float = 0.0
     unroll: int = 1
-    fused_lstm: bool = True  # unmasked LSTM layers use ops.lstm_stack (hand-written backward)
-    fused_gru: bool = True  # unmasked GRU layers use ops.gru_stack (hand-written backward)
+    fused: bool = True  # unmasked LSTM / GRU layers use ops.lstm_stack / ops.gru_stack
 
     def setup(self):
         cls = get_cell(self.cell)
@@ -147,7 +146,7 @@ class Recurrent(nn.Module):
 
     def _fused(self) -> bool:
         """Whether unmasked layers of this cell run as a fused stack (ops.lstm_stack/gru_stack)."""
-        return (self.cell == "lstm" and self.fused_lstm) or (self.cell == "gru" and self.fused_gru)
+        return self.fused and self.cell in ("lstm", "gru")
 
     def _stack(self, cells, xs, state):
         """The fused stack of `cells` over xs (T, B, D) -> (final carries, hs (T, B, H))."""

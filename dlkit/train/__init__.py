@@ -3,14 +3,13 @@
 Listed in the order of docs/API.md.
 """
 
-from dlkit.train.build import build_model, create_state
+from dlkit.train.build import build_model, create_state, make_optimizer
 from dlkit.train.checkpoint import Checkpointer, restore_latest
 from dlkit.train.config import default_config, validate
 from dlkit.train.load import Loaded, load, load_params, save_params
 from dlkit.train.loop import train_and_evaluate
 from dlkit.train.objectives import summarize
-from dlkit.train.optim import make_optimizer
-from dlkit.train.options import RunOptions
+from dlkit.train.options.sections import RunOptions
 from dlkit.train.state import TrainState, create_train_state
 from dlkit.train.step import eval_step, evaluate, make_steps, train_step
 

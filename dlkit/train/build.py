@@ -1,18 +1,29 @@
-"""The model and the step-0 train state of a run, from its RunOptions."""
+"""The model, the optimizer and the step-0 train state of a run, from its RunOptions."""
 
 import jax.numpy as jnp
+import optax
 
 from dlkit import models
-from dlkit.train import ema, freeze, vectors
-from dlkit.train.optim import make_optimizer
-from dlkit.train.options import RunOptions
+from dlkit.train import ema, freeze, optim, vectors
+from dlkit.train.options.sections import OptimizerOptions, RunOptions
 from dlkit.train.state import TrainState, create_train_state
 
 
-def build_model(options: RunOptions, dataset):
-    """The registry model options.model names; num_classes defaults to the dataset's."""
+def build_model(options: RunOptions, dataset=None, *, num_classes: int | None = None):
+    """The registry model options.model names (options: RunOptions or a config); num_classes:
+    the model section's, else the given one, else the dataset's."""
     options = RunOptions.of(options)
-    return models.get(options.model.name, **options.model.factory_kwargs(dataset.num_classes))
+    if num_classes is None and dataset is not None:
+        num_classes = dataset.num_classes
+    return models.get(options.model.name, **options.model.factory_kwargs(num_classes))
+
+
+def make_optimizer(options: OptimizerOptions, num_train_steps: int) -> optax.GradientTransformation:
+    """clip_by_global_norm (if grad_clip_norm > 0) -> the named rule with the schedule.
+
+    options: OptimizerOptions, or a config's optimizer section (parsed into one, defaults filled).
+    """
+    return optim.chain(OptimizerOptions.of(options), num_train_steps)
 
 
 def create_state(options: RunOptions, dataset, model, seed: int | None = None) -> TrainState:

@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dlkit.errors import ConfigError, RunError
-from dlkit.train.options import config_differences
+from dlkit.train.options.diff import config_differences
 
 
 def config_to_json(config) -> dict:
@@ -64,7 +64,7 @@ class _QuietDiskFull(logging.Filter):
     """Drops Orbax's multi-line error logs of a full disk: the RunError says it in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if os.environ.get("DLKIT_VERBOSE", "") not in ("", "0"):
+        if os.environ.get("DLKIT_VERBOSE") not in (None, "", "0"):
             return True
         text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
         return not ("No space left on device" in text or "RESOURCE_EXHAUSTED" in text)

@@ -6,14 +6,14 @@ import ml_collections
 from ml_collections import config_dict
 
 from dlkit.errors import ConfigError
-from dlkit.train import options
-from dlkit.train.options import RunOptions
+from dlkit.train.options.configdict import add_flat_placeholders, defaults
+from dlkit.train.options.sections import RunOptions
 
 
 def default_config() -> ml_collections.ConfigDict:
     """Every section with its defaults (from dlkit.train.options, the one place they live), the
     data placeholders, and the old flat keys as unset placeholders for one release."""
-    c = options.add_flat_placeholders(options.defaults())
+    c = add_flat_placeholders(defaults())
     c.data.dir = config_dict.placeholder(str)  # a directory of raw files (e.g. MNIST idx)
     c.data.tfds_dir = config_dict.placeholder(str)  # TFDS data_dir; default $TFDS_DATA_DIR or ~/
     c.data.classes = config_dict.placeholder(tuple)  # keep these labels only (dlkit.data.subsets)

@@ -67,12 +67,14 @@ def step_flops(step, state, batch: dict) -> float:
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (state, batch))
     cost = jax.jit(step).lower(*shapes).cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float((cost or {}).get("flops", 0.0))
+    return float(cost["flops"]) if cost and "flops" in cost else 0.0
 
 
 def has_batch_stats(state) -> bool:
     """True when the model keeps batch statistics (a mutable collection such as BatchNorm's)."""
-    return bool(jax.tree.leaves(state.model_state.get("batch_stats", {})))
+    return "batch_stats" in state.model_state and bool(
+        jax.tree.leaves(state.model_state["batch_stats"])
+    )
 
 
 def decide(options, objective, init, example: dict) -> Layout:

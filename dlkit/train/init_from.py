@@ -20,7 +20,7 @@ from dlkit.convert import pytorch
 from dlkit.errors import ConfigError, RunError
 from dlkit.paths import few, flatten, matches, unflatten
 from dlkit.train import ema
-from dlkit.train.options import rename_rules
+from dlkit.train.options.sections import rename_rules
 
 STATUSES = ("loaded", "skipped", "fresh", "dropped")
 
@@ -148,11 +148,12 @@ def _shape_error(key, src, value) -> str:
 
 def _match_one(key, value, mapped, skip):
     """(status, source path, problem) for one model path: loaded | skipped | fresh | missing."""
-    src_path, src = mapped.get(key, ("", None))
-    if matches(key[1], skip):
-        return ("skipped" if key in mapped else "fresh"), src_path, None
     if key not in mapped:
-        return "missing", "", f"{key[0]}:{key[1]}"
+        fresh = matches(key[1], skip)
+        return ("fresh", "", None) if fresh else ("missing", "", f"{key[0]}:{key[1]}")
+    src_path, src = mapped[key]
+    if matches(key[1], skip):
+        return "skipped", src_path, None
     if np.shape(src) != np.shape(value):
         return "mismatched", src_path, _shape_error(key, src, value)
     return "loaded", src_path, None

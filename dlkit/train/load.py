@@ -14,11 +14,12 @@ from typing import Any, NamedTuple
 
 import ml_collections
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
-from dlkit import models
 from dlkit.data.text import tokenizer_from_assets
 from dlkit.errors import ConfigError
 from dlkit.train import ema as ema_lib
+from dlkit.train.build import build_model
 from dlkit.train.checkpoint import _local_target, restore_latest
 
 
@@ -33,19 +34,15 @@ class Loaded(NamedTuple):
     step: int
 
 
-def _tuples(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
 def _num_classes(params: dict, assets: dict) -> int | None:
     """The output size of a saved model: its head, else its tokenizer, else its embedding."""
-    head = params.get("head", {}).get("kernel")
-    if head is not None:
-        return int(head.shape[-1])
-    tok = (assets or {}).get("tokenizer") or {}
+    leaves = traverse_util.flatten_dict(params, sep="/")
+    if "head/kernel" in leaves:
+        return int(leaves["head/kernel"].shape[-1])
+    tok = assets.get("tokenizer") or {}
     if tok.get("vocab"):
         return len(tok["vocab"])
-    embed = params.get("embed", {}).get("embedding")
+    embed = leaves.get("embed/embedding")
     return None if embed is None else int(embed.shape[-2])
 
 
@@ -67,12 +64,10 @@ def load(path, step: int | None = None, *, ema: bool = False) -> Loaded:
     if "model" not in config:
         raise ConfigError(f"{path}: the checkpoint has no model config; was it saved by dlkit?")
     state, assets = saved["state"], saved.get("assets") or {}
-    kwargs = {k: _tuples(v) for k, v in config["model"].items() if k != "name"}
-    if "num_classes" not in kwargs:
-        n = _num_classes(state["params"], assets)
-        if n is not None:
-            kwargs["num_classes"] = n
-    model = models.get(config["model"]["name"], **kwargs)
+    # the model section alone (old keys migrated); num_classes: the section's, else the head's
+    model = build_model(
+        {"model": config["model"]}, num_classes=_num_classes(state["params"], assets)
+    )
     params = _ema_params(state, path) if ema else state["params"]
     variables = {"params": params, **(state.get("model_state") or {})}
     return Loaded(model, variables, ml_collections.ConfigDict(config), assets, saved["step"])

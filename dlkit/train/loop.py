@@ -23,7 +23,7 @@ from dlkit.train.divergence import NonFiniteWatch
 from dlkit.train.ensemble import ensemble_state
 from dlkit.train.init_from import init_from
 from dlkit.train.metrics import MetricWriter, Progress
-from dlkit.train.options import RunOptions
+from dlkit.train.options.sections import RunOptions
 from dlkit.train.parallel import initialize_distributed
 from dlkit.train.preemption import SignalWatch
 from dlkit.train.profiler import ProfileWindow

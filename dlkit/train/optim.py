@@ -1,46 +1,42 @@
-"""Optimizers by name: optax chains of clipping, the update rule and a learning-rate schedule."""
+"""Optimizers by name: the update rules and learning-rate schedules that config.optimizer's
+`name` and `schedule` choose from (dlkit.train.options reads these tables for its choices), and
+the optax chain of clipping, rule and schedule (`chain`; dlkit.train.make_optimizer)."""
 
 import optax
 
 from dlkit import errors
 from dlkit.train import scratch
-from dlkit.train.options import OptimizerOptions
+
+# name -> (OptimizerOptions, num_train_steps) -> optax schedule
+SCHEDULES = {
+    "constant": lambda o, n: optax.constant_schedule(o.learning_rate),
+    "cosine": lambda o, n: optax.cosine_decay_schedule(o.learning_rate, max(n, 1)),
+    "warmup_cosine": lambda o, n: optax.warmup_cosine_decay_schedule(
+        0.0, o.learning_rate, o.warmup_steps, max(n, o.warmup_steps + 1)
+    ),
+}
+# name -> (learning rate or schedule, OptimizerOptions) -> optax update rule
+RULES = {
+    "sgd": lambda lr, o: optax.sgd(lr),
+    "momentum": lambda lr, o: optax.sgd(lr, momentum=o.momentum),
+    "nesterov": lambda lr, o: optax.sgd(lr, momentum=o.momentum, nesterov=True),
+    "adam": lambda lr, o: optax.adam(lr, b1=o.b1, b2=o.b2),
+    "adamw": lambda lr, o: optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay),
+    "sgd_scratch": lambda lr, o: scratch.sgd(lr),
+    "adam_scratch": lambda lr, o: scratch.adam(lr),
+}
 
 
-def make_schedule(cfg: OptimizerOptions, num_train_steps: int) -> optax.Schedule:
+def make_schedule(options, num_train_steps: int) -> optax.Schedule:
     """constant: lr; cosine: lr (1 + cos(pi t / T)) / 2; warmup_cosine: linear warmup, cosine."""
-    lr, kind, warmup = cfg.learning_rate, cfg.schedule, cfg.warmup_steps
-    schedules = {
-        "constant": lambda: optax.constant_schedule(lr),
-        "cosine": lambda: optax.cosine_decay_schedule(lr, max(num_train_steps, 1)),
-        "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(
-            0.0, lr, warmup, max(num_train_steps, warmup + 1)
-        ),
-    }
-    return errors.choose(schedules, kind, "schedule")()
+    return errors.choose(SCHEDULES, options.schedule, "schedule")(options, num_train_steps)
 
 
-def _rule(name: str, lr, cfg: OptimizerOptions) -> optax.GradientTransformation:
-    momentum = cfg.momentum
-    rules = {
-        "sgd": lambda: optax.sgd(lr),
-        "momentum": lambda: optax.sgd(lr, momentum=momentum),
-        "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
-        "adam": lambda: optax.adam(lr, b1=cfg.b1, b2=cfg.b2),
-        "adamw": lambda: optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
-        "sgd_scratch": lambda: scratch.sgd(lr),
-        "adam_scratch": lambda: scratch.adam(lr),
-    }
-    return errors.choose(rules, name, "optimizer")()
-
-
-def make_optimizer(cfg, num_train_steps: int) -> optax.GradientTransformation:
+def chain(options, num_train_steps: int) -> optax.GradientTransformation:
     """clip_by_global_norm (if grad_clip_norm > 0) -> the named rule with the schedule.
 
-    cfg: OptimizerOptions, or a config's optimizer section (parsed into one, defaults filled).
-    """
-    if not isinstance(cfg, OptimizerOptions):
-        cfg = OptimizerOptions.from_config(cfg)
-    rule = _rule(cfg.name, make_schedule(cfg, num_train_steps), cfg)
-    clip = cfg.grad_clip_norm
+    options: an OptimizerOptions (dlkit.train.make_optimizer also takes a config section)."""
+    rule = errors.choose(RULES, options.name, "optimizer")
+    rule = rule(make_schedule(options, num_train_steps), options)
+    clip = options.grad_clip_norm
     return optax.chain(optax.clip_by_global_norm(clip), rule) if clip > 0 else rule

@@ -16,26 +16,23 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dlkit.errors import ConfigError, choose
-from dlkit.train.options import PARALLEL_KINDS, ParallelOptions
 
 AXIS = "data"
-KINDS = PARALLEL_KINDS
+KINDS = ("sharded", "fsdp", "pmap", "none")  # config.parallel.kind's choices (dlkit.train.options)
 FSDP_MIN_SIZE = 1024  # leaves with fewer elements stay replicated
 
 
 def _cluster_env() -> bool:
     """True under a launcher that jax.distributed.initialize() can read (SLURM, Open MPI, env)."""
     env = os.environ
-    return bool(
-        env.get("JAX_COORDINATOR_ADDRESS")
-        or int(env.get("SLURM_NTASKS", "1")) > 1
-        or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-    )
+    sizes = [env[k] for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE") if k in env]
+    return bool(env.get("JAX_COORDINATOR_ADDRESS")) or any(int(n) > 1 for n in sizes)
 
 
-def initialize_distributed(options: ParallelOptions) -> bool:
-    """jax.distributed.initialize from coordinator_address/num_processes/process_id, else from
-    the cluster environment; a no-op on one host. Returns whether the runtime is multi-process."""
+def initialize_distributed(options) -> bool:
+    """jax.distributed.initialize from ParallelOptions' coordinator_address / num_processes /
+    process_id, else from the cluster environment; a no-op on one host. Returns whether the
+    runtime is multi-process."""
     if jax.distributed.is_initialized():
         return True
     if options.coordinator_address:

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 from dlkit.data import pad_batch
 from dlkit.errors import ConfigError
 from dlkit.train import step as steps
-from dlkit.train.options import RunOptions
+from dlkit.train.options.sections import RunOptions
 from dlkit.train.parallel import AXIS, global_batch, make_mesh, put, state_shardings
 
 

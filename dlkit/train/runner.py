@@ -21,7 +21,7 @@ from dlkit.data import pad_batch
 from dlkit.errors import ConfigError
 from dlkit.train import ensemble
 from dlkit.train import step as steps
-from dlkit.train.options import RunOptions
+from dlkit.train.options.sections import RunOptions
 from dlkit.train.parallel import global_batch, make_mesh, put, state_shardings
 from dlkit.train.pmap_runner import PmapRunner
 

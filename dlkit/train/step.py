@@ -13,6 +13,7 @@ dlkit.train.ema) updates it once per optimizer step, after the params; a skipped
 unchanged too.
 """
 
+import collections
 import dataclasses
 import functools
 
@@ -25,8 +26,9 @@ from jax import lax
 from dlkit.errors import ConfigError
 from dlkit.train import ema
 from dlkit.train.state import TrainState
-from dlkit.train.vmap import add_noise, clipped_sum, per_example_grads
+from dlkit.train.vmap import dp_noised_sum, per_example_grads
 
+NONFINITE_POLICIES = ("stop", "skip_step")  # config.step.nonfinite's choices
 NOISE_STREAM = 2**31 - 1  # DP noise key = fold_in(step key, NOISE_STREAM); devices use 0, 1, ...
 
 
@@ -114,14 +116,16 @@ def train_step(
     axis = options.axis_name
     rng = step_rng if axis is None else jax.random.fold_in(step_rng, lax.axis_index(axis))
     grads, sums, model_state = _accumulated(state, batch, objective, options, rng)
-    if options.dp_clip_norm is not None:  # per-example grads (B, ...) -> clipped sum
-        grads = clipped_sum(grads, options.dp_clip_norm)
+    if options.dp_clip_norm is not None:  # per-example grads (B, ...) -> clipped sum + noise,
+        noise_key = jax.random.fold_in(step_rng, NOISE_STREAM)  # one draw per step, all devices
+        grads = dp_noised_sum(
+            grads, options.dp_clip_norm, options.dp_noise_multiplier, noise_key, axis_name=axis
+        )
+    elif axis is not None:
+        grads = lax.psum(grads, axis)
     if axis is not None:  # per-device sums -> the global batch's, on every device
-        grads, sums = lax.psum((grads, sums), axis)
+        sums = lax.psum(sums, axis)
         model_state = _pmean_floats(model_state, axis)
-    if options.dp_clip_norm is not None:  # one draw of N(0, (sigma C)^2) per step, all devices
-        std = options.dp_noise_multiplier * options.dp_clip_norm
-        grads = add_noise(grads, std, jax.random.fold_in(step_rng, NOISE_STREAM))
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
@@ -192,8 +196,8 @@ def make_steps(objective, options: StepOptions = StepOptions()):
 
 def evaluate(eval_fn, state: TrainState, batches) -> dict:
     """Sums eval_fn's metric sums over batches (on host, float64)."""
-    total: dict = {}
+    total: collections.Counter = collections.Counter()
     for batch in batches:
         for k, v in jax.device_get(eval_fn(state, batch)).items():
-            total[k] = total.get(k, 0.0) + float(np.asarray(v, np.float64))
-    return total
+            total[k] += float(np.asarray(v, np.float64))
+    return dict(total)

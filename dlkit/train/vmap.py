@@ -50,9 +50,13 @@ def add_noise(grads, std: float, key: jax.Array):
     return jax.tree.unflatten(treedef, noised)
 
 
-def dp_noised_sum(grads, clip_norm: float, noise_multiplier: float, key: jax.Array):
-    """DP-SGD: sum_i clip(g_i, C) + N(0, (sigma C)^2 I); per-example grads (B, ...) -> (...)."""
-    return add_noise(clipped_sum(grads, clip_norm), noise_multiplier * clip_norm, key)
+def dp_noised_sum(grads, clip_norm: float, noise_multiplier: float, key: jax.Array, axis_name=None):
+    """DP-SGD: sum_i clip(g_i, C) + N(0, (sigma C)^2 I); per-example grads (B, ...) -> (...).
+    Under pmap (`axis_name`) the clipped sums are psum-ed before the one noise draw."""
+    summed = clipped_sum(grads, clip_norm)
+    if axis_name is not None:
+        summed = jax.lax.psum(summed, axis_name)
+    return add_noise(summed, noise_multiplier * clip_norm, key)
 
 
 def stack(trees: list):

@@ -95,7 +95,7 @@ def test_initial_state_in_final_state_out_continues_the_sequence(kind):
 def test_fused_layer_equals_plain_scan_and_its_gradient(bidirectional, cell):
     x = inputs(3)
     fused = Recurrent(H, num_layers=3, cell=cell, bidirectional=bidirectional, unroll=2)
-    plain = fused.clone(fused_lstm=False, fused_gru=False)
+    plain = fused.clone(fused=False)
     variables = fused.init(jax.random.key(3), x)
     plain_vars = plain.init(jax.random.key(3), x)
     assert jax.tree.structure(variables) == jax.tree.structure(plain_vars)
@@ -167,7 +167,7 @@ def test_matches_pytorch_given_its_weights(kind):
 @pytest.mark.parametrize("fused", [True, False])
 def test_bfloat16_inputs_with_float32_params(cell, fused):
     """Inputs in bf16, params in f32: computed in f32 (the promoted dtype), on every path."""
-    model = Recurrent(H, num_layers=2, cell=cell, fused_lstm=fused, fused_gru=fused)
+    model = Recurrent(H, num_layers=2, cell=cell, fused=fused)
     x = inputs(4)
     variables = model.init(jax.random.key(0), x)
     ys, state = model.apply(variables, x.astype(jnp.bfloat16))

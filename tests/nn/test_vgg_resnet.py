@@ -9,8 +9,8 @@ import pytest
 
 from dlkit import models
 from dlkit.train import create_train_state, make_steps, objectives
+from dlkit.train.build import make_optimizer
 from dlkit.train.config import default_config
-from dlkit.train.optim import make_optimizer
 
 # torchvision's published trainable-parameter counts at 224x224x3, 1000 classes
 TORCHVISION_PARAMS = {

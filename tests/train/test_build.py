@@ -32,3 +32,14 @@ def test_typed_build_equals_the_config_path():
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(trees[0]["params"]["hidden_0"]["kernel"], kernel)  # frozen
     assert not np.array_equal(trees[0]["params"]["head"]["kernel"], head)  # trained
+
+
+def test_build_model_reads_a_saved_model_section_and_its_old_keys():
+    """load() builds a checkpoint's model this way: the section alone, old keys migrated,
+    num_classes from the section, else the given one."""
+    section = {"name": "char_lstm", "hidden_size": 8, "num_layers": 1, "fused_lstm": False}
+    model = build.build_model({"model": section}, num_classes=5)
+    assert model.fused is False and model.num_classes == 5
+    assert (
+        build.build_model({"model": {**section, "num_classes": 7}}, num_classes=5).num_classes == 7
+    )

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from dlkit.train.optim import make_optimizer
+from dlkit.train.build import make_optimizer
 from dlkit.train.options import OptimizerOptions
 
 

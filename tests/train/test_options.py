@@ -274,3 +274,76 @@ def test_defaults_come_from_the_options_and_flat_placeholders_stay_silent():
     parsed = RunOptions.from_config(c)
     assert parsed.step.grad_accum_steps == 4 and parsed.transfer.init_from == "/runs/pre"
     assert [m.split()[2] for m in parsed.deprecations] == ["grad_accum_steps", "init_from"]
+
+
+def test_fused_lstm_and_fused_gru_move_to_one_model_fused_flag():
+    out, messages = migrate({"model": {"name": "char_lstm", "fused_lstm": False}})
+    assert out == {"model": {"name": "char_lstm", "fused": False}}
+    assert messages == [
+        "config key model.fused_lstm is deprecated: use model.fused (--config.model.fused); "
+        "the old key works for one more release"
+    ]
+    out, messages = migrate({"model": {"fused_lstm": True, "fused_gru": False}})
+    assert out == {"model": {"fused": False}} and len(messages) == 2  # off if either is off
+    old = {"model": {"name": "char_gru", "fused_gru": True}}
+    new = {"model": {"name": "char_gru", "fused": True}}
+    assert RunOptions.from_config(old) == RunOptions.from_config(new)
+    assert config_differences(old, new) == []
+    assert config_differences(old, {"model": {"name": "char_gru", "fused": False}}) == [
+        "model.fused (saved True, now False)"
+    ]
+
+
+def test_one_parser_reads_any_section_from_its_field_metadata():
+    """A new section is a dataclass with checked fields; parse_section does the rest."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner(opts.Section):
+        decay: float = opts.option(0.0, minimum=0.0)
+
+    @dataclasses.dataclass(frozen=True)
+    class Made(opts.Section):
+        WHERE = "made."
+        start_step: int = opts.option(0, minimum=0)
+        kind: str = opts.option("a", choices=lambda: ("a", "b"))
+        tags: tuple[str, ...] = opts.option((), parse=lambda v, key: tuple(v))
+        inner: Inner = Inner()
+
+    assert Made.from_config({}) == Made() and Made.from_config(None) == Made()
+    got = Made.from_config({"start_step": 3, "kind": "b", "tags": ["x"], "inner": {"decay": 0.5}})
+    assert got == Made(3, "b", ("x",), Inner(0.5))
+    for bad, message in [
+        ({"start_step": -1}, r"config made.start_step must be an integer >= 0, got -1"),
+        ({"start_step": True}, r"made.start_step must be an integer"),
+        ({"kind": "c"}, r"unknown made.kind 'c'; choose one of: a, b"),
+        ({"inner": {"decay": -1.0}}, r"config made.inner.decay must be a number >= 0.0, got -1"),
+        ({"inner": {"decai": 1.0}}, r"unknown config key made.inner.decai \(did you mean made."),
+        ({"inner": 3}, r"config made.inner must be a section"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            Made.from_config(bad)
+    assert opts.as_dict(got) == {
+        "start_step": 3,
+        "kind": "b",
+        "tags": ["x"],
+        "inner": {"decay": 0.5},
+    }
+
+
+def test_the_name_choices_are_the_registries():
+    from dlkit import models
+    from dlkit.train import objectives, optim, parallel
+    from dlkit.train.build import make_optimizer
+
+    for name in optim.RULES:
+        for schedule in optim.SCHEDULES:
+            section = opts.OptimizerOptions.from_config({"name": name, "schedule": schedule})
+            assert make_optimizer(section, 10) is not None
+    for kind in parallel.KINDS:
+        assert ParallelOptions.from_config({"kind": kind}).kind == kind
+    for loss in objectives.OBJECTIVES:
+        assert RunOptions.from_config({"loss": loss}).loss == loss
+    assert (
+        RunOptions.from_config({"model": {"name": models.names()[-1]}}).model.name
+        == (models.names()[-1])
+    )
