@@ -69,11 +69,44 @@ class _QuietLibraries(logging.Filter):
         return own or record.levelno >= logging.ERROR
 
 
+class _QuietDiskFull(logging.Filter):
+    """Drops Orbax's multi-line error logs of a full disk: the RunError says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        return not ("No space left on device" in text or "RESOURCE_EXHAUSTED" in text)
+
+
+class _Console(logging.Handler):
+    """dlkit's log lines for a person: INFO to stdout as they are, warnings to stderr as
+    "warning: ..." (the stream looked up per line, so captured streams see them too)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            print(f"warning: {record.getMessage()}", file=sys.stderr, flush=True)
+        else:
+            print(record.getMessage(), flush=True)
+
+
+def show_progress() -> None:
+    """The door's console: the library's "dlkit" logger (progress lines, warnings) printed as
+    lines; library code itself only logs. Idempotent."""
+    logger = logging.getLogger("dlkit")
+    if not any(isinstance(h, _Console) for h in logger.handlers):
+        logger.addHandler(_Console())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def _quiet_libraries() -> None:
     """Installs _QuietLibraries on the absl logger and every root handler, and thread and
     unraisable-exception hooks that stay quiet once the run was interrupted (unless --verbose)."""
+    show_progress()
     if verbose():
         return
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _QuietDiskFull) for f in absl_logger.filters):
+        absl_logger.addFilter(_QuietDiskFull())
     quiet = _QuietLibraries()
     for target in (logging.getLogger("absl"), *logging.getLogger().handlers):
         if not any(isinstance(f, _QuietLibraries) for f in target.filters):

@@ -27,6 +27,12 @@ if filelock is not None and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 import pytest  # noqa: E402
 
+from dlkit import cli  # noqa: E402
+
+# The test run is a door like the binaries: dlkit's log lines (progress, warnings) print, so tests
+# that call the library in-process read them as a user of a binary would (capsys / capfd).
+cli.show_progress()
+
 
 def pytest_unconfigure(config):
     if _XLA_CACHE is not None:  # the process that made it (the xdist controller, or -n 0)

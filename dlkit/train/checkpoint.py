@@ -9,9 +9,7 @@ import contextlib
 import errno
 import json
 import logging
-import os
 import pathlib
-import sys
 import zlib
 
 import jax
@@ -20,6 +18,8 @@ import orbax.checkpoint as ocp
 
 from dlkit.errors import ConfigError, RunError
 from dlkit.train.options.diff import config_differences
+
+log = logging.getLogger("dlkit")
 
 
 def config_to_json(config) -> dict:
@@ -58,23 +58,6 @@ def _disk_error(e: BaseException) -> OSError | None:
             return OSError(errno.ENOSPC, "No space left on device")
         e = e.__cause__ or e.__context__
     return None
-
-
-class _QuietDiskFull(logging.Filter):
-    """Drops Orbax's multi-line error logs of a full disk: the RunError says it in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if os.environ.get("DLKIT_VERBOSE") not in (None, "", "0"):
-            return True
-        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
-        return not ("No space left on device" in text or "RESOURCE_EXHAUSTED" in text)
-
-
-def _quiet_disk_full() -> None:
-    """Installs _QuietDiskFull once on the absl logger (where Orbax logs)."""
-    logger = logging.getLogger("absl")
-    if not any(isinstance(f, _QuietDiskFull) for f in logger.filters):
-        logger.addFilter(_QuietDiskFull())
 
 
 def _shapes(tree) -> list[tuple]:
@@ -121,7 +104,6 @@ class Checkpointer:
         async_save: bool = True,
     ):
         self.directory = pathlib.Path(directory).absolute()
-        _quiet_disk_full()
         self.set_aside_temporaries()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
@@ -263,9 +245,9 @@ class Checkpointer:
 
 
 def warn(message: str) -> None:
-    """One warning line on stderr (process 0 only)."""
+    """One warning, logged (process 0 only); a door shows it as "warning: ..." on stderr."""
     if jax.process_index() == 0:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        log.warning(message)
 
 
 def locate(path) -> tuple[pathlib.Path, int | None]:

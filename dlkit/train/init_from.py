@@ -7,6 +7,7 @@ must be found in both with equal shapes, else a ConfigError naming them. The opt
 re-initialised for the loaded params.
 """
 
+import logging
 import pathlib
 import re
 
@@ -25,6 +26,8 @@ from dlkit.train.options.sections import rename_rules
 STATUSES = ("loaded", "skipped", "fresh", "dropped")
 
 # ---------------------------------------------------------------------------- reading
+
+log = logging.getLogger("dlkit")
 
 
 def checkpoint_location(path) -> tuple[pathlib.Path, int | None]:
@@ -240,6 +243,6 @@ def init_from(state, options, model=None):
     variables = unflatten({k: _place_like(v, target[k]) for k, v in new.items()})
     params = variables.pop("params")
     if jax.process_index() == 0:
-        print(f"init_from {label}:\n{format_table(rows)}", flush=True)
+        log.info(f"init_from {label}:\n{format_table(rows)}")
     state = state.replace(params=params, model_state=variables, opt_state=state.tx.init(params))
     return ema.restart(state)  # the average starts at the loaded params

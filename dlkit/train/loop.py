@@ -40,9 +40,9 @@ def _due(step: int, every: int, last: int) -> bool:
 
 
 def _say(message: str) -> None:
+    """A progress line, logged (a door shows "dlkit" INFO lines: dlkit.cli.show_progress)."""
     if jax.process_index() == 0:
-        print(message, flush=True)
-    log.info(message)
+        log.info(message)
 
 
 def train_and_evaluate(config, workdir, *, stop_after_step: int | None = None) -> dict:

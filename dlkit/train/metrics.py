@@ -6,11 +6,14 @@ TensorBoard events from them, so neither ever repeats a step after an interrupti
 """
 
 import json
+import logging
 import math
 import pathlib
 import struct
 import sys
 import time
+
+log = logging.getLogger("dlkit")
 
 
 def _finite_or_none(v):
@@ -97,7 +100,7 @@ class MetricWriter:
             self._tb.flush()
         if echo:
             text = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            print(f"step {step}: {text}", flush=True)
+            log.info(f"step {step}: {text}")
 
     def close(self) -> None:
         if self._tb is not None:

@@ -1,6 +1,8 @@
 """Word vectors as a starting point: set an embedding table from saved word2vec vectors
 (`TransferOptions.vectors`, `vectors_param`) for a text dataset's tokenizer vocabulary."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 
@@ -8,6 +10,8 @@ from dlkit.data.tokenizers import Tokenizer
 from dlkit.errors import ConfigError
 from dlkit.paths import few, flatten, unflatten
 from dlkit.train.embeddings import embedding_table
+
+log = logging.getLogger("dlkit")
 
 
 def init_vectors(state, options, dataset, seed: int):
@@ -35,9 +39,8 @@ def init_vectors(state, options, dataset, seed: int):
     flat[("params", param)] = jnp.asarray(table, like.dtype)
     params = unflatten(flat)["params"]
     if jax.process_index() == 0:
-        print(
+        log.info(
             f"init_vectors {options.vectors} -> {param}: {report['matched']} of "
-            f"{report['vocab_size']} tokens found (missing e.g. {report['missing_examples'][:5]})",
-            flush=True,
+            f"{report['vocab_size']} tokens found (missing e.g. {report['missing_examples'][:5]})"
         )
     return state.replace(params=params, opt_state=state.tx.init(params))
