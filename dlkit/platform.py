@@ -9,6 +9,8 @@ still shows win (BUILD_NOTES, "The platform room"; `benchmarks/cpu_suite.py --pl
 - glibc malloc keeping XLA's large per-call buffers mapped (mallopt "keep-arena"), so a dispatch
   does not page-fault its scratch memory afresh.
 It returns a frozen `Platform` that says what was done, for the door to print; it prints nothing.
+Its line also names the CPU conv backend `impl="auto"` will use (dlkit.kernels.cpu: "oneDNN 3.2.0",
+or "XLA (why not oneDNN)"); finding that out loads the oneDNN library, not JAX's backend.
 With a GPU or TPU backend intended (JAX_PLATFORMS, or an accelerator plugin installed) it touches
 nothing. Library code (`import dlkit`, make_steps, train_and_evaluate) never calls it: without
 it a process has JAX's defaults (one CPU device) and trains the same, only slower.
@@ -24,6 +26,8 @@ import re
 import sys
 
 import jax  # importing jax does not start its backend
+
+from dlkit.kernels.cpu import dispatch
 
 __all__ = ["configure", "Platform", "CpuFeatures", "choose_devices", "collective_threads"]
 
@@ -91,6 +95,7 @@ class Platform:
     threads: int | None = None  # XLA CPU pool threads reserved (NPROC); None: XLA's default
     keep_malloc_arena: bool = False
     notes: tuple[str, ...] = ()
+    convs: str | None = None  # the CPU conv backend: "oneDNN 3.2.0" or "XLA (reason)"; None: unsaid
 
     def describe(self) -> str:
         f = self.features
@@ -100,7 +105,9 @@ class Platform:
         threads = f"XLA threads {self.threads}" if self.threads else "XLA threads default"
         return (
             f"{head}: {self.devices} CPU device{'s' if self.devices != 1 else ''}, {threads}, "
-            f"malloc keep-arena {'on' if self.keep_malloc_arena else 'off'}" + self._notes()
+            f"malloc keep-arena {'on' if self.keep_malloc_arena else 'off'}"
+            + (f", convs: {self.convs}" if self.convs else "")
+            + self._notes()
         )
 
     def _notes(self) -> str:
@@ -195,7 +202,7 @@ def configure(
     if backend != "cpu":
         return Platform(features, backend=backend)
     if environ.get("DLKIT_PLATFORM", "on").lower() in OFF:
-        return Platform(features, notes=("DLKIT_PLATFORM=off",))
+        return Platform(features, notes=("DLKIT_PLATFORM=off",), convs=dispatch.describe())
     notes, threads = [], None
     devices = choose_devices(cpu_devices, features, split)
     if _backend_started():
@@ -213,4 +220,4 @@ def configure(
     kept = keep_malloc_arena and _keep_malloc_arena()
     if keep_malloc_arena and not kept:
         notes.append("mallopt unavailable (not glibc)")
-    return Platform(features, "cpu", devices, threads, kept, tuple(notes))
+    return Platform(features, "cpu", devices, threads, kept, tuple(notes), dispatch.describe())

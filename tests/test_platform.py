@@ -72,6 +72,9 @@ def test_describe_says_what_was_set():
     text = platform.Platform(f, devices=2, threads=4, keep_malloc_arena=True).describe()
     assert "Xeon" in text and "amx_bf16" in text and "2 cores" in text
     assert "2 CPU devices, XLA threads 4, malloc keep-arena on" in text
+    assert "convs" not in text
+    with_convs = platform.Platform(f, convs="oneDNN 3.2.0").describe()
+    assert ", convs: oneDNN 3.2.0" in with_convs
 
 
 def test_off_switch_and_a_started_backend_change_nothing():
