@@ -22,6 +22,12 @@ from dlkit import models
 from dlkit.kernels import cpu
 from dlkit.kernels.cpu import dispatch
 from dlkit.ops import conv
+from dlkit.train import create_train_state, make_optimizer, objectives
+from dlkit.train.config import default_config
+from dlkit.train.ensemble import ensemble_state
+from dlkit.train.options import RunOptions
+from dlkit.train.parallel import global_batch
+from dlkit.train.runner import Runner
 
 HERE = pathlib.Path(__file__).resolve()
 ROOT = HERE.parents[2]
@@ -143,13 +149,6 @@ def test_sharded_runner_runs_onednn_per_device():
 
 def _train(ensemble: int, impl: str):
     """Two sharded Runner steps of a small CNN on 8x8 inputs: (state, eval sums, compiled HLO)."""
-    from dlkit.train import create_train_state, make_optimizer, objectives
-    from dlkit.train.ensemble import ensemble_state
-    from dlkit.train.config import default_config
-    from dlkit.train.options import RunOptions
-    from dlkit.train.parallel import global_batch
-    from dlkit.train.runner import Runner
-
     c = default_config()
     c.batch_size, c.parallel.kind, c.parallel.ensemble_size = 8, "sharded", ensemble
     c.optimizer.learning_rate = 1e-2
