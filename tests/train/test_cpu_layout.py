@@ -63,6 +63,30 @@ def test_batch_stats_and_flops_read_from_the_state():
     assert 3 * forward <= flops < 100 * forward  # forward + backward + update, not zero
 
 
+def test_a_conv_step_costs_alike_on_onednn_and_xla():
+    """The oneDNN convs (custom calls XLA costs as 0) are counted: the layout does not flip with
+    the conv impl."""
+    from dlkit.kernels import cpu
+    from dlkit.train import objectives
+    from dlkit.train.options import RunOptions
+    from dlkit.train.runner import step_functions
+
+    if not cpu.available():
+        pytest.skip(f"oneDNN conv kernels unavailable: {cpu.why_unavailable()}")
+    x = jnp.zeros((1, 28, 28, 1))
+    tx = make_optimizer(default_config().optimizer, 10)
+    c = default_config()
+    c.batch_size = 16
+    train, _ = step_functions(RunOptions.from_config(c), objectives.get("cross_entropy"))
+    batch = {"inputs": np.zeros((16, 28, 28, 1), np.float32), "targets": np.zeros(16, np.int32)}
+    flops = {}
+    for impl in ("auto", "fast"):
+        model = models.get("lenet5", num_classes=10, impl=impl)
+        state = jax.eval_shape(lambda model=model: create_train_state(model, tx, x, 0))
+        flops[impl] = cpu_layout.step_flops(train, state, batch)
+    assert 0.8 < flops["auto"] / flops["fast"] < 1.25, flops
+
+
 def config():
     c = default_config()
     c.model.name = "mlp"

@@ -13,7 +13,9 @@ of several devices, as one device uses the whole machine), so a run's count depe
 layout (bitwise reruns).
 """
 
+import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +88,32 @@ def conv2d(x, w, stride=1, padding="SAME"):
         axis_names=set(axes),
         check_vma=False,
     )(x, w)
+
+
+_CALL = re.compile(r"stablehlo\.custom_call @dlkit_onednn_conv_(\w+)\(.*\} : \((.*)\) -> (.*)$")
+_SHAPE = re.compile(r"tensor<((?:\d+x)*)f32>")
+
+
+def _shapes(text: str) -> list[tuple[int, ...]]:
+    return [tuple(int(d) for d in m.split("x") if d) for m in _SHAPE.findall(text)]
+
+
+def conv_flops(module_text: str) -> float:
+    """FLOPs of the oneDNN conv calls in a lowered (StableHLO) module's text, which XLA's cost
+    analysis counts as 0: 2 * (output or output-gradient elements) * kh * kw * C_in per call."""
+    total = 0.0
+    for line in module_text.splitlines():
+        if not (m := _CALL.search(line)):
+            continue
+        kind, ins, outs = m.group(1), _shapes(m.group(2)), _shapes(m.group(3))
+        if kind == "fwd":  # (x, w, b) -> y
+            y, w = outs[0], ins[1]
+        elif kind == "bwd_data":  # (g, w) -> dx
+            y, w = ins[0], ins[1]
+        else:  # bwd_weights: (x, g) -> (dw, db)
+            y, w = ins[1], outs[0]
+        total += 2.0 * math.prod(y) * math.prod(w[-4:-1])
+    return total
 
 
 def describe() -> str:
