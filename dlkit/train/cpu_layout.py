@@ -12,9 +12,12 @@ when:
   speed on any x86", auto layout);
 - the batch does not divide: the largest divisor of the batch size up to the device count.
 The step's cost counts its oneDNN convs (dlkit.kernels.cpu: custom calls, which XLA's cost
-analysis counts as 0), so a conv net splits alike whether its convs run on oneDNN or XLA: each
-device then runs its shard's convs with cores / devices oneDNN threads (measured on 2 cores,
-oneDNN convs: lenet5 split 2x faster than one device; cnn, vgg_small within noise).
+analysis counts as 0), and a split runs each device's shard of them with cores / devices oneDNN
+threads. oneDNN's convs already keep every core busy on one device, so against the BatchNorm bar
+only the step's XLA part counts (the part a split speeds up); without batch statistics a split
+costs one all-reduce and the whole step counts. Measured on 2 cores, oneDNN convs, split / one
+device (BUILD_NOTES): lenet5 0.6x (split wins), cnn ~1.0x, resnet18 1.1x (one device wins; with
+XLA's convs the split won, 0.9x), vgg_small ~1.0x.
 The choice depends only on the config, the model and the devices the process has, so a rerun
 (resume) makes the same one; checkpoints restore on any device count. `decide` makes it before the
 run's one Runner exists, costing the step on abstract shapes (nothing is placed or compiled).
@@ -39,15 +42,21 @@ class Layout:
     reason: str | None = None
 
 
-def choose_devices(available: int, batch_size: int, batch_stats: bool, step_flops: float) -> Layout:
+def choose_devices(
+    available: int, batch_size: int, batch_stats: bool, step_flops: float, onednn_flops: float = 0
+) -> Layout:
     """The rule (pure): the largest divisor of the batch up to `available` whose share of the
-    step is big enough (a higher bar with batch statistics), else 1."""
+    step is big enough, else 1; with batch statistics a higher bar, met by the step's FLOPs
+    outside oneDNN convs (`onednn_flops` of `step_flops`)."""
     if available <= 1:
         return Layout(1, "one CPU device")
     least = MIN_FLOPS_PER_DEVICE_BN if batch_stats else MIN_FLOPS_PER_DEVICE
+    counted = step_flops - onednn_flops if batch_stats else step_flops
     fits = [n for n in range(available, 0, -1) if batch_size % n == 0]
-    n = [n for n in fits if n == 1 or step_flops / n >= least][0]
+    n = [n for n in fits if n == 1 or counted / n >= least][0]
     gflop = f"{step_flops / 1e9:.2g} GFLOP/step"
+    if onednn_flops:
+        gflop += f", {onednn_flops / 1e9:.2g} in oneDNN convs"
     if n == 1 and fits == [1]:
         return Layout(1, f"one CPU device (batch {batch_size} does not divide among {available})")
     if n == 1 and batch_stats:
@@ -66,15 +75,20 @@ def _on_cpu(options) -> bool:
     )
 
 
-def step_flops(step, state, batch: dict) -> float:
-    """FLOPs of one train step: XLA's cost analysis of the lowered step (no compile) plus the
-    oneDNN conv calls in it, which XLA counts as 0. `state` and `batch` may be arrays or shapes
-    (jax.ShapeDtypeStruct, jax.eval_shape's)."""
+def step_costs(step, state, batch: dict) -> tuple[float, float]:
+    """(XLA's FLOPs, oneDNN convs' FLOPs) of one train step: XLA's cost analysis of the lowered
+    step (no compile), which counts the oneDNN custom calls as 0, and those calls counted apart.
+    `state` and `batch` may be arrays or shapes (jax.ShapeDtypeStruct, jax.eval_shape's)."""
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (state, batch))
     lowered = jax.jit(step).lower(*shapes)
     cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float((cost or {}).get("flops", 0.0)) + dispatch.conv_flops(lowered.as_text())
+    return float((cost or {}).get("flops", 0.0)), dispatch.conv_flops(lowered.as_text())
+
+
+def step_flops(step, state, batch: dict) -> float:
+    """FLOPs of one train step, its oneDNN convs included (step_costs)."""
+    return sum(step_costs(step, state, batch))
 
 
 def has_batch_stats(state) -> bool:
@@ -96,5 +110,7 @@ def decide(options, objective, init, example: dict) -> Layout:
         return Layout(1, "one CPU device")
     state = jax.eval_shape(init)
     train, _ = step_functions(options, objective)
-    flops = step_flops(train, state, example)
-    return choose_devices(available, options.batch_size, has_batch_stats(state), flops)
+    xla, onednn = step_costs(train, state, example)
+    return choose_devices(
+        available, options.batch_size, has_batch_stats(state), xla + onednn, onednn
+    )
