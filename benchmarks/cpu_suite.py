@@ -20,8 +20,9 @@ timer: dlkit.extras.profile.time_round_robin. --smoke: tiny and seconds (CI).
 
     JAX_PLATFORMS=cpu python benchmarks/cpu_suite.py [--families cnn,transformer_lm]
         [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--compile goal|all|none]
-        [--threads 1] [--set step.mixed_precision=True] [--platform on|off|no_malloc|no_split]
-        [--profile] [--smoke]
+        [--threads 1] [--set step.mixed_precision=True]
+        [--platform on|off|no_malloc|no_split|omp_active] [--variants xla,1dev,2dev]
+        [--layers resnet18] [--profile] [--smoke]
 """
 
 import argparse
@@ -624,10 +625,11 @@ def parse_args():
     )
     parser.add_argument(
         "--platform",
-        choices=("on", "off", "no_malloc", "no_split"),
+        choices=("on", "off", "no_malloc", "no_split", "omp_active"),
         default="on",
         help="dlkit.platform.configure as the door calls it (on), not at all (off), without the "
-        "malloc keep-arena, or without a CPU device per core (A/B of each trick)",
+        "malloc keep-arena, without a CPU device per core, or with OpenMP threads spinning when "
+        "idle (A/B of each trick)",
     )
     parser.add_argument(
         "--threads",
@@ -741,6 +743,7 @@ def main():
             *(r.parallel.cpu_devices for r in runs),
             keep_malloc_arena=args.platform != "no_malloc",
             split=args.platform != "no_split",
+            omp_passive=args.platform != "omp_active",
         )
     try:
         import torch

@@ -60,6 +60,8 @@ def test_auto_takes_onednn_for_float32_nhwc_only():
     assert not dispatch.accepts(x[0], w, 1, "SAME")  # 3-D input
     assert not dispatch.accepts(x, w[..., :2, :], 1, "SAME")  # channel mismatch
     assert not dispatch.accepts(x[:, :2, :2], w, 1, "VALID")  # no output
+    shapes = jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(w.shape, w.dtype)
+    assert not dispatch.accepts(*shapes, 1, "SAME")  # shapes only (a model summary)
     assert dispatch.describe().startswith("oneDNN ")
 
 

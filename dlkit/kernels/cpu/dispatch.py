@@ -19,6 +19,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec
 
 from dlkit.kernels.cpu import conv, library
@@ -30,9 +31,10 @@ def _cores() -> int:
 
 
 def accepts(x, w, stride=1, padding="SAME") -> bool:
-    """True for a float32 NHWC conv the kernel computes, once the library loads."""
-    shaped = getattr(x, "ndim", 0) == 4 and getattr(w, "ndim", 0) == 4
-    if not shaped or x.shape[3] != w.shape[2]:
+    """True for a float32 NHWC conv of arrays (not shapes: jax.ShapeDtypeStruct) the kernel
+    computes, once the library loads."""
+    arrays = all(isinstance(a, jax.Array | np.ndarray) for a in (x, w))
+    if not arrays or x.ndim != 4 or w.ndim != 4 or x.shape[3] != w.shape[2]:
         return False
     if jnp.dtype(x.dtype) != jnp.float32 or jnp.dtype(w.dtype) != jnp.float32:
         return False
