@@ -15,9 +15,10 @@ The step's cost counts its oneDNN convs (dlkit.kernels.cpu: custom calls, which 
 analysis counts as 0), and a split runs each device's shard of them with cores / devices oneDNN
 threads. oneDNN's convs already keep every core busy on one device, so against the BatchNorm bar
 only the step's XLA part counts (the part a split speeds up); without batch statistics a split
-costs one all-reduce and the whole step counts. Measured on 2 cores, oneDNN convs, split / one
-device (BUILD_NOTES): lenet5 0.6x (split wins), cnn ~1.0x, resnet18 1.1x (one device wins; with
-XLA's convs the split won, 0.9x), vgg_small ~1.0x.
+costs one all-reduce and the whole step counts. Measured on 2 cores with oneDNN convs (load ~8,
+cpu_suite --variants 1dev,2dev; one device / split wall time): lenet5 2.2x and cnn 1.2x (the
+split wins), resnet18 0.88x in three runs and vgg_small 0.95x (one device wins; with XLA's
+convs resnet18's split won).
 The choice depends only on the config, the model and the devices the process has, so a rerun
 (resume) makes the same one; checkpoints restore on any device count. `decide` makes it before the
 run's one Runner exists, costing the step on abstract shapes (nothing is placed or compiled).
