@@ -17,7 +17,8 @@ threads. oneDNN's convs already keep every core busy on one device, so against t
 only the step's XLA part counts (the part a split speeds up); without batch statistics a split
 costs one all-reduce and the whole step counts. Measured on 2 cores with oneDNN convs (load ~8,
 cpu_suite --variants 1dev,2dev; one device / split wall time): lenet5 2.2x and cnn 1.2x (the
-split wins), resnet18 0.88x in three runs and vgg_small 0.95x (one device wins; with XLA's
+split wins), resnet18 0.88-0.91x in 2 of 3 noisy runs (all 3 in process CPU time) and
+vgg_small 0.95x (one device wins; with XLA's
 convs resnet18's split won).
 The choice depends only on the config, the model and the devices the process has, so a rerun
 (resume) makes the same one; checkpoints restore on any device count. `decide` makes it before the
