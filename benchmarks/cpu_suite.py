@@ -20,13 +20,15 @@ timer: dlkit.extras.profile.time_round_robin. --smoke: tiny and seconds (CI).
 
     JAX_PLATFORMS=cpu python benchmarks/cpu_suite.py [--families cnn,transformer_lm]
         [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--compile goal|all|none]
-        [--threads 1] [--set step.mixed_precision=True] [--platform on|off|no_malloc|no_split]
-        [--profile] [--smoke]
+        [--threads 1] [--set step.mixed_precision=True]
+        [--platform on|off|no_malloc|no_split|omp_active] [--variants xla,1dev,2dev]
+        [--layers resnet18] [--profile] [--smoke]
 """
 
 import argparse
 import collections
 import datetime
+import functools
 import glob
 import gzip
 import json
@@ -62,6 +64,15 @@ FAMILIES = {
     "transformer_lm": ("transformer_lm_shakespeare", {}, {}),
 }
 COMPILE_GOAL = ("cnn", "lenet5", "resnet18", "vgg_small", "transformer_lm")
+CONV_FAMILIES = ("cnn", "lenet5", "resnet18", "vgg_small")  # --variants rows apply to these
+# --variants: extra dlkit row -> overrides of the family's config (conv families only)
+VARIANTS = {
+    "xla": {"model.impl": "fast"},  # XLA's convolutions (dlkit's fast path), auto layout
+    "1dev": {"parallel.cpu_devices": 1},  # one device: oneDNN with every core (library path)
+    "2dev": {"parallel.cpu_devices": 2},  # the batch split over 2 devices, whatever auto says
+    "xla_1dev": {"model.impl": "fast", "parallel.cpu_devices": 1},
+    "xla_2dev": {"model.impl": "fast", "parallel.cpu_devices": 2},
+}
 # input of one example: ("image", H, W, C) | ("vector", D) | ("tokens", T, vocab)
 INPUTS = {
     "mnist": ("image", 28, 28, 1),
@@ -204,6 +215,12 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict, object]:
         if row == "dlkit_1step":  # one device, one step per call
             c.parallel.cpu_devices = 1
         rows[row], per_call[row] = dlkit_run(c, x, y, num_classes, kk), kk
+    for variant in args.variants if name in CONV_FAMILIES else ():
+        c = load_config(config_name, {**overrides, **VARIANTS[variant]})
+        rows[f"dlkit_{variant}"], per_call[f"dlkit_{variant}"] = (
+            dlkit_run(c, x, y, num_classes, k),
+            k,
+        )
     rows["torch_eager"], per_call["torch_eager"] = torch_run(config, x, y, num_classes, False), 1
     if args.compile == "all" or (args.compile == "goal" and name in COMPILE_GOAL):
         run = torch_run(config, x, y, num_classes, True)
@@ -254,6 +271,7 @@ def run_family(name, args, rng) -> dict:
         for d in rows
         if d.startswith("dlkit")
     }
+    ratios.update({f"{d}/dlkit": ms[d] / ms["dlkit"] for d in rows if d.startswith("dlkit_")})
     return {
         "family": name,
         "config": FAMILIES[name][0],
@@ -466,6 +484,131 @@ def profile_families(names, args, info) -> dict:
 # ---------------------------------------------------------------- main -------------------------
 
 
+# ---------------------------------------------------------------- --layers --------------------
+
+LAYER_IMPLS = ("onednn", "reference", "fast")  # dlkit.ops.conv2d impls timed per layer
+
+
+def conv_layers(config, x) -> collections.Counter:
+    """{(x shape, w shape, stride, pads): count} of every Conv2D call in the config's model."""
+    import flax.linen as nn
+    import jax
+
+    from dlkit import models
+    from dlkit.nn.cnn import Conv2D
+    from dlkit.ops.conv import explicit_padding
+
+    seen = collections.Counter()
+
+    def spy(next_fun, args, kwargs, context):
+        m = context.module
+        if isinstance(m, Conv2D) and context.method_name == "__call__":
+            xs = tuple(args[0].shape)
+            w = (*m.kernel_size, xs[-1], m.features)
+            pads = explicit_padding(m.padding, m.kernel_size, m.strides, xs[1:3])
+            seen[(xs, w, tuple(m.strides), tuple(map(tuple, pads)))] += 1
+        return next_fun(*args, **kwargs)
+
+    model = models.from_config(config.model, 10)
+    with nn.intercept_methods(spy):
+        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+    return seen
+
+
+def _fwd_bwd(f, x, w):
+    """(dx, dw) of f at (x, w) for the cotangent f(x, w) (one forward)."""
+    import jax
+
+    y, vjp = jax.vjp(f, x, w)
+    return vjp(y)
+
+
+def layer_runs(xs, ws, stride, pads) -> dict:
+    """{(impl, "fwd"|"fwd+bwd"): closure} for one conv: dlkit.ops impls and PyTorch."""
+    import jax
+    import torch
+
+    from dlkit.ops import conv
+
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(xs, np.float32), rng.standard_normal(ws, np.float32) * 0.1
+    runs = {}
+    for impl in LAYER_IMPLS:
+        f = lambda x, w, impl=impl: conv.conv2d(x, w, None, stride, pads, impl=impl)  # noqa: E731
+        fwd = jax.jit(f)
+        both = jax.jit(functools.partial(_fwd_bwd, f))
+        xj, wj = jax.device_put(x), jax.device_put(w)
+        runs[(impl, "fwd")] = lambda fwd=fwd, xj=xj, wj=wj: jax.block_until_ready(fwd(xj, wj))
+        runs[(impl, "fwd+bwd")] = lambda b=both, xj=xj, wj=wj: jax.block_until_ready(b(xj, wj))
+    (pt, pb), (pl, pr) = pads
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).requires_grad_()
+    wt = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))).requires_grad_()
+    sym = pt == pb and pl == pr
+
+    def tconv():
+        xin = xt if sym else torch.nn.functional.pad(xt, (pl, pr, pt, pb))
+        return torch.nn.functional.conv2d(xin, wt, stride=stride, padding=(pt, pl) if sym else 0)
+
+    def tfwd():
+        with torch.no_grad():
+            tconv()
+
+    def tboth():
+        xt.grad = wt.grad = None
+        y = tconv()
+        y.backward(y.detach())
+
+    runs[("torch", "fwd")], runs[("torch", "fwd+bwd")] = tfwd, tboth
+    return runs
+
+
+def layer_table(family: str, args, info) -> dict:
+    """Per distinct conv of the family's model: ms of forward and fwd+bwd per impl, a table."""
+    from dlkit.extras.profile import time_round_robin
+
+    if family not in CONV_FAMILIES:
+        raise SystemExit(f"--layers takes a conv family: {', '.join(CONV_FAMILIES)}")
+    config_name, overrides, _ = FAMILIES[family]
+    config = load_config(config_name, {**overrides, **parse_sets(args.set)})
+    x, _, _ = fake_batch(config, np.random.default_rng(0))
+    impls = (*LAYER_IMPLS, "torch")
+    rows, load_before = [], os.getloadavg()
+    for (xs, ws, stride, pads), count in conv_layers(config, x[:1]).items():
+        xs = (config.batch_size, *xs[1:])
+        timed = time_round_robin(layer_runs(xs, ws, stride, pads), args.rounds or 10, warmup=2)
+        ho = (xs[1] + sum(pads[0]) - ws[0]) // stride[0] + 1
+        wo = (xs[2] + sum(pads[1]) - ws[1]) // stride[1] + 1
+        gflop = 2 * xs[0] * ho * wo * ws[0] * ws[1] * ws[2] * ws[3] / 1e9
+        ms = {f"{i} {p}": 1e3 * timed[(i, p)][0] for i in impls for p in ("fwd", "fwd+bwd")}
+        rows.append(
+            {
+                "x": xs,
+                "w": ws,
+                "stride": stride,
+                "pads": pads,
+                "count": count,
+                "gflop_fwd": gflop,
+                "ms": ms,
+            }
+        )
+    load = max(load_before[0], os.getloadavg()[0])
+    name = {"onednn": "oneDNN", "reference": "lax", "fast": "XLA fast", "torch": "torch"}
+    print(f"\n{family} (batch {config.batch_size}) per-layer convs, median ms, load {load:.1f}")
+    head = [f"{name[i]} {p}" for p in ("fwd", "fwd+bwd") for i in impls]
+    print("| x (B,H,W,C) | w (kh,kw,Ci,Co) | stride | n | GFLOP fwd | " + " | ".join(head) + " |")
+    print("|---|---|---|---:|---:|" + "---:|" * len(head))
+    for r in rows:
+        cells = " | ".join(f"{r['ms'][f'{i} {p}']:.2f}" for p in ("fwd", "fwd+bwd") for i in impls)
+        print(
+            f"| {r['x']} | {r['w']} | {r['stride'][0]} | {r['count']} | {r['gflop_fwd']:.2f} | "
+            f"{cells} |"
+        )
+    total = {k: sum(r["ms"][k] * r["count"] for r in rows) for k in rows[0]["ms"]}
+    cells = " | ".join(f"{total[f'{i} {p}']:.1f}" for p in ("fwd", "fwd+bwd") for i in impls)
+    print(f"| all (x n) | | | | | {cells} |")
+    return {"machine": info, "family": family, "layers": rows, "total_ms": total, "load": load}
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated subset")
@@ -480,10 +623,11 @@ def parse_args():
     )
     parser.add_argument(
         "--platform",
-        choices=("on", "off", "no_malloc", "no_split"),
+        choices=("on", "off", "no_malloc", "no_split", "omp_active"),
         default="on",
         help="dlkit.platform.configure as the door calls it (on), not at all (off), without the "
-        "malloc keep-arena, or without a CPU device per core (A/B of each trick)",
+        "malloc keep-arena, without a CPU device per core, or with OpenMP threads spinning when "
+        "idle (A/B of each trick)",
     )
     parser.add_argument(
         "--threads",
@@ -497,6 +641,18 @@ def parse_args():
         action="append",
         default=[],
         help="config override, e.g. step.mixed_precision=True (repeatable; torch: shapes only)",
+    )
+    parser.add_argument(
+        "--variants",
+        default="xla,1dev",
+        help="extra dlkit rows for the conv families, comma-separated from "
+        f"{', '.join(VARIANTS)} (row dlkit_<variant>; 'none': no extra rows)",
+    )
+    parser.add_argument(
+        "--layers",
+        default="",
+        help="instead: per-layer conv table of this family (resnet18): forward and fwd+bwd ms "
+        "of each distinct conv, oneDNN vs XLA (lax, dlkit fast) vs PyTorch",
     )
     parser.add_argument("--profile", action="store_true", help="FLOP/s and top ops per family")
     parser.add_argument("--repeats", type=int, default=5, help="--profile: timed calls")
@@ -515,6 +671,11 @@ def parse_args():
             args.families = SMOKE_FAMILIES
         args.set = [*SMOKE_SETS, *args.set]
         args.rounds, args.compile, args.repeats, args.matmul = 1, "none", 1, 128
+        if args.variants == parser.get_default("variants"):
+            args.variants = "none"
+    args.variants = [v for v in args.variants.split(",") if v.strip() and v != "none"]
+    if bad := [v for v in args.variants if v not in VARIANTS]:
+        parser.error(f"unknown --variants {bad}; choose from: {', '.join(VARIANTS)}")
     return args
 
 
@@ -580,6 +741,7 @@ def main():
             *(r.parallel.cpu_devices for r in runs),
             keep_malloc_arena=args.platform != "no_malloc",
             split=args.platform != "no_split",
+            omp_passive=args.platform != "omp_active",
         )
     try:
         import torch
@@ -594,7 +756,9 @@ def main():
     info["platform"] = host.describe()
     info["threads_arg"], info["sets"] = args.threads, args.set
     print_machine(info)
-    if args.profile:
+    if args.layers:
+        kind, payload = "cpu_layers", layer_table(args.layers, args, info)
+    elif args.profile:
         kind, payload = "cpu_profile", profile_families(names, args, info)
     else:
         rng = np.random.default_rng(0)

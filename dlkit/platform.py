@@ -9,6 +9,12 @@ still shows win (BUILD_NOTES, "The platform room"; `benchmarks/cpu_suite.py --pl
 - glibc malloc keeping XLA's large per-call buffers mapped (mallopt "keep-arena"), so a dispatch
   does not page-fault its scratch memory afresh.
 It returns a frozen `Platform` that says what was done, for the door to print; it prints nothing.
+- OpenMP threads that sleep when idle (OMP_WAIT_POLICY=PASSIVE, unless set): the oneDNN convs'
+  (and PyTorch's) OpenMP teams otherwise spin between calls, and on a loaded or shared machine
+  a call waits for descheduled spinners (measured at load 7.6 on 2 cores: a 1x1 stride-2
+  ResNet conv 16 ms -> 2.5 ms, a 3x3 64->64 one 34 -> 22 ms; `--platform=omp_active` A/B);
+Its line also names the CPU conv backend `impl="auto"` will use (dlkit.kernels.cpu: "oneDNN 3.2.0",
+or "XLA (why not oneDNN)"); finding that out loads the oneDNN library, not JAX's backend.
 With a GPU or TPU backend intended (JAX_PLATFORMS, or an accelerator plugin installed) it touches
 nothing. Library code (`import dlkit`, make_steps, train_and_evaluate) never calls it: without
 it a process has JAX's defaults (one CPU device) and trains the same, only slower.
@@ -24,6 +30,8 @@ import re
 import sys
 
 import jax  # importing jax does not start its backend
+
+from dlkit.kernels.cpu import dispatch
 
 __all__ = ["configure", "Platform", "CpuFeatures", "choose_devices", "collective_threads"]
 
@@ -91,6 +99,8 @@ class Platform:
     threads: int | None = None  # XLA CPU pool threads reserved (NPROC); None: XLA's default
     keep_malloc_arena: bool = False
     notes: tuple[str, ...] = ()
+    convs: str | None = None  # the CPU conv backend: "oneDNN 3.2.0" or "XLA (reason)"; None: unsaid
+    omp_wait: str | None = None  # OMP_WAIT_POLICY in effect for OpenMP libraries loaded after
 
     def describe(self) -> str:
         f = self.features
@@ -100,7 +110,10 @@ class Platform:
         threads = f"XLA threads {self.threads}" if self.threads else "XLA threads default"
         return (
             f"{head}: {self.devices} CPU device{'s' if self.devices != 1 else ''}, {threads}, "
-            f"malloc keep-arena {'on' if self.keep_malloc_arena else 'off'}" + self._notes()
+            f"malloc keep-arena {'on' if self.keep_malloc_arena else 'off'}"
+            + (f", convs: {self.convs}" if self.convs else "")
+            + (f", OpenMP wait {self.omp_wait.lower()}" if self.omp_wait else "")
+            + self._notes()
         )
 
     def _notes(self) -> str:
@@ -179,6 +192,7 @@ def configure(
     *cpu_devices: int,
     split: bool = True,
     keep_malloc_arena: bool = True,
+    omp_passive: bool = True,
     features: CpuFeatures | None = None,
     environ=os.environ,
 ) -> Platform:
@@ -188,14 +202,15 @@ def configure(
     `cpu_devices`: the parallel.cpu_devices of the runs to come (0 or none: auto, one device per
     physical core; N: N); the process gets the most any asks, unless XLA_FLAGS or jax config
     already fixed a count (kept). `split=False` keeps auto at one device; `keep_malloc_arena=False`
-    leaves glibc's malloc alone (both for A/B). DLKIT_PLATFORM=off in `environ` does nothing.
+    leaves glibc's malloc alone, `omp_passive=False` OpenMP's wait policy (all for A/B).
+    DLKIT_PLATFORM=off in `environ` does nothing.
     """
     features = features or CpuFeatures.detect()
     backend = intended_backend(environ)
     if backend != "cpu":
         return Platform(features, backend=backend)
     if environ.get("DLKIT_PLATFORM", "on").lower() in OFF:
-        return Platform(features, notes=("DLKIT_PLATFORM=off",))
+        return Platform(features, notes=("DLKIT_PLATFORM=off",), convs=dispatch.describe())
     notes, threads = [], None
     devices = choose_devices(cpu_devices, features, split)
     if _backend_started():
@@ -213,4 +228,8 @@ def configure(
     kept = keep_malloc_arena and _keep_malloc_arena()
     if keep_malloc_arena and not kept:
         notes.append("mallopt unavailable (not glibc)")
-    return Platform(features, "cpu", devices, threads, kept, tuple(notes))
+    if omp_passive and not _backend_started():
+        environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before any OpenMP library loads
+    convs = dispatch.describe()  # loads the oneDNN library (and its OpenMP), if it can
+    omp_wait = environ.get("OMP_WAIT_POLICY")
+    return Platform(features, "cpu", devices, threads, kept, tuple(notes), convs, omp_wait)

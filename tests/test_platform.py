@@ -72,6 +72,24 @@ def test_describe_says_what_was_set():
     text = platform.Platform(f, devices=2, threads=4, keep_malloc_arena=True).describe()
     assert "Xeon" in text and "amx_bf16" in text and "2 cores" in text
     assert "2 CPU devices, XLA threads 4, malloc keep-arena on" in text
+    assert "convs" not in text
+    with_convs = platform.Platform(f, convs="oneDNN 3.2.0", omp_wait="PASSIVE").describe()
+    assert ", convs: oneDNN 3.2.0, OpenMP wait passive" in with_convs
+
+
+@pytest.mark.parametrize(
+    "user, passive, want",
+    [(None, True, "PASSIVE"), ("ACTIVE", True, "ACTIVE"), (None, False, None)],
+)
+def test_openmp_threads_sleep_when_idle_unless_set(user, passive, want, monkeypatch):
+    monkeypatch.setattr(platform, "_backend_started", lambda: False)  # as before JAX starts
+    monkeypatch.setattr(platform.jax.config, "update", lambda *a: None)
+    environ = {"JAX_PLATFORMS": "cpu", **({"OMP_WAIT_POLICY": user} if user else {})}
+    f = platform.CpuFeatures("GenuineIntel", "Xeon", frozenset(), 1, 1)
+    done = platform.configure(
+        omp_passive=passive, features=f, keep_malloc_arena=False, environ=environ
+    )
+    assert environ.get("OMP_WAIT_POLICY") == want and done.omp_wait == want
 
 
 def test_off_switch_and_a_started_backend_change_nothing():

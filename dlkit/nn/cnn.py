@@ -1,4 +1,5 @@
-"""Convolutional layers (impl "auto": the fast path on CPU, lax elsewhere), the notes' CNN, LeNet-5.
+"""Convolutional layers (impl "auto": oneDNN or the fast path on CPU, lax elsewhere), the notes'
+CNN, LeNet-5.
 
 `Conv2D` and the pooling modules carry `kernel_size` / `window_shape` and `strides` so that
 `dlkit.nn.summary` can compute receptive fields. `Conv2D` has the parameters of `nn.Conv`

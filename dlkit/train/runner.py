@@ -6,6 +6,9 @@ Every kind but "pmap" (dlkit.train.pmap_runner) is `jax.jit` over the 1-D `data`
 `state_shardings` of its own shapes, so the functions are built once per runner and fit any state
 (jit's own cache keys on the state's structure).
 BatchNorm statistics are computed over the global batch: one array, whatever the device count.
+`train` and `eval` call (so trace) the jitted functions inside `jax.set_mesh(mesh)`: an op whose
+kernel XLA cannot partition (the oneDNN conv, dlkit.kernels.cpu.dispatch) reads the mesh there
+and runs per batch shard.
 """
 
 import dataclasses
@@ -98,10 +101,13 @@ class Runner:
     def train(self, state, local_batches: list[dict]):
         """len(local_batches) steps (one dispatch) on this process's batches -> (state, sums)."""
         if len(local_batches) == 1:
-            state, sums = self.train_one(state, global_batch(local_batches[0], self.mesh))
+            batch = global_batch(local_batches[0], self.mesh)
+            with jax.set_mesh(self.mesh):
+                state, sums = self.train_one(state, batch)
         else:
             stacked = global_batch(steps_stack(local_batches), self.mesh, stacked=True)
-            state, sums = self.train_many(state, stacked)
+            with jax.set_mesh(self.mesh):
+                state, sums = self.train_many(state, stacked)
         return state, _host_sums(sums)
 
     def eval(self, state, batch: dict) -> dict:
@@ -110,7 +116,9 @@ class Runner:
         size = -(-len(batch["targets"]) // n) * n  # padded (masked) to a multiple of devices
         rows = size // procs
         local = {k: v[index * rows : (index + 1) * rows] for k, v in pad_batch(batch, size).items()}
-        return _host_sums(self.eval_step(state, global_batch(local, self.mesh)))
+        batch = global_batch(local, self.mesh)
+        with jax.set_mesh(self.mesh):
+            return _host_sums(self.eval_step(state, batch))
 
 
 def _host_sums(sums):

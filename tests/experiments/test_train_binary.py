@@ -9,7 +9,10 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
+from dlkit.kernels import cpu
+from dlkit.ops import conv
 from dlkit.train import restore_latest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -97,5 +100,51 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     a = restore_latest(tmp_path / "ref", items=("state",))
     b = restore_latest(work, items=("state",))
     assert a["step"] == b["step"] == 1200
+    for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigkill_of_a_onednn_conv_run_resumes_bitwise(tmp_path):
+    """cnn_smoke on 2 CPU devices, convs through oneDNN per device: killed after a checkpoint,
+    rerun, it ends bitwise equal to an uninterrupted run."""
+    x, w = np.zeros((8, 8, 8, 1), np.float32), np.zeros((3, 3, 1, 4), np.float32)
+    if conv.choose_impl("conv2d", x, w, 1, "SAME", platform="cpu") != "onednn":
+        pytest.skip(f"oneDNN convs unavailable: {cpu.why_unavailable()}")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    args = [
+        f"--config={ROOT / 'experiments' / 'configs' / 'cnn_smoke.py'}",
+        "--config.num_train_steps=600",
+        "--config.checkpoint.every_steps=50",
+        "--config.eval_every_steps=300",
+        "--config.log_every_steps=300",
+        "--config.parallel.cpu_devices=2",
+    ]
+    ref = run(f"--workdir={tmp_path / 'ref'}", *args, env=env)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    assert "convs: oneDNN" in ref.stdout, ref.stdout[:2000]
+
+    work = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*TRAIN, f"--workdir={work}", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = work / "checkpoints"
+        if ckpts.is_dir() and any(p.name.isdigit() and int(p.name) >= 50 for p in ckpts.iterdir()):
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+    resumed = run(f"--workdir={work}", *args, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resuming from the checkpoint at step" in resumed.stdout
+    a = restore_latest(tmp_path / "ref", items=("state",))
+    b = restore_latest(work, items=("state",))
+    assert a["step"] == b["step"] == 600
     for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

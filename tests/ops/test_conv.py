@@ -154,8 +154,8 @@ def test_bad_inputs_name_the_problem():
 
 def test_unpadded_pointwise_conv_is_a_matmul_and_padded_one_is_not():
     x, w = jnp.ones((2, 8, 8, 6)), jnp.ones((1, 1, 6, 5))
-    plain = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, None, 2, 0))(x, w))
-    padded = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, None, 1, 1))(x, w))
+    plain = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, None, 2, 0, impl="fast"))(x, w))
+    padded = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, None, 1, 1, impl="fast"))(x, w))
     assert "dot_general" in plain and "conv_general_dilated" not in plain
     assert "conv_general_dilated" in padded
 
@@ -166,6 +166,8 @@ def _ops(fn, *args) -> str:
 
 
 def test_auto_is_fast_on_cpu_and_reference_elsewhere(monkeypatch):
+    """With no registered backend (the oneDNN one: tests/kernels/test_onednn_dispatch.py)."""
+    monkeypatch.setattr(conv, "_REGISTERED", {"conv2d": {}, "max_pool2d": {}})
     x, w = jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 4))  # one channel: fast = shifted sums
     conv_fn = lambda x, w: conv2d(x, w, None, 1, "SAME")  # noqa: E731 - impl "auto"
     pool_fn = lambda x: max_pool2d(x, 2)  # noqa: E731

@@ -40,6 +40,24 @@ def test_choose_devices(available, batch, stats, flops, want):
     assert ("BatchNorm" in layout.reason) == (stats and available > 1 and want == 1)
 
 
+BN = cpu_layout.MIN_FLOPS_PER_DEVICE_BN
+
+
+@pytest.mark.parametrize(
+    "stats, flops, onednn, want",
+    [
+        (True, 4 * BN, 3.5 * BN, 1),  # BatchNorm: oneDNN's share does not argue for a split
+        (True, 4 * BN, 1.0 * BN, 2),  # its XLA part is big enough
+        (True, 4 * BN, 0.0, 2),  # XLA's convs: the whole step counts
+        (False, 4 * BN, 3.9 * BN, 2),  # no batch statistics: the whole step counts
+    ],
+)
+def test_onednn_flops_count_against_the_batchnorm_bar_only(stats, flops, onednn, want):
+    layout = cpu_layout.choose_devices(2, 32, stats, flops, onednn)
+    assert layout.devices == want
+    assert ("in oneDNN convs" in layout.reason) == (onednn > 0)
+
+
 def test_batch_stats_and_flops_read_from_the_state():
     from dlkit.train import objectives
     from dlkit.train.options import RunOptions
@@ -61,6 +79,32 @@ def test_batch_stats_and_flops_read_from_the_state():
     assert flops == cpu_layout.step_flops(train, state, batch)  # shapes or arrays alike
     forward = 2 * 4 * (192 * 16 + 16 * 10)  # two dense layers' multiply-adds, batch 4
     assert 3 * forward <= flops < 100 * forward  # forward + backward + update, not zero
+
+
+def test_a_conv_step_costs_alike_on_onednn_and_xla():
+    """The oneDNN convs (custom calls XLA costs as 0) are counted: the layout does not flip with
+    the conv impl."""
+    from dlkit.kernels import cpu
+    from dlkit.train import objectives
+    from dlkit.train.options import RunOptions
+    from dlkit.train.runner import step_functions
+
+    if not cpu.available():
+        pytest.skip(f"oneDNN conv kernels unavailable: {cpu.why_unavailable()}")
+    x = jnp.zeros((1, 28, 28, 1))
+    tx = make_optimizer(default_config().optimizer, 10)
+    c = default_config()
+    c.batch_size = 16
+    train, _ = step_functions(RunOptions.from_config(c), objectives.get("cross_entropy"))
+    batch = {"inputs": np.zeros((16, 28, 28, 1), np.float32), "targets": np.zeros(16, np.int32)}
+    flops, costs = {}, {}
+    for impl in ("auto", "fast"):
+        model = models.get("lenet5", num_classes=10, impl=impl)
+        state = jax.eval_shape(lambda model=model: create_train_state(model, tx, x, 0))
+        flops[impl] = cpu_layout.step_flops(train, state, batch)
+        costs[impl] = cpu_layout.step_costs(train, state, batch)
+    assert 0.8 < flops["auto"] / flops["fast"] < 1.25, flops
+    assert costs["fast"][1] == 0 and costs["auto"][1] > costs["auto"][0] > 0, costs
 
 
 def config():

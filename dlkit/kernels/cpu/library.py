@@ -6,6 +6,8 @@ libdnnl.so.3 in `<prefix>/lib` (where the onednn-cpu-gomp wheel puts it); failin
 wheel's installed file list names it and it is preloaded with RTLD_GLOBAL.
 """
 
+from __future__ import annotations  # ctypes.CDLL in annotations: a test may replace it
+
 import ctypes
 import functools
 import importlib.metadata
