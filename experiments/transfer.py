@@ -276,6 +276,9 @@ def text_main(root, smoke: bool):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from dlkit import cli
+
+    cli.show_progress()  # the door: dlkit's progress lines print
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     from dlkit.errors import ConfigError

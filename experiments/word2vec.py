@@ -71,6 +71,9 @@ def report_lines(words, vectors, queries, analogies, k: int) -> list[str]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from dlkit import cli
+
+    cli.show_progress()  # the door: dlkit's progress lines print
     workdir = pathlib.Path(_WORKDIR.value or f"workdirs/w2v_{pathlib.Path(_CORPUS.value).stem}")
     start = time.perf_counter()
     try:

@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
 
-from dlkit import models  # noqa: E402
 from dlkit.convert.torch_twins import twin  # noqa: E402
 from dlkit.extras.configs import get_config  # noqa: E402
+from dlkit.train.build import build_model  # noqa: E402
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs"
 # config: (one example's shape, classes, int tokens?)
@@ -37,7 +37,7 @@ def test_twin_has_the_models_parameter_count(name):
     config = get_config(CONFIGS / f"{name}.py")
     shape, classes, tokens = CASES[name]
     x = jnp.zeros((2, *shape), jnp.int32 if tokens else jnp.float32)
-    variables = jax.eval_shape(models.from_config(config.model, classes).init, jax.random.key(0), x)
+    variables = jax.eval_shape(build_model(config, num_classes=classes).init, jax.random.key(0), x)
     expected = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
     m = config.model
     expected += EXTRA_BIASES.get(m.name, 0) * m.get("num_layers", 0) * m.get("hidden_size", 0)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlkit import models
+from dlkit import cli, models
 from dlkit.train import cpu_layout, create_train_state, make_optimizer
 from dlkit.train.config import default_config
 
@@ -152,5 +152,6 @@ def test_a_run_splits_over_two_cpu_devices_and_resumes_exactly(tmp_path):
     assert "resume equal" in out.stdout
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # a door: dlkit's progress lines print, as in a binary
+    cli.show_progress()
     split_case(pathlib.Path(sys.argv[1]))

@@ -11,7 +11,7 @@ import sys
 import jax
 import numpy as np
 
-from dlkit import data
+from dlkit import cli, data
 from dlkit.train import restore_latest, train_and_evaluate
 from dlkit.train.config import default_config
 
@@ -103,5 +103,6 @@ def main(process_id: int, port: int, workdir: str, stop: int):
     assert jax.process_count() == 2 and jax.device_count() == 4
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # a door: dlkit's progress lines print, as in a binary
+    cli.show_progress()
     main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
