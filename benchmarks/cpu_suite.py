@@ -735,6 +735,13 @@ def main():
         RunOptions.from_config(load_config(FAMILIES[n][0], {**FAMILIES[n][1], **sets}))
         for n in names
     ]
+    try:  # before the door's OMP_WAIT_POLICY: PyTorch's own libgomp keeps its default, as for a
+        import torch  # PyTorch user (it reads the environment when it loads)
+
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    except ImportError:
+        if not args.profile:
+            raise SystemExit("the suite's peer rows need PyTorch (pip install torch)") from None
     host = host_platform.Platform(host_platform.CpuFeatures.detect(), notes=("--platform=off",))
     if args.platform != "off":  # before jax starts, as experiments/train.py
         host = host_platform.configure(
@@ -743,13 +750,6 @@ def main():
             split=args.platform != "no_split",
             omp_passive=args.platform != "omp_active",
         )
-    try:
-        import torch
-
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
-    except ImportError:
-        if not args.profile:
-            raise SystemExit("the suite's peer rows need PyTorch (pip install torch)") from None
     from dlkit.extras.profile import machine, results_name
 
     info = machine()
