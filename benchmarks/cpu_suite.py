@@ -735,8 +735,10 @@ def main():
         RunOptions.from_config(load_config(FAMILIES[n][0], {**FAMILIES[n][1], **sets}))
         for n in names
     ]
-    try:  # before the door's OMP_WAIT_POLICY: PyTorch's own libgomp keeps its default, as for a
-        import torch  # PyTorch user (it reads the environment when it loads)
+    # PyTorch's bundled libgomp.so.1 has the system soname: one OpenMP runtime for both, so the
+    # door's OMP_WAIT_POLICY reaches the peer too (--platform=omp_active keeps its default)
+    try:
+        import torch
 
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     except ImportError:

@@ -1,11 +1,11 @@
 """Host set-up for the CPU backend, called only at the door (a binary's main) before JAX starts.
 
 `configure(*cpu_devices)` sets up the process, on the CPU backend only, with the tricks an A/B
-still shows win (BUILD_NOTES, "The platform room"; `benchmarks/cpu_suite.py --platform=...`):
+still shows win (BUILD_NOTES, "Platform (the door)"; `benchmarks/cpu_suite.py --platform=...`):
 - one JAX CPU device per physical core (the loop splits a batch over them where that wins:
   dlkit.train.cpu_layout), or the count a run's parallel.cpu_devices asks for;
 - XLA's CPU thread pools at 2 threads per device (NPROC), without which the devices' collectives
-  can hang and XLA aborts the process (BUILD_NOTES, "CPU devices that hang");
+  can hang and XLA aborts the process (BUILD_NOTES, "Known upstream bugs": the all-reduce hang);
 - glibc malloc keeping XLA's large per-call buffers mapped (mallopt "keep-arena"), so a dispatch
   does not page-fault its scratch memory afresh.
 It returns a frozen `Platform` that says what was done, for the door to print; it prints nothing.
@@ -126,7 +126,7 @@ def collective_threads(devices: int, cores: int) -> int:
     With fewer than two threads per device a data-parallel step can hang in its all-reduce (one
     device's thread waits in the rendezvous while the other device's work waits for a thread) and
     XLA aborts the process after 40 s; measured: 2 devices hang at 2 and 3 threads, not at 4;
-    4 devices at 4 and 6, not at 8 (BUILD_NOTES, "CPU devices that hang").
+    4 devices at 4 and 6, not at 8 (BUILD_NOTES, "Known upstream bugs": the all-reduce hang).
     """
     return max(cores, 2 * devices) if devices > 1 else cores
 

@@ -7,7 +7,7 @@ matmul per layer and step, and no (T, B, 4H) projected input is ever materialise
 scan runs the same wavefront in reverse, carrying (dc, dh) per layer and passing dx of layer l
 down to layer l - 1 one iteration later; dW = sum_t [x_t, h_{t-1}]^T dz_t is one matmul per layer
 after it. Gate order (i, f, g, o) as `dlkit.ops.recurrent.lstm_step`. Measured on 2 CPU cores
-(BUILD_NOTES "LSTM speed"): ~15% less time per char_lstm train step than layer-by-layer scans
+(BUILD_NOTES, "Sequences"): ~15% less time per char_lstm train step than layer-by-layer scans
 with the projection hoisted out of them.
 """
 

@@ -8,8 +8,8 @@ when:
 - the model keeps batch statistics (BatchNorm) and the step is below MIN_FLOPS_PER_DEVICE_BN per
   device: every normalised layer synchronises the devices twice per step, which costs more than
   the split gains on a small step (measured on 2 cores: vgg_small, 2.8 GFLOP per device, 0.88x
-  -> 0.84x PyTorch when split; resnet18, 47 GFLOP per device, 0.68x -> 0.74x; BUILD_NOTES, "CPU
-  speed on any x86", auto layout);
+  -> 0.84x PyTorch when split; resnet18, 47 GFLOP per device, 0.68x -> 0.74x; BUILD_NOTES,
+  "Platform (the door)");
 - the batch does not divide: the largest divisor of the batch size up to the device count.
 The step's cost counts its oneDNN convs (dlkit.kernels.cpu: custom calls, which XLA's cost
 analysis counts as 0), and a split runs each device's shard of them with cores / devices oneDNN
