@@ -63,6 +63,27 @@ def test_unknown_names_fail_with_one_line(tmp_path):
         assert last.startswith(f"error: unknown {word} ") and "choose one of:" in last, last
 
 
+def _killed_after_checkpoint(work, args, env, *, step: int, poll: float):
+    """The binary started on `work`, SIGKILLed once a checkpoint >= `step` exists; `work`."""
+    proc = subprocess.Popen(
+        [*TRAIN, f"--workdir={work}", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = work / "checkpoints"
+        saved = ckpts.iterdir() if ckpts.is_dir() else ()
+        if any(p.name.isdigit() and int(p.name) >= step for p in saved):
+            break
+        time.sleep(poll)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    return work
+
+
 def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     # Each process compiles its own program, as a user's rerun does: without the suite's shared
     # compilation cache (tests/conftest.py), so this also checks that recompiling is bitwise stable.
@@ -77,22 +98,7 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     ref = run(f"--workdir={tmp_path / 'ref'}", *args, env=env)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
-    work = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [*TRAIN, f"--workdir={work}", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        ckpts = work / "checkpoints"
-        if ckpts.is_dir() and any(p.name.isdigit() and int(p.name) >= 100 for p in ckpts.iterdir()):
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    work = _killed_after_checkpoint(tmp_path / "killed", args, env, step=100, poll=0.05)
 
     resumed = run(f"--workdir={work}", *args, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -123,22 +129,7 @@ def test_sigkill_of_a_onednn_conv_run_resumes_bitwise(tmp_path):
     assert ref.returncode == 0, ref.stderr[-2000:]
     assert "convs: oneDNN" in ref.stdout, ref.stdout[:2000]
 
-    work = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [*TRAIN, f"--workdir={work}", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        ckpts = work / "checkpoints"
-        if ckpts.is_dir() and any(p.name.isdigit() and int(p.name) >= 50 for p in ckpts.iterdir()):
-            break
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    work = _killed_after_checkpoint(tmp_path / "killed", args, env, step=50, poll=0.02)
 
     resumed = run(f"--workdir={work}", *args, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
