@@ -21,7 +21,7 @@ timer: dlkit.extras.profile.time_round_robin. --smoke: tiny and seconds (CI).
     JAX_PLATFORMS=cpu python benchmarks/cpu_suite.py [--families cnn,transformer_lm]
         [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--compile goal|all|none]
         [--threads 1] [--set step.mixed_precision=True]
-        [--platform on|off|no_malloc|no_split|omp_active] [--variants xla,1dev,2dev]
+        [--platform on|off|no_malloc|no_split|omp_default] [--variants xla,1dev,2dev]
         [--layers resnet18] [--profile] [--smoke]
 """
 
@@ -623,11 +623,12 @@ def parse_args():
     )
     parser.add_argument(
         "--platform",
-        choices=("on", "off", "no_malloc", "no_split", "omp_active"),
+        choices=("on", "off", "no_malloc", "no_split", "omp_default"),
         default="on",
         help="dlkit.platform.configure as the door calls it (on), not at all (off), without the "
-        "malloc keep-arena, without a CPU device per core, or with OpenMP threads spinning when "
-        "idle (A/B of each trick)",
+        "malloc keep-arena, without a CPU device per core, or with OpenMP's default wait policy "
+        "(A/B of each trick; omp_default also leaves PyTorch, which shares the OpenMP runtime, at "
+        "its default: the fair peer)",
     )
     parser.add_argument(
         "--threads",
@@ -736,7 +737,7 @@ def main():
         for n in names
     ]
     # PyTorch's bundled libgomp.so.1 has the system soname: one OpenMP runtime for both, so the
-    # door's OMP_WAIT_POLICY reaches the peer too (--platform=omp_active keeps its default)
+    # door's OMP_WAIT_POLICY reaches the peer too (--platform=omp_default keeps its default)
     try:
         import torch
 
@@ -750,7 +751,7 @@ def main():
             *(r.parallel.cpu_devices for r in runs),
             keep_malloc_arena=args.platform != "no_malloc",
             split=args.platform != "no_split",
-            omp_passive=args.platform != "omp_active",
+            omp_passive=args.platform != "omp_default",
         )
     from dlkit.extras.profile import machine, results_name
 

@@ -12,7 +12,7 @@ It returns a frozen `Platform` that says what was done, for the door to print; i
 - OpenMP threads that sleep when idle (OMP_WAIT_POLICY=PASSIVE, unless set): the oneDNN convs'
   (and PyTorch's) OpenMP teams otherwise spin between calls, and on a loaded or shared machine
   a call waits for descheduled spinners (measured at load 7.6 on 2 cores: a 1x1 stride-2
-  ResNet conv 16 ms -> 2.5 ms, a 3x3 64->64 one 34 -> 22 ms; `--platform=omp_active` A/B);
+  ResNet conv 16 ms -> 2.5 ms, a 3x3 64->64 one 34 -> 22 ms; `--platform=omp_default` A/B);
 Its line also names the CPU conv backend `impl="auto"` will use (dlkit.kernels.cpu: "oneDNN 3.2.0",
 or "XLA (why not oneDNN)"); finding that out loads the oneDNN library, not JAX's backend.
 With a GPU or TPU backend intended (JAX_PLATFORMS, or an accelerator plugin installed) it touches

@@ -6,6 +6,9 @@ import shutil
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# OpenMP threads (oneDNN's convs) sleep when idle, as the binaries' door sets them
+# (dlkit.platform): spinning teams would take the cores from the other xdist worker.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # One persistent XLA compilation cache for the whole run, set before jax is imported: xdist
 # workers and the binaries that tests start inherit it, so a program compiled by one test (the

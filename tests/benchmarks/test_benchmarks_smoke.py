@@ -68,3 +68,25 @@ def test_attention_memory():
 def test_pmap_vs_sharded():
     out = run("pmap_vs_sharded.py", "--devices=2", "--batch=4", "--rounds=1", "--model=mlp")
     assert "max |sharded - pmap|" in out and "pmap / sharded time" in out
+
+
+def test_suite_table(tmp_path):
+    record = {"families": [{"family": "cnn", "ms_per_step": {"dlkit": 10.0, "torch_eager": 12.0}}]}
+    paths = []
+    for i, ms in enumerate((10.0, 8.0, 12.0)):
+        record["families"][0]["ms_per_step"]["dlkit"] = ms
+        paths.append(tmp_path / f"cpu_suite-{i}.json")
+        paths[-1].write_text(json.dumps(record))
+    out = run("suite_table.py", *map(str, paths))
+    assert "| cnn | 10.00 (8.00-12.00) | 1.20 (1.00-1.50) | - |" in out, out
+
+
+@needs_torch
+def test_ab_suite(tmp_path):
+    """Two trees alternating: this checkout's HEAD as the base (a temporary worktree) and this."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "AB_OUT": str(tmp_path), "PYTHON": sys.executable}
+    cmd = ["bash", str(ROOT / "benchmarks" / "ab_suite.sh"), "HEAD", "1", "--smoke"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    assert "lenet5          dlkit        base [" in done.stdout, done.stdout[-2000:]
+    assert len(list(tmp_path.glob("*/cpu_suite-*.json"))) == 2

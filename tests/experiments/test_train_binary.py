@@ -1,19 +1,16 @@
-"""experiments/train.py end to end: a smoke run, one-line errors, and resume after SIGKILL."""
+"""experiments/train.py end to end: a smoke run, one-line errors, and a oneDNN conv run resumed
+bitwise after SIGKILL."""
 
-import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
-import jax
 import numpy as np
 import pytest
+from killed_runs import killed_run_matches
 
 from dlkit.kernels import cpu
 from dlkit.ops import conv
-from dlkit.train import restore_latest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, str(ROOT / "experiments" / "train.py")]
@@ -63,51 +60,8 @@ def test_unknown_names_fail_with_one_line(tmp_path):
         assert last.startswith(f"error: unknown {word} ") and "choose one of:" in last, last
 
 
-def _killed_after_checkpoint(work, args, env, *, step: int, poll: float):
-    """The binary started on `work`, SIGKILLed once a checkpoint >= `step` exists; `work`."""
-    proc = subprocess.Popen(
-        [*TRAIN, f"--workdir={work}", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        ckpts = work / "checkpoints"
-        saved = ckpts.iterdir() if ckpts.is_dir() else ()
-        if any(p.name.isdigit() and int(p.name) >= step for p in saved):
-            break
-        time.sleep(poll)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    return work
-
-
-def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
-    # Each process compiles its own program, as a user's rerun does: without the suite's shared
-    # compilation cache (tests/conftest.py), so this also checks that recompiling is bitwise stable.
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    args = [
-        *TINY,
-        "--config.num_train_steps=1200",  # ~1000 steps after the first checkpoint: time to kill
-        "--config.checkpoint.every_steps=100",
-        "--config.eval_every_steps=400",
-        "--config.log_every_steps=400",
-    ]
-    ref = run(f"--workdir={tmp_path / 'ref'}", *args, env=env)
-    assert ref.returncode == 0, ref.stderr[-2000:]
-
-    work = _killed_after_checkpoint(tmp_path / "killed", args, env, step=100, poll=0.05)
-
-    resumed = run(f"--workdir={work}", *args, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "Resuming from the checkpoint at step" in resumed.stdout
-    a = restore_latest(tmp_path / "ref", items=("state",))
-    b = restore_latest(work, items=("state",))
-    assert a["step"] == b["step"] == 1200
-    for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+# SIGKILL then rerun of the digits MLP: tests/train/test_ema.py (the same run with the EMA on, so
+# its state holds everything the default one does); of a oneDNN conv net on 2 devices: below.
 
 
 def test_sigkill_of_a_onednn_conv_run_resumes_bitwise(tmp_path):
@@ -116,7 +70,6 @@ def test_sigkill_of_a_onednn_conv_run_resumes_bitwise(tmp_path):
     x, w = np.zeros((8, 8, 8, 1), np.float32), np.zeros((3, 3, 1, 4), np.float32)
     if conv.choose_impl("conv2d", x, w, 1, "SAME", platform="cpu") != "onednn":
         pytest.skip(f"oneDNN convs unavailable: {cpu.why_unavailable()}")
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     args = [
         f"--config={ROOT / 'experiments' / 'configs' / 'cnn_smoke.py'}",
         "--config.num_train_steps=600",
@@ -125,17 +78,5 @@ def test_sigkill_of_a_onednn_conv_run_resumes_bitwise(tmp_path):
         "--config.log_every_steps=300",
         "--config.parallel.cpu_devices=2",
     ]
-    ref = run(f"--workdir={tmp_path / 'ref'}", *args, env=env)
-    assert ref.returncode == 0, ref.stderr[-2000:]
+    ref, _, _ = killed_run_matches(tmp_path, args, kill_after=50, steps=600, poll=0.02)
     assert "convs: oneDNN" in ref.stdout, ref.stdout[:2000]
-
-    work = _killed_after_checkpoint(tmp_path / "killed", args, env, step=50, poll=0.02)
-
-    resumed = run(f"--workdir={work}", *args, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "Resuming from the checkpoint at step" in resumed.stdout
-    a = restore_latest(tmp_path / "ref", items=("state",))
-    b = restore_latest(work, items=("state",))
-    assert a["step"] == b["step"] == 600
-    for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

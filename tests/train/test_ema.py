@@ -2,12 +2,7 @@
 (ema=True), skipped steps, frozen params, fused steps, ensembles, and resume (bitwise after
 SIGKILL; a changed decay is another run's)."""
 
-import os
 import pathlib
-import signal
-import subprocess
-import sys
-import time
 
 import flax.linen as nn
 import jax
@@ -15,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from killed_runs import killed_run_matches
 from tolerances import rtol_for
 
 from dlkit import data
@@ -36,7 +32,6 @@ from dlkit.train.options import RunOptions, config_differences
 from dlkit.train.runner import Runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TRAIN = [sys.executable, str(ROOT / "experiments" / "train.py")]
 MLP_DIGITS = ROOT / "experiments" / "configs" / "mlp_digits.py"
 
 
@@ -202,8 +197,8 @@ def test_decay_is_checked_and_a_changed_decay_is_another_run():
 
 
 def test_sigkill_then_rerun_matches_uninterrupted_with_ema(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env["JAX_PLATFORMS"] = "cpu"
+    """The binary's digits MLP killed after a checkpoint and rerun ends bitwise equal: params,
+    optimizer state and EMA (the test of the binary's exact resume; compiled per process)."""
     args = [
         f"--config={MLP_DIGITS}",
         "--config.model.hidden_sizes=(16,)",
@@ -215,32 +210,5 @@ def test_sigkill_then_rerun_matches_uninterrupted_with_ema(tmp_path):
         "--config.eval_every_steps=600",
         "--config.log_every_steps=600",
     ]
-    run = lambda w: subprocess.run(  # noqa: E731
-        [*TRAIN, f"--workdir={w}", *args], capture_output=True, text=True, timeout=600, env=env
-    )
-    ref = run(tmp_path / "ref")
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    work = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [*TRAIN, f"--workdir={work}", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        ckpts = work / "checkpoints"
-        if ckpts.is_dir() and any(p.name.isdigit() and int(p.name) >= 100 for p in ckpts.iterdir()):
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    resumed = run(work)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "Resuming from the checkpoint at step" in resumed.stdout
-    a = restore_latest(tmp_path / "ref", items=("state",))
-    b = restore_latest(work, items=("state",))
-    assert a["step"] == b["step"] == 1200 and "ema_params" in b["state"]
-    for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    _, _, state = killed_run_matches(tmp_path, args, kill_after=100, steps=1200)
+    assert "ema_params" in state
