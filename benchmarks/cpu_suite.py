@@ -494,9 +494,9 @@ def conv_layers(config, x) -> collections.Counter:
     import flax.linen as nn
     import jax
 
-    from dlkit import models
     from dlkit.nn.cnn import Conv2D
     from dlkit.ops.conv import explicit_padding
+    from dlkit.train import build_model
 
     seen = collections.Counter()
 
@@ -509,7 +509,7 @@ def conv_layers(config, x) -> collections.Counter:
             seen[(xs, w, tuple(m.strides), tuple(map(tuple, pads)))] += 1
         return next_fun(*args, **kwargs)
 
-    model = models.from_config(config.model, 10)
+    model = build_model(config, num_classes=10)
     with nn.intercept_methods(spy):
         jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
     return seen
