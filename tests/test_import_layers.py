@@ -25,7 +25,7 @@ LAYERS = {
     "__init__": 7,
 }
 # Optional heavy dependencies that may be imported inside a function (`import dlkit` stays light).
-LAZY_OK = {"tensorflow_datasets", "grain", "matplotlib", "torch", "sklearn", "tensorboardX"}
+LAZY_OK = {"tensorflow_datasets", "grain", "matplotlib", "torch", "sklearn"}
 LAZY_OK |= {"tqdm", "pydoc_data"}
 # (importing module, imported module) pairs allowed inside functions or against the layers: none.
 ALLOWED: set[tuple[str, str]] = set()

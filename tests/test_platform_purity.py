@@ -18,7 +18,7 @@ def spy(name, *args, **kwargs):  # mallopt goes through ctypes.CDLL("libc.so.6")
     return real_cdll(name, *args, **kwargs)
 
 ctypes.CDLL = spy
-import grain, sklearn, tensorboardX, tensorflow_datasets  # noqa: their own env writes at import
+import grain, sklearn, tensorflow_datasets  # noqa: their own env writes at import
 before = dict(os.environ)  # from here on, only dlkit's code runs
 steps_out, train_out, train_err = io.StringIO(), io.StringIO(), io.StringIO()
 with contextlib.redirect_stdout(steps_out):

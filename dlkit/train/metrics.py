@@ -1,4 +1,4 @@
-"""Metric writing: stdout lines, workdir/metrics.jsonl and TensorBoard events (tensorboardX).
+"""Metric writing: stdout lines, workdir/metrics.jsonl and TensorBoard events (dlkit.train.events).
 
 metrics.jsonl is strict JSON (RFC 8259): a non-finite value is written as null. A run that
 resumes at step S keeps the lines up to S only (none without a checkpoint) and rebuilds the
@@ -9,9 +9,10 @@ import json
 import logging
 import math
 import pathlib
-import struct
 import sys
 import time
+
+from dlkit.train.events import ScalarEvents, read_scalars
 
 log = logging.getLogger("dlkit")
 
@@ -64,19 +65,16 @@ class MetricWriter:
 
     def _open_tensorboard(self, rows: list[dict]) -> None:
         """A fresh events file holding `rows` (older event files are replaced)."""
-        from tensorboardX import SummaryWriter
-
         directory = self.workdir / "tensorboard"
         for old in directory.glob("events.out.tfevents.*"):
             old.unlink()  # derived data: rebuilt from metrics.jsonl just below
-        self._tb = SummaryWriter(str(directory))
+        self._tb = ScalarEvents(directory)
         for row in rows:
             self._add_scalars(row["step"], {k: v for k, v in row.items() if k != "step"})
 
     def _add_scalars(self, step: int, metrics: dict) -> None:
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                self._tb.add_scalar(k, v, step)
+        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+        self._tb.add(step, {k: float(v) for k, v in metrics.items() if finite(v)})
 
     def truncate_after(self, step: int) -> list[dict]:
         """Keeps the lines up to `step` (later ones came from a run that died); returns them."""
@@ -96,8 +94,7 @@ class MetricWriter:
         with open(self.workdir / "metrics.jsonl", "a") as f:
             f.write(dumps(step, metrics) + "\n")
         if self._tb is not None:
-            self._add_scalars(step, metrics)
-            self._tb.flush()
+            self._add_scalars(step, metrics)  # written and flushed
         if echo:
             text = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             log.info(f"step {step}: {text}")
@@ -134,14 +131,5 @@ class Progress:
 
 def read_tensorboard(workdir) -> list[tuple[int, str, float]]:
     """(step, tag, value) of every scalar in workdir/tensorboard's event files (TFRecord)."""
-    from tensorboardX.proto import event_pb2
-
-    out = []
-    for path in sorted((pathlib.Path(workdir) / "tensorboard").glob("events.out.tfevents.*")):
-        raw, pos = path.read_bytes(), 0
-        while pos + 12 <= len(raw):
-            (length,) = struct.unpack("<Q", raw[pos : pos + 8])
-            event = event_pb2.Event.FromString(raw[pos + 12 : pos + 12 + length])
-            pos += 12 + length + 4
-            out += [(event.step, v.tag, v.simple_value) for v in event.summary.value]
-    return out
+    paths = sorted((pathlib.Path(workdir) / "tensorboard").glob("events.out.tfevents.*"))
+    return [row for path in paths for row in read_scalars(path)]
