@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import numpy as np
 from dlkit.train import restore_latest
 from dlkit.train.config import default_config
 from dlkit.train.metrics import read_tensorboard
+from dlkit.train.runner import Runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "experiments" / "train.py"
@@ -33,6 +35,21 @@ def tiny_config(**over):
     for k, v in over.items():
         c[k] = v
     return c
+
+
+def signal_at(monkeypatch, at_call: int, signals) -> None:
+    """Runner.train raises `signals` (in order) right after its `at_call`-th dispatch."""
+    real, calls = Runner.train, [0]
+
+    def train(self, state, batches):
+        out = real(self, state, batches)
+        calls[0] += 1
+        if calls[0] == at_call:
+            for s in signals:
+                signal.raise_signal(s)
+        return out
+
+    monkeypatch.setattr(Runner, train.__name__, train)
 
 
 def strict_rows(workdir) -> list[dict]:

@@ -4,11 +4,18 @@ the rerun ends bitwise equal to an uninterrupted run; handlers are the run's onl
 import signal
 
 import pytest
-from fault_utils import CLI_FLAGS, ROOT, assert_same_run, strict_rows, tiny_config, train_cli
+from fault_utils import (
+    CLI_FLAGS,
+    ROOT,
+    assert_same_run,
+    signal_at,
+    strict_rows,
+    tiny_config,
+    train_cli,
+)
 
 from dlkit.errors import Preempted
 from dlkit.train import Checkpointer, train_and_evaluate
-from dlkit.train.runner import Runner
 
 
 @pytest.fixture(scope="module")
@@ -16,21 +23,6 @@ def reference(tmp_path_factory):
     path = tmp_path_factory.mktemp("reference")
     train_and_evaluate(tiny_config(), path)
     return path
-
-
-def signal_at(monkeypatch, at_call: int, signals):
-    """Runner.train raises `signals` (in order) right after its `at_call`-th dispatch."""
-    real, calls = Runner.train, [0]
-
-    def train(self, state, batches):
-        out = real(self, state, batches)
-        calls[0] += 1
-        if calls[0] == at_call:
-            for s in signals:
-                signal.raise_signal(s)
-        return out
-
-    monkeypatch.setattr(Runner, train.__name__, train)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])

@@ -9,6 +9,7 @@ import signal
 
 import jax
 import pytest
+from faults.fault_utils import signal_at
 
 from dlkit.errors import ConfigError, Preempted
 from dlkit.train import train_and_evaluate
@@ -93,16 +94,7 @@ def test_resume_inside_the_window_traces_what_remains(tmp_path, capsys):
 
 
 def test_preemption_inside_the_window_stops_the_trace(tmp_path, capsys, monkeypatch):
-    real, n = Runner.train, [0]
-
-    def train(self, state, batches):
-        out = real(self, state, batches)
-        n[0] += 1
-        if n[0] == 4:
-            signal.raise_signal(signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(Runner, "train", train)
+    signal_at(monkeypatch, 4, [signal.SIGTERM])
     with pytest.raises(Preempted, match="Preempted at step 4"):
         train_and_evaluate(tiny(2, 5), tmp_path)
     ((first, last, _, rest),) = traced(capsys)
