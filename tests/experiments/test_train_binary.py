@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from killed_runs import killed_run_matches
+from faults.fault_utils import killed_run_matches
 
 from dlkit.kernels import cpu
 from dlkit.ops import conv

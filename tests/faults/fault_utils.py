@@ -6,6 +6,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -81,13 +82,19 @@ def without_speed(rows):
     return [{k: v for k, v in r.items() if k != "steps_per_sec"} for r in rows]
 
 
-def assert_same_run(a, b) -> None:
-    """Same final state (bitwise), same metrics.jsonl (minus speed), same TensorBoard scalars."""
+def assert_same_state(a, b) -> dict:
+    """The latest checkpoints of runs a and b: same step, same state bits; returns b's."""
     ta, tb = restore_latest(a, items=("state",)), restore_latest(b, items=("state",))
     assert ta["step"] == tb["step"]
     la, lb = jax.tree.leaves(ta["state"]), jax.tree.leaves(tb["state"])
     for x, y in zip(la, lb, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    return tb
+
+
+def assert_same_run(a, b) -> None:
+    """Same final state (bitwise), same metrics.jsonl (minus speed), same TensorBoard scalars."""
+    assert_same_state(a, b)
     assert without_speed(strict_rows(a)) == without_speed(strict_rows(b))
     drop = lambda ev: sorted(e for e in ev if e[1] != "steps_per_sec")  # noqa: E731
     assert drop(tb_unique(a)) == drop(tb_unique(b))
@@ -102,6 +109,55 @@ def train_cli(workdir, *flags, driver=None, **popen):
     return subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
     )
+
+
+def own_compile_env() -> dict:
+    """The environment without the suite's shared compilation cache (tests/conftest.py): each
+    process compiles its own program, as a user's rerun does, so recompiling is checked too."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    return {**env, "JAX_PLATFORMS": "cpu"}
+
+
+def _kill_after_checkpoint(work, args, env, step: int, poll: float) -> None:
+    """experiments/train.py started on `work`, SIGKILLed once a checkpoint >= `step` exists."""
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), f"--workdir={work}", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = work / "checkpoints"
+        saved = ckpts.iterdir() if ckpts.is_dir() else ()
+        if any(p.name.isdigit() and int(p.name) >= step for p in saved):
+            break
+        time.sleep(poll)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+def killed_run_matches(tmp_path, args, *, kill_after: int, steps: int, poll: float = 0.05):
+    """experiments/train.py with `args` run uninterrupted, and killed (SIGKILL) once a checkpoint
+    >= kill_after exists then rerun; asserts both end at `steps` with equal state bits; returns
+    (uninterrupted, rerun) CompletedProcess and the rerun's state."""
+    env = own_compile_env()
+    ref = _train_done(tmp_path / "ref", args, env)
+    _kill_after_checkpoint(tmp_path / "killed", args, env, kill_after, poll)
+    rerun = _train_done(tmp_path / "killed", args, env)
+    assert "Resuming from the checkpoint at step" in rerun.stdout
+    state = assert_same_state(tmp_path / "ref", tmp_path / "killed")
+    assert state["step"] == steps
+    return ref, rerun, state["state"]
+
+
+def _train_done(work, args, env) -> subprocess.CompletedProcess:
+    """experiments/train.py on `work` to its end; asserts it exits 0."""
+    cmd = [sys.executable, str(TRAIN), f"--workdir={work}", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
 
 
 CLI_FLAGS = (

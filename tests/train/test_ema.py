@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from killed_runs import killed_run_matches
+from faults.fault_utils import killed_run_matches
 from tolerances import rtol_for
 
 from dlkit import data
