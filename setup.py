@@ -1,4 +1,4 @@
-"""Builds dlkit's optional native CPU kernels (dlkit/kernels/cpu/onednn_conv.cc -> oneDNN).
+"""Builds dlkit's optional native CPU kernels (dlkit/kernels/cpu/onednn_*.cc: convs, LSTM).
 
 Everything else is in pyproject.toml. The extension is optional: without a C++ compiler, off
 x86-64 Linux, or without the oneDNN wheels the build prints why and the pure-Python install still
@@ -13,7 +13,7 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCE = "dlkit/kernels/cpu/onednn_conv.cc"
+SOURCES = ["dlkit/kernels/cpu/onednn_conv.cc", "dlkit/kernels/cpu/onednn_lstm.cc"]
 FFI_INCLUDE = "dlkit/kernels/cpu/include"  # XLA FFI headers, vendored from jaxlib (README there)
 # From the installed .so (<prefix>/lib/python3.X/site-packages/dlkit/kernels/cpu) to <prefix>/lib,
 # where the onednn-cpu-gomp wheel puts libdnnl.so.3.
@@ -41,7 +41,7 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as e:  # noqa: BLE001 - any failure leaves the pure-Python install
             print(
-                f"dlkit: the oneDNN conv kernels were not built ({e}); dlkit uses XLA's convs",
+                f"dlkit: the oneDNN kernels were not built ({e}); dlkit uses XLA's convs and LSTM scan",
                 file=sys.stderr,
             )
 
@@ -63,8 +63,9 @@ class OptionalBuildExt(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "dlkit.kernels.cpu._onednn_conv",
-            sources=[SOURCE],
+            "dlkit.kernels.cpu._onednn",
+            sources=SOURCES,
+            depends=["dlkit/kernels/cpu/onednn_common.h"],
             language="c++",
             extra_compile_args=[
                 "-std=c++17",

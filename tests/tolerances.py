@@ -30,3 +30,17 @@ def rtol_for(dtype=np.float32, n: int = 1) -> float:
 def atol_for(dtype=np.float32, n: int = 1, scale: float = 1.0) -> float:
     """Absolute tolerance for such values near zero, whose terms have magnitude ~scale."""
     return rtol_for(dtype, n) * scale
+
+
+def assert_trees_close(got, want, n: int, dtype=np.float32) -> None:
+    """Every leaf of `got` equals `want`'s within rtol_for(dtype, n), and within that relative to
+    the largest |want| of the leaf near zero; an all-zero `want` leaf fails (nothing compared)."""
+    import jax
+
+    for a, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        a, r = np.asarray(a), np.asarray(r)
+        assert a.shape == r.shape, (a.shape, r.shape)
+        scale = float(np.abs(r).max())
+        assert scale > 0, "all zeros: the comparison cannot fail"
+        tol = rtol_for(dtype, n)
+        np.testing.assert_allclose(a, r, rtol=tol, atol=tol * scale)

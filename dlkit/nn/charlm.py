@@ -24,6 +24,7 @@ class CharRNNLM(nn.Module):
     dropout_rate: float = 0.0
     unroll: int = 1
     fused: bool = True  # LSTM / GRU layers as one fused stack (Recurrent.fused)
+    impl: str = "auto"  # the fused LSTM stack's impl (Recurrent.impl): auto|wavefront|onednn
 
     def setup(self):
         self.embed = nn.Embed(self.num_classes, self.embed_dim, name="embed")
@@ -34,6 +35,7 @@ class CharRNNLM(nn.Module):
             dropout_rate=self.dropout_rate,
             unroll=self.unroll,
             fused=self.fused,
+            impl=self.impl,
             name="rnn",
         )
         self.dropout = nn.Dropout(self.dropout_rate)

@@ -127,6 +127,7 @@ class Recurrent(nn.Module):
     dropout_rate: float = 0.0
     unroll: int = 1
     fused: bool = True  # unmasked LSTM / GRU layers use ops.lstm_stack / ops.gru_stack
+    impl: str = "auto"  # ops.lstm_stack's impl for fused LSTM stacks: auto|wavefront|onednn
 
     def setup(self):
         cls = get_cell(self.cell)
@@ -158,7 +159,7 @@ class Recurrent(nn.Module):
         if self.cell == "gru":
             return gru_stack(xs, state, params, unroll=self.unroll)
         ws, bs = zip(*params, strict=True)
-        return lstm_stack(xs, state, ws, bs, unroll=self.unroll)
+        return lstm_stack(xs, state, ws, bs, unroll=self.unroll, impl=self.impl)
 
     def _run(self, cell, x, carry, mask, reverse):
         if self._fused() and mask is None:  # see ops.lstm_stack / ops.gru_stack

@@ -9,6 +9,10 @@ down to layer l - 1 one iteration later; dW = sum_t [x_t, h_{t-1}]^T dz_t is one
 after it. Gate order (i, f, g, o) as `dlkit.ops.recurrent.lstm_step`. Measured on 2 CPU cores
 (BUILD_NOTES, "Sequences"): ~15% less time per char_lstm train step than layer-by-layer scans
 with the projection hoisted out of them.
+
+`impl`: "wavefront" (this scan), a backend registered with `register_impl` (dlkit.kernels
+registers oneDNN's LSTM as "onednn"), or "auto" (the default): on CPU the first registered
+backend whose `available(xs, carries, weights, biases)` accepts the call, else "wavefront".
 """
 
 import functools
@@ -16,6 +20,13 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from dlkit import errors
+from dlkit.ops.platform import platform_of
+
+# name -> (fn, available): backends implemented above this layer (dlkit.kernels), registered by
+# their package at import; "auto" on CPU tries them in this order.
+_REGISTERED: dict = {}
 
 
 def lstm_gates(z: jax.Array) -> jax.Array:
@@ -125,8 +136,25 @@ def _stack_bwd(unroll, res, cts):
 _stack.defvjp(_stack_fwd, _stack_bwd)
 
 
-def lstm_stack(xs, carries, weights, biases, *, unroll: int = 1):
-    """L unmasked LSTM layers over t = 1..T in one wavefront scan; time-major.
+def register_impl(name: str, fn, *, available=None) -> None:
+    """Makes fn(xs, carries, weights, biases) -> (finals, hs) the CPU impl `name`; "auto" prefers
+    it to "wavefront" where available(same arguments) is true."""
+    if name in ("auto", "wavefront"):
+        raise ValueError(f"register_impl: {name!r} is a built-in lstm_stack impl; pick another")
+    _REGISTERED[name] = (fn, available or (lambda *args: True))
+
+
+def choose_impl(xs, carries, weights, biases, *, platform: str | None = None) -> str:
+    """The impl "auto" uses for these arguments on `platform` (default: `platform_of(xs)`)."""
+    if (platform or platform_of(xs)) == "cpu":
+        for name, (_, available) in _REGISTERED.items():
+            if available(xs, carries, weights, biases):
+                return name
+    return "wavefront"
+
+
+def lstm_stack(xs, carries, weights, biases, *, unroll: int = 1, impl: str = "auto"):
+    """L unmasked LSTM layers over t = 1..T (one wavefront scan, or a registered impl); time-major.
 
     xs (T, B, D); carries: per layer (c, h), each (B, H); weights: per layer [W_x; W_h]
     (D_l + H, 4H) with D_0 = D and D_l = H above; biases: per layer (4H,).
@@ -156,4 +184,9 @@ def lstm_stack(xs, carries, weights, biases, *, unroll: int = 1):
             )
     dtype = jnp.result_type(xs, *weights, *biases)  # e.g. bf16 inputs with f32 weights: f32
     cast = functools.partial(jax.tree.map, lambda a: a.astype(dtype))
-    return _stack(cast(xs), cast(carries), cast(weights), cast(biases), unroll)
+    args = cast(xs), cast(carries), cast(weights), cast(biases)
+    errors.choose({"auto": 0, "wavefront": 0, **_REGISTERED}, impl, "lstm_stack implementation")
+    name = choose_impl(*args) if impl == "auto" else impl
+    if name == "wavefront":
+        return _stack(*args, unroll)
+    return _REGISTERED[name][0](*args)

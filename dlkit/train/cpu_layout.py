@@ -11,15 +11,14 @@ when:
   -> 0.84x PyTorch when split; resnet18, 47 GFLOP per device, 0.68x -> 0.74x; BUILD_NOTES,
   "Platform (the door)");
 - the batch does not divide: the largest divisor of the batch size up to the device count.
-The step's cost counts its oneDNN convs (dlkit.kernels.cpu: custom calls, which XLA's cost
-analysis counts as 0), and a split runs each device's shard of them with cores / devices oneDNN
-threads. oneDNN's convs already keep every core busy on one device, so against the BatchNorm bar
-only the step's XLA part counts (the part a split speeds up); without batch statistics a split
+The step's cost counts its oneDNN convs and LSTM layers (dlkit.kernels.cpu: custom calls, which
+XLA's cost analysis counts as 0), and a split runs each device's shard of them with cores / devices
+oneDNN threads. oneDNN's convs already keep every core busy on one device, so against the BatchNorm
+bar only the step's XLA part counts (the part a split speeds up); without batch statistics a split
 costs one all-reduce and the whole step counts. Measured on 2 cores with oneDNN convs (load ~8,
-cpu_suite --variants 1dev,2dev; one device / split wall time): lenet5 2.2x and cnn 1.2x (the
-split wins), resnet18 0.88-0.91x in 2 of 3 noisy runs (all 3 in process CPU time) and
-vgg_small 0.95x (one device wins; with XLA's
-convs resnet18's split won).
+cpu_suite --variants 1dev,2dev; one device / split wall time): lenet5 2.2x and cnn 1.2x (the split
+wins), resnet18 0.88-0.91x in 2 of 3 noisy runs (all 3 in process CPU time) and vgg_small 0.95x (one
+device wins; with XLA's convs resnet18's split won).
 The choice depends only on the config, the model and the devices the process has, so a rerun
 (resume) makes the same one; checkpoints restore on any device count. `decide` makes it before the
 run's one Runner exists, costing the step on abstract shapes (nothing is placed or compiled).
@@ -49,7 +48,7 @@ def choose_devices(
 ) -> Layout:
     """The rule (pure): the largest divisor of the batch up to `available` whose share of the
     step is big enough, else 1; with batch statistics a higher bar, met by the step's FLOPs
-    outside oneDNN convs (`onednn_flops` of `step_flops`)."""
+    outside oneDNN calls (`onednn_flops` of `step_flops`)."""
     if available <= 1:
         return Layout(1, "one CPU device")
     least = MIN_FLOPS_PER_DEVICE_BN if batch_stats else MIN_FLOPS_PER_DEVICE
@@ -58,7 +57,7 @@ def choose_devices(
     n = [n for n in fits if n == 1 or counted / n >= least][0]
     gflop = f"{step_flops / 1e9:.2g} GFLOP/step"
     if onednn_flops:
-        gflop += f", {onednn_flops / 1e9:.2g} in oneDNN convs"
+        gflop += f", {onednn_flops / 1e9:.2g} in oneDNN calls"
     if n == 1 and fits == [1]:
         return Layout(1, f"one CPU device (batch {batch_size} does not divide among {available})")
     if n == 1 and batch_stats:
@@ -78,19 +77,20 @@ def _on_cpu(options) -> bool:
 
 
 def step_costs(step, state, batch: dict) -> tuple[float, float]:
-    """(XLA's FLOPs, oneDNN convs' FLOPs) of one train step: XLA's cost analysis of the lowered
-    step (no compile), which counts the oneDNN custom calls as 0, and those calls counted apart.
+    """(XLA's FLOPs, oneDNN calls' FLOPs) of one train step: XLA's cost analysis of the lowered
+    step (no compile), which counts the oneDNN custom calls (convs, LSTM) as 0, and those calls
+    counted apart.
     `state` and `batch` may be arrays or shapes (jax.ShapeDtypeStruct, jax.eval_shape's)."""
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (state, batch))
     lowered = jax.jit(step).lower(*shapes)
     cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     xla = float(cost["flops"]) if cost and "flops" in cost else 0.0
-    return xla, dispatch.conv_flops(lowered.as_text())
+    return xla, dispatch.onednn_flops(lowered.as_text())
 
 
 def step_flops(step, state, batch: dict) -> float:
-    """FLOPs of one train step, its oneDNN convs included (step_costs)."""
+    """FLOPs of one train step, its oneDNN calls included (step_costs)."""
     return sum(step_costs(step, state, batch))
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from tolerances import rtol_for
+from tolerances import assert_trees_close, rtol_for
 
 from dlkit.kernels import cpu
 from dlkit.kernels.cpu import library
@@ -142,15 +142,6 @@ def _params(seed=0):
     }
 
 
-def _assert_trees_close(got, want, n):
-    for a, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        assert a.shape == r.shape
-        scale = float(jnp.abs(r).max())
-        np.testing.assert_allclose(
-            a, r, rtol=rtol_for(np.float32, n), atol=rtol_for(np.float32, n) * scale
-        )
-
-
 @needs_kernel
 def test_per_example_gradients_under_vmap():
     params, x = _params(), _random((6, 8, 8, 3), 9)
@@ -161,7 +152,7 @@ def test_per_example_gradients_under_vmap():
 
     got, want = per_example(cpu.conv2d), per_example(ref_conv)
     assert got["w1"].shape == (6, 3, 3, 3, 8)
-    _assert_trees_close(got, want, n=9 * 8 * 16)
+    assert_trees_close(got, want, n=9 * 8 * 16)
 
 
 @needs_kernel
@@ -177,7 +168,7 @@ def test_ensemble_vmap_over_weights_and_inputs():
 
     for in_axes in ((0, 0), (0, None)):
         got, want = grads(cpu.conv2d, in_axes), grads(ref_conv, in_axes)
-        _assert_trees_close(got, want, n=4 * 9 * 8 * 16)
+        assert_trees_close(got, want, n=4 * 9 * 8 * 16)
 
 
 @needs_kernel
@@ -300,9 +291,11 @@ def _run_case(case: str, **env) -> str:
 
 @needs_kernel
 def test_shard_map_on_two_devices():
-    """jit over a 2-device batch-sharded mesh: each device runs its half; grads equal lax's."""
-    out = _run_case("shard_map", XLA_FLAGS="--xla_force_host_platform_device_count=2", NPROC="4")
-    assert "shard_map ok" in out
+    """jit over a 2-device batch-sharded mesh: each device runs its half; grads equal lax's
+    (and, in the same process, the oneDNN LSTM's equal the wavefront scan's)."""
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    out = _run_case("shard_map", XLA_FLAGS=flags, NPROC="4")
+    assert "shard_map ok" in out and "lstm sharded ok" in out
 
 
 @needs_kernel
@@ -324,7 +317,7 @@ def _case_shard_map():
     sharded = functools.partial(cpu.conv2d, mesh=mesh)
     loss = lambda conv: jax.jit(jax.value_and_grad(lambda p: (_net(conv, p, x) ** 2).mean()))
     got, want = loss(sharded)(params), loss(ref_conv)(params)
-    _assert_trees_close(got, want, n=8 * 9 * 8 * 16)
+    assert_trees_close(got, want, n=8 * 9 * 8 * 16)
     hlo = loss(sharded).lower(params).compile().as_text()
     # per-device custom calls: the forward conv's input is half the batch
     calls = [line for line in hlo.splitlines() if '"dlkit_onednn_conv_fwd"' in line]
@@ -355,5 +348,8 @@ if __name__ == "__main__":
     case = sys.argv[1]
     if case == "shard_map":
         _case_shard_map()
+        import test_onednn_lstm  # the LSTM's sharded case, in the same 2-device process
+
+        test_onednn_lstm.case_sharded()
     else:
         _case_torch(case == "torch_first")

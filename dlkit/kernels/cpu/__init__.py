@@ -1,4 +1,5 @@
-"""Native CPU kernels: 2-D convolution through oneDNN as XLA FFI custom calls (x86-64 Linux).
+"""Native CPU kernels: 2-D convolution and LSTM layers through oneDNN as XLA FFI custom calls
+(x86-64 Linux).
 
 The shared library is built by `pip install -e .` (setup.py); when it is missing or does not load,
 `available()` is False and `why_unavailable()` says why in one line. Nothing loads at import.
@@ -6,5 +7,13 @@ The shared library is built by `pip install -e .` (setup.py); when it is missing
 
 from dlkit.kernels.cpu.conv import conv2d, default_threads
 from dlkit.kernels.cpu.library import available, onednn_version, why_unavailable
+from dlkit.kernels.cpu.lstm import lstm_stack
 
-__all__ = ["available", "conv2d", "default_threads", "onednn_version", "why_unavailable"]
+__all__ = [
+    "available",
+    "conv2d",
+    "default_threads",
+    "lstm_stack",
+    "onednn_version",
+    "why_unavailable",
+]

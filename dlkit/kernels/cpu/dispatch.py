@@ -1,4 +1,6 @@
-"""The oneDNN conv as `dlkit.ops.conv2d`'s impl "onednn": which calls it takes, and per shard.
+"""oneDNN kernels as impls of dlkit.ops: which calls they take, and per batch shard under a mesh.
+
+The conv is `dlkit.ops.conv2d`'s impl "onednn", the LSTM `dlkit.ops.lstm_stack`'s.
 
 `accepts(x, w, stride, padding)` is the impl's `available`: float32 NHWC 4-D maps whose conv
 has an output (else "auto" takes "fast"), with the library loaded (first asked at the first CPU
@@ -13,6 +15,7 @@ of several devices, as one device uses the whole machine), so a run's count depe
 layout (bitwise reruns).
 """
 
+import functools
 import math
 import os
 import re
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from dlkit.kernels.cpu import conv, library
+from dlkit.kernels.cpu import conv, library, lstm
 
 
 def _cores() -> int:
@@ -66,15 +69,32 @@ def _devices(mesh, axes) -> int:
     return n
 
 
-def conv2d(x, w, stride=1, padding="SAME"):
-    """conv(x, w) (B, Ho, Wo, C_out) through oneDNN, per batch shard under a context mesh."""
+def _layout(batch: int) -> tuple[tuple[str, ...], int]:
+    """(mesh axes to split a batch of `batch` over, or () to run unsplit; oneDNN threads per call)
+    under the context mesh."""
     mesh = jax.sharding.get_abstract_mesh()
     axes = split_axes(mesh)
     if not axes:  # no mesh, one device, or already inside a shard_map over every axis
-        return conv.conv2d(x, w, None, stride, padding, threads=_cores())
+        return (), _cores()
     n = _devices(mesh, axes)
-    threads = max(1, _cores() // n)
-    if x.shape[0] % n:
+    return (axes if batch % n == 0 else ()), max(1, _cores() // n)
+
+
+def _per_shard(f, axes, in_specs, out_specs):
+    return jax.shard_map(
+        f,
+        mesh=jax.sharding.get_abstract_mesh(),
+        in_specs=in_specs,
+        out_specs=out_specs,
+        axis_names=set(axes),
+        check_vma=False,
+    )
+
+
+def conv2d(x, w, stride=1, padding="SAME"):
+    """conv(x, w) (B, Ho, Wo, C_out) through oneDNN, per batch shard under a context mesh."""
+    axes, threads = _layout(x.shape[0])
+    if not axes:
         return conv.conv2d(x, w, None, stride, padding, threads=threads)
     pads = conv.explicit_padding(padding, w.shape[:2], stride, x.shape[1:3])
 
@@ -82,39 +102,66 @@ def conv2d(x, w, stride=1, padding="SAME"):
         return conv.conv2d(xs, ws, None, stride, pads, threads=threads)
 
     batch = PartitionSpec(axes)
-    return jax.shard_map(
-        one,
-        mesh=mesh,
-        in_specs=(batch, PartitionSpec()),
-        out_specs=batch,
-        axis_names=set(axes),
-        check_vma=False,
-    )(x, w)
+    return _per_shard(one, axes, (batch, PartitionSpec()), batch)(x, w)
 
 
-_CALL = re.compile(r"stablehlo\.custom_call @dlkit_onednn_conv_(\w+)\(.*\} : \((.*)\) -> (.*)$")
-_SHAPE = re.compile(r"tensor<((?:\d+x)*)f32>")
+def lstm_accepts(xs, carries, weights, biases) -> bool:
+    """True for float32 arrays, once the library loads (else "auto" takes the wavefront scan)."""
+    arrays = (xs, *jax.tree.leaves((carries, weights, biases)))
+    if not all(isinstance(a, jax.Array | np.ndarray) for a in arrays):
+        return False
+    return all(jnp.dtype(a.dtype) == jnp.float32 for a in arrays) and library.available()
+
+
+def lstm_stack(xs, carries, weights, biases):
+    """ops.lstm_stack through oneDNN (a call per layer), per batch shard under a context mesh."""
+    carries, weights, biases = tuple(map(tuple, carries)), tuple(weights), tuple(biases)
+    axes, threads = _layout(xs.shape[1])
+    run = functools.partial(lstm.lstm_stack, threads=threads)
+    if not axes:
+        return run(xs, carries, weights, biases)
+    seq, batch, rep = PartitionSpec(None, axes), PartitionSpec(axes), PartitionSpec()
+    carry = tuple((batch, batch) for _ in carries)
+    return _per_shard(run, axes, (seq, carry, rep, rep), (carry, seq))(xs, carries, weights, biases)
+
+
+_CALL = re.compile(
+    r"stablehlo\.custom_call @dlkit_onednn_(conv|lstm)_(\w+)\(.*\} : \((.*)\) -> (.*)$"
+)
+_SHAPE = re.compile(r"tensor<((?:\d+x)*)(?:f32|ui8)>")
 
 
 def _shapes(text: str) -> list[tuple[int, ...]]:
     return [tuple(int(d) for d in m.split("x") if d) for m in _SHAPE.findall(text)]
 
 
-def conv_flops(module_text: str) -> float:
-    """FLOPs of the oneDNN conv calls in a lowered (StableHLO) module's text, which XLA's cost
-    analysis counts as 0: 2 * (output or output-gradient elements) * kh * kw * C_in per call."""
+def _conv_call_flops(kind: str, ins, outs) -> float:
+    """2 * (output or output-gradient elements) * kh * kw * C_in."""
+    if kind == "fwd":  # (x, w, b) -> y
+        y, w = outs[0], ins[1]
+    elif kind == "bwd_data":  # (g, w) -> dx
+        y, w = ins[0], ins[1]
+    else:  # bwd_weights: (x, g) -> (dw, db)
+        y, w = ins[1], outs[0]
+    return 2.0 * math.prod(y) * math.prod(w[-4:-1])
+
+
+def _lstm_call_flops(kind: str, ins, outs) -> float:
+    """The gate matmuls: forward 2 * T * N * (C + H) * 4H; backward twice that (dx and dh, dW)."""
+    (t, n, c), h = ins[0][-3:], ins[4][-2]
+    fwd = 2.0 * t * n * (c + h) * 4 * h
+    return fwd if kind == "fwd" else 2 * fwd
+
+
+def onednn_flops(module_text: str) -> float:
+    """FLOPs of the oneDNN calls (convs, LSTM layers) in a lowered (StableHLO) module's text,
+    which XLA's cost analysis counts as 0. A call under a sequential vmap loop counts once."""
     total = 0.0
     for line in module_text.splitlines():
-        if not (m := _CALL.search(line)):
-            continue
-        kind, ins, outs = m.group(1), _shapes(m.group(2)), _shapes(m.group(3))
-        if kind == "fwd":  # (x, w, b) -> y
-            y, w = outs[0], ins[1]
-        elif kind == "bwd_data":  # (g, w) -> dx
-            y, w = ins[0], ins[1]
-        else:  # bwd_weights: (x, g) -> (dw, db)
-            y, w = ins[1], outs[0]
-        total += 2.0 * math.prod(y) * math.prod(w[-4:-1])
+        if m := _CALL.search(line):
+            op, kind, ins, outs = m.group(1), m.group(2), _shapes(m.group(3)), _shapes(m.group(4))
+            flops = _conv_call_flops if op == "conv" else _lstm_call_flops
+            total += flops(kind, ins, outs)
     return total
 
 

@@ -1,4 +1,4 @@
-"""Find, load and register the oneDNN conv library (`_onednn_conv*.so`) once, at first use.
+"""Find, load and register the oneDNN kernel library (`_onednn*.so`: convs, LSTM) at first use.
 
 Loading never raises: `load()` returns the ctypes handle or None, and `why_unavailable()` says in
 one line why (not built, libdnnl.so.3 missing, not x86-64 Linux). The library's rpath finds
@@ -18,12 +18,14 @@ import sys
 import jax
 
 HERE = pathlib.Path(__file__).resolve().parent
-LIB_STEM = "_onednn_conv"
+LIB_STEM = "_onednn"
 ONEDNN_DIST = "onednn-cpu-gomp"
 TARGETS = {  # XLA FFI target name -> exported handler symbol
     "dlkit_onednn_conv_fwd": "DlkitOnednnConvFwd",
     "dlkit_onednn_conv_bwd_data": "DlkitOnednnConvBwdData",
     "dlkit_onednn_conv_bwd_weights": "DlkitOnednnConvBwdWeights",
+    "dlkit_onednn_lstm_fwd": "DlkitOnednnLstmFwd",
+    "dlkit_onednn_lstm_bwd": "DlkitOnednnLstmBwd",
 }
 
 
@@ -66,7 +68,7 @@ def _state() -> tuple[ctypes.CDLL | None, str | None]:
     """(library, None) once loaded and registered with XLA, else (None, one-line reason)."""
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         where = f"{sys.platform} {platform.machine()}"
-        return None, f"the oneDNN conv kernels are built for x86-64 Linux only (this is {where})"
+        return None, f"the oneDNN kernels are built for x86-64 Linux only (this is {where})"
     path = library_path()
     if path is None:
         return None, (
@@ -79,7 +81,7 @@ def _state() -> tuple[ctypes.CDLL | None, str | None]:
     try:
         _register(lib)
     except (AttributeError, ValueError, RuntimeError) as e:
-        return None, f"registering the oneDNN conv handlers with XLA failed: {e}"
+        return None, f"registering the oneDNN handlers with XLA failed: {e}"
     return lib, None
 
 
@@ -101,13 +103,25 @@ def load() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """True when the oneDNN conv kernels are built, load, and are registered with XLA."""
+    """True when the oneDNN kernels (convs, LSTM) are built, load, and are registered with XLA."""
     return load() is not None
 
 
 def why_unavailable() -> str | None:
     """One line saying why the kernels cannot run, or None when they can."""
     return _state()[1]
+
+
+def lstm_workspace_bytes(steps: int, batch: int, features: int, hidden: int) -> int:
+    """Bytes of the workspace oneDNN's LSTM forward keeps for its backward at these shapes."""
+    fn = load().DlkitOnednnLstmWorkspace
+    fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_int64] * 4
+    size = fn(steps, batch, features, hidden)
+    if size < 0:
+        raise ValueError(
+            f"oneDNN refuses an LSTM of (T, N, C, H) = {(steps, batch, features, hidden)}"
+        )
+    return size
 
 
 def onednn_version() -> str | None:

@@ -6,66 +6,25 @@
 // broadcast. When only the activations are batched they fold into the conv's batch (one call);
 // otherwise the handler loops over the leading index, broadcasting size-1 dims.
 //
-// Thread safety: XLA calls a handler from several threads at once. Primitives are cached by
-// (kind, shapes, attributes, thread count) behind a mutex and executed outside it; each call
-// gives them its own scratchpad (scratchpad_mode::user), so concurrent executions share nothing
-// mutable. oneDNN's engine is shared; each thread has its own stream.
-//
-// Threads: oneDNN (OpenMP build) bakes its thread count into a primitive when it is created and
-// runs the calling thread's OpenMP team. The `threads` attribute (> 0) sets the team size for the
-// call (omp_set_num_threads on the calling thread, restored afterwards) and is part of the cache
-// key, so results are bitwise reproducible for a fixed thread count (the weight-gradient reduction
-// order depends on it; a count chosen from the current load would break bitwise resume). Calls
-// whose teams together would exceed the process's cores wait for each other (Admission).
-
-#include <omp.h>
-#include <sched.h>
-
-#include <algorithm>
-#include <condition_variable>
-#include <thread>
+// Threads, thread safety and admission of concurrent calls: onednn_common.h. Primitives are
+// cached by (kind, shapes, attributes, thread count).
 
 #include <cstdint>
 #include <cstring>
-#include <functional>
-#include <unordered_map>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <tuple>
+#include <unordered_map>
 #include <vector>
 
-#include "oneapi/dnnl/dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
+#include "onednn_common.h"
 
 namespace ffi = xla::ffi;
-using dnnl::memory;
-using tag = dnnl::memory::format_tag;
-using dt = dnnl::memory::data_type;
 
 namespace {
 
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-dnnl::stream& Stream() {
-  thread_local dnnl::stream stream(Engine());
-  return stream;
-}
-
-// A per-thread scratchpad, grown as needed (never shrunk).
-void* Scratch(size_t bytes) {
-  thread_local std::unique_ptr<char[]> buf;
-  thread_local size_t size = 0;
-  if (bytes > size) {
-    buf.reset(new char[bytes]);
-    size = bytes;
-  }
-  return buf.get();
-}
+using namespace dlkit_onednn;  // NOLINT: Engine, Stream, Md, ThreadScope, Guard, ...
 
 // Core (non-batch) shape of one conv: x (B,H,W,Ci), w (kh,kw,Ci,Co), y (B,Ho,Wo,Co).
 struct Shape {
@@ -84,14 +43,6 @@ struct Shape {
   memory::dims PadL() const { return {pt, pl}; }
   memory::dims PadR() const { return {pb, pr}; }
 };
-
-memory::desc Md(const memory::dims& d, tag t) { return memory::desc(d, dt::f32, t); }
-
-dnnl::primitive_attr UserScratch() {
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  return attr;
-}
 
 dnnl::convolution_forward::primitive_desc FwdPd(const Shape& s, bool training) {
   dnnl::primitive_attr attr = UserScratch();
@@ -183,65 +134,6 @@ std::shared_ptr<Plan> GetPlan(int kind, const Shape& s) {
   return cache.emplace(key, plan).first->second;  // first writer wins: one plan per key
 }
 
-// The process's usable cores (its CPU affinity), read once.
-int64_t Cores() {
-  static const int64_t cores = [] {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0) return static_cast<int64_t>(CPU_COUNT(&set));
-    return static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
-  }();
-  return cores;
-}
-
-// Admits oneDNN calls while their OpenMP teams fit the cores: a call with t threads holds t of
-// Cores() slots (one call is always admitted). XLA runs independent custom calls (a conv's
-// backward-data and backward-weights) on several pool threads at once; without this, each would
-// start a full team and the teams would share the cores (measured slower on 2 cores).
-class Admission {
- public:
-  void Acquire(int64_t n) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return used_ == 0 || used_ + n <= Cores(); });
-    used_ += n;
-  }
-  void Release(int64_t n) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      used_ -= n;
-    }
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int64_t used_ = 0;
-};
-
-Admission& Admitted() {
-  static Admission admission;
-  return admission;
-}
-
-// For the call's lifetime: the calling thread's OpenMP team size is `threads` (restored after),
-// and the call holds that many core slots.
-class ThreadScope {
- public:
-  explicit ThreadScope(int64_t threads)
-      : prev_(omp_get_max_threads()), n_(threads > 0 ? threads : prev_) {
-    Admitted().Acquire(n_);
-    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
-  }
-  ~ThreadScope() {
-    omp_set_num_threads(prev_);
-    Admitted().Release(n_);
-  }
-
- private:
-  int prev_;
-  int64_t n_;
-};
-
 // Leading (vmap) dims of an operand whose core rank is `core`.
 std::vector<int64_t> Lead(ffi::Span<const int64_t> dims, size_t core) {
   return std::vector<int64_t>(dims.begin(), dims.end() - core);
@@ -295,11 +187,6 @@ ffi::Error CheckGeometry(const Shape& s) {
   return ffi::Error::Success();
 }
 
-memory ScratchMem(size_t bytes) {
-  return memory(memory::desc({static_cast<int64_t>(bytes)}, dt::u8, tag::a), Engine(),
-                Scratch(bytes));
-}
-
 // Runs `plan` with the user's HWIO weights at `w` (fwd, bwd-data): reorders into oneDNN's layout.
 memory WeightsIn(const Plan& plan, const Shape& s, float* w, std::vector<float>& tmp) {
   memory user(Md(s.Wei(), tag::hwio), Engine(), w);
@@ -312,21 +199,11 @@ memory WeightsIn(const Plan& plan, const Shape& s, float* w, std::vector<float>&
   return packed;
 }
 
-ffi::Error Guard(const std::function<ffi::Error()>& body) {
-  try {
-    return body();
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
-  } catch (const std::exception& e) {
-    return ffi::Error::Internal(std::string("onednn conv: ") + e.what());
-  }
-}
-
 ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
                        ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt,
                        int64_t pb, int64_t pl, int64_t pr, int64_t relu, int64_t bias,
                        int64_t threads) {
-  return Guard([&]() -> ffi::Error {
+  return Guard("onednn conv", [&]() -> ffi::Error {
     auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
     if (xd.size() < 4 || wd.size() != xd.size() || yd.size() != xd.size() ||
         b.dimensions().size() != xd.size() - 3)
@@ -370,7 +247,7 @@ ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Bu
 ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
                            ffi::ResultBuffer<ffi::F32> dx, int64_t sh, int64_t sw, int64_t pt,
                            int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
-  return Guard([&]() -> ffi::Error {
+  return Guard("onednn conv", [&]() -> ffi::Error {
     auto gd = dy.dimensions(), wd = w.dimensions(), xd = dx->dimensions();
     if (gd.size() < 4 || wd.size() != gd.size() || xd.size() != gd.size())
       return ffi::Error::InvalidArgument("onednn conv bwd-data: operand ranks do not match");
@@ -413,7 +290,7 @@ ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                               ffi::ResultBuffer<ffi::F32> dw, ffi::ResultBuffer<ffi::F32> db,
                               int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
                               int64_t pr, int64_t threads) {
-  return Guard([&]() -> ffi::Error {
+  return Guard("onednn conv", [&]() -> ffi::Error {
     auto xd = x.dimensions(), gd = dy.dimensions(), wd = dw->dimensions();
     if (xd.size() < 4 || gd.size() != xd.size() || wd.size() != xd.size() ||
         db->dimensions().size() != xd.size() - 3)

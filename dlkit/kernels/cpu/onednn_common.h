@@ -1,0 +1,147 @@
+// Shared by dlkit's oneDNN FFI handlers (onednn_conv.cc, onednn_lstm.cc): the engine, per-thread
+// streams and scratchpads, the OpenMP team size per call and the admission of concurrent calls.
+// Inline functions: their statics (engine, admission) are one per library, shared by every handler.
+//
+// Thread safety: XLA calls a handler from several threads at once. Primitives are cached behind a
+// mutex and executed outside it; each call gives them its own scratchpad (scratchpad_mode::user),
+// so concurrent executions share nothing mutable. oneDNN's engine is shared; each thread has its
+// own stream.
+//
+// Threads: oneDNN (OpenMP build) bakes its thread count into a primitive when it is created and
+// runs the calling thread's OpenMP team. A handler's `threads` attribute (> 0) sets the team size
+// for the call (ThreadScope) and is part of its cache key, so results are bitwise reproducible for
+// a fixed thread count (reduction orders depend on it; a count chosen from the current load would
+// break bitwise resume). Calls whose teams together would exceed the process's cores wait for each
+// other (Admission).
+#pragma once
+
+#include <omp.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace dlkit_onednn {
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+inline dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+inline dnnl::stream& Stream() {
+  thread_local dnnl::stream stream(Engine());
+  return stream;
+}
+
+// A per-thread scratchpad, grown as needed (never shrunk).
+inline void* Scratch(size_t bytes) {
+  thread_local std::unique_ptr<char[]> buf;
+  thread_local size_t size = 0;
+  if (bytes > size) {
+    buf.reset(new char[bytes]);
+    size = bytes;
+  }
+  return buf.get();
+}
+
+
+inline memory::desc Md(const memory::dims& d, tag t) { return memory::desc(d, dt::f32, t); }
+
+inline dnnl::primitive_attr UserScratch() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+
+// The process's usable cores (its CPU affinity), read once.
+inline int64_t Cores() {
+  static const int64_t cores = [] {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return static_cast<int64_t>(CPU_COUNT(&set));
+    return static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  return cores;
+}
+
+// Admits oneDNN calls while their OpenMP teams fit the cores: a call with t threads holds t of
+// Cores() slots (one call is always admitted). XLA runs independent custom calls (a conv's
+// backward-data and backward-weights) on several pool threads at once; without this, each would
+// start a full team and the teams would share the cores (measured slower on 2 cores).
+class Admission {
+ public:
+  void Acquire(int64_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return used_ == 0 || used_ + n <= Cores(); });
+    used_ += n;
+  }
+  void Release(int64_t n) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      used_ -= n;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t used_ = 0;
+};
+
+inline Admission& Admitted() {
+  static Admission admission;
+  return admission;
+}
+
+// For the call's lifetime: the calling thread's OpenMP team size is `threads` (restored after),
+// and the call holds that many core slots.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int64_t threads)
+      : prev_(omp_get_max_threads()), n_(threads > 0 ? threads : prev_) {
+    Admitted().Acquire(n_);
+    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  }
+  ~ThreadScope() {
+    omp_set_num_threads(prev_);
+    Admitted().Release(n_);
+  }
+
+ private:
+  int prev_;
+  int64_t n_;
+};
+
+
+inline memory ScratchMem(size_t bytes) {
+  return memory(memory::desc({static_cast<int64_t>(bytes)}, dt::u8, tag::a), Engine(),
+                Scratch(bytes));
+}
+
+
+inline ffi::Error Guard(const char* what, const std::function<ffi::Error()>& body) {
+  try {
+    return body();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string(what) + ": " + e.what());
+  }
+}
+
+}  // namespace dlkit_onednn

@@ -1,0 +1,298 @@
+// XLA FFI handlers for one LSTM layer over a whole sequence through oneDNN's RNN primitive
+// (vanilla_lstm, one direction, left to right): forward training (outputs, final carry and the
+// workspace the backward reads) and backward (gradients of the input, initial carry, weights and
+// bias). Time-major, float32:
+//   x (T, N, C), h0 and c0 (N, H), wx (C, 4H), wh (H, 4H), b (4H): gate order i, f, g, o (dlkit's
+//   and oneDNN's), z_t = x_t wx + h_{t-1} wh + b.
+// The user layouts are oneDNN's tnc / ldnc / ldigo / ldgo with L = D = 1, so no copy is made; the
+// weights are reordered into the primitive's chosen layout per call (as the convs do).
+// oneDNN's backward accumulates into the weight gradients: they are zeroed first.
+// Threads, thread safety and admission: onednn_common.h. Plans are cached by (kind, T, N, C, H,
+// threads).
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "onednn_common.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using namespace dlkit_onednn;  // NOLINT: Engine, Stream, Md, ThreadScope, Guard, ...
+
+struct Dims {
+  int64_t t, n, c, h, threads;
+  memory::desc Layer(int64_t ch) const { return Md({t, n, ch}, tag::tnc); }
+  memory::desc Iter() const { return Md({1, 1, n, h}, tag::ldnc); }
+  memory::desc Wx(tag f) const { return Md({1, 1, c, 4, h}, f); }
+  memory::desc Wh(tag f) const { return Md({1, 1, h, 4, h}, f); }
+  memory::desc Bias() const { return Md({1, 1, 4, h}, tag::ldgo); }
+};
+
+dnnl::lstm_forward::primitive_desc FwdPd(const Dims& d) {
+  return dnnl::lstm_forward::primitive_desc(
+      Engine(), dnnl::prop_kind::forward_training, dnnl::rnn_direction::unidirectional_left2right,
+      d.Layer(d.c), d.Iter(), d.Iter(), d.Wx(tag::any), d.Wh(tag::any), d.Bias(), d.Layer(d.h),
+      d.Iter(), d.Iter(), UserScratch());
+}
+
+// A weight reorder between the user's ldigo and the primitive's layout (empty when equal).
+struct Reorder {
+  dnnl::primitive prim;
+  memory::desc packed;
+  bool needed = false;
+  size_t scratch = 0;
+  void Make(const memory::desc& user, const memory::desc& want, bool to_user) {
+    packed = want;
+    needed = want != user;
+    if (!needed) return;
+    auto pd = to_user ? dnnl::reorder::primitive_desc(Engine(), want, Engine(), user, UserScratch())
+                      : dnnl::reorder::primitive_desc(Engine(), user, Engine(), want, UserScratch());
+    prim = dnnl::reorder(pd);
+    scratch = pd.scratchpad_desc().get_size();
+  }
+  // `user` as the primitive wants it: itself, or reordered into `tmp`.
+  memory In(const memory& user, std::vector<float>& tmp) const {
+    if (!needed) return user;
+    tmp.resize(packed.get_size() / sizeof(float) + 1);
+    memory out(packed, Engine(), tmp.data());
+    Run(user, out);
+    return out;
+  }
+  void Run(const memory& from, const memory& to) const {
+    std::unordered_map<int, memory> args{{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    if (scratch) args.emplace(DNNL_ARG_SCRATCHPAD, ScratchMem(scratch));
+    prim.execute(Stream(), args);
+  }
+};
+
+struct Plan {
+  dnnl::primitive rnn;
+  Reorder wx, wh;  // user -> primitive (fwd, bwd); bwd also: dwx, dwh primitive -> user
+  Reorder dwx, dwh;
+  size_t scratch = 0, workspace = 0;
+};
+
+enum Kind { kFwd = 0, kBwd = 1 };
+
+std::shared_ptr<Plan> MakePlan(int kind, const Dims& d) {
+  auto plan = std::make_shared<Plan>();
+  auto fwd = FwdPd(d);
+  plan->workspace = fwd.workspace_desc().get_size();
+  if (kind == kFwd) {
+    plan->rnn = dnnl::lstm_forward(fwd);
+    plan->wx.Make(d.Wx(tag::ldigo), fwd.weights_layer_desc(), false);
+    plan->wh.Make(d.Wh(tag::ldigo), fwd.weights_iter_desc(), false);
+    plan->scratch = fwd.scratchpad_desc().get_size();
+    return plan;
+  }
+  auto pd = dnnl::lstm_backward::primitive_desc(
+      Engine(), dnnl::prop_kind::backward, dnnl::rnn_direction::unidirectional_left2right,
+      d.Layer(d.c), d.Iter(), d.Iter(), d.Wx(tag::any), d.Wh(tag::any), d.Bias(), d.Layer(d.h),
+      d.Iter(), d.Iter(), d.Layer(d.c), d.Iter(), d.Iter(), d.Wx(tag::any), d.Wh(tag::any),
+      d.Bias(), d.Layer(d.h), d.Iter(), d.Iter(), fwd, UserScratch());
+  plan->rnn = dnnl::lstm_backward(pd);
+  plan->wx.Make(d.Wx(tag::ldigo), pd.weights_layer_desc(), false);
+  plan->wh.Make(d.Wh(tag::ldigo), pd.weights_iter_desc(), false);
+  plan->dwx.Make(d.Wx(tag::ldigo), pd.diff_weights_layer_desc(), true);
+  plan->dwh.Make(d.Wh(tag::ldigo), pd.diff_weights_iter_desc(), true);
+  plan->scratch = pd.scratchpad_desc().get_size();
+  return plan;
+}
+
+std::shared_ptr<Plan> GetPlan(int kind, const Dims& d) {
+  static std::mutex mu;
+  static std::map<std::vector<int64_t>, std::shared_ptr<Plan>> cache;
+  std::vector<int64_t> key{kind, d.t, d.n, d.c, d.h, d.threads};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto plan = MakePlan(kind, d);  // outside the lock: creation may take milliseconds
+  std::lock_guard<std::mutex> lock(mu);
+  return cache.emplace(key, plan).first->second;
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using OutF32 = ffi::ResultBuffer<ffi::F32>;
+
+bool Is(ffi::Span<const int64_t> got, std::initializer_list<int64_t> want) {
+  return got.size() == want.size() && std::equal(want.begin(), want.end(), got.begin());
+}
+
+// Reads (T, N, C, H) from x and wh; checks every other operand against them.
+ffi::Error CheckShapes(const char* what, ffi::Span<const int64_t> x, ffi::Span<const int64_t> h0,
+                       ffi::Span<const int64_t> c0, ffi::Span<const int64_t> wx,
+                       ffi::Span<const int64_t> wh, ffi::Span<const int64_t> b, Dims& d) {
+  if (x.size() != 3 || wh.size() != 2)
+    return ffi::Error::InvalidArgument(std::string(what) + ": x must be (T, N, C), wh (H, 4H)");
+  d.t = x[0], d.n = x[1], d.c = x[2], d.h = wh[0];
+  if (!Is(wh, {d.h, 4 * d.h}) || !Is(wx, {d.c, 4 * d.h}) || !Is(b, {4 * d.h}) ||
+      !Is(h0, {d.n, d.h}) || !Is(c0, {d.n, d.h}) || d.t < 1 || d.n < 1 || d.c < 1 || d.h < 1)
+    return ffi::Error::InvalidArgument(std::string(what) + ": operand shapes do not match");
+  return ffi::Error::Success();
+}
+
+memory Mem(const memory::desc& md, const void* p) {
+  return memory(md, Engine(), const_cast<void*>(p));
+}
+
+// Checks the operands, reads the dims and finds the plan of `kind`; the workspace must match it.
+ffi::Error Prepare(const char* what, int kind, F32& x, F32& h0, F32& c0, F32& wx, F32& wh, F32& b,
+                   size_t ws_bytes, Dims& d, std::shared_ptr<Plan>& plan) {
+  if (auto e = CheckShapes(what, x.dimensions(), h0.dimensions(), c0.dimensions(),
+                           wx.dimensions(), wh.dimensions(), b.dimensions(), d);
+      e.failure())
+    return e;
+  plan = GetPlan(kind, d);
+  if (ws_bytes != plan->workspace)
+    return ffi::Error::InvalidArgument(std::string(what) + ": workspace size does not match");
+  return ffi::Error::Success();
+}
+
+// The arguments forward and backward share: the inputs, the weights (reordered into tx, th when
+// the primitive wants another layout), the forward's outputs, the workspace and the scratchpad.
+std::unordered_map<int, memory> SharedArgs(const Plan& plan, const Dims& d,
+                                           std::vector<const void*> p, std::vector<float>& tx,
+                                           std::vector<float>& th) {
+  // p: x, h0, c0, wx, wh, b, y, hT, cT, workspace
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC_LAYER, Mem(d.Layer(d.c), p[0])},
+      {DNNL_ARG_SRC_ITER, Mem(d.Iter(), p[1])},
+      {DNNL_ARG_SRC_ITER_C, Mem(d.Iter(), p[2])},
+      {DNNL_ARG_WEIGHTS_LAYER, plan.wx.In(Mem(d.Wx(tag::ldigo), p[3]), tx)},
+      {DNNL_ARG_WEIGHTS_ITER, plan.wh.In(Mem(d.Wh(tag::ldigo), p[4]), th)},
+      {DNNL_ARG_BIAS, Mem(d.Bias(), p[5])},
+      {DNNL_ARG_DST_LAYER, Mem(d.Layer(d.h), p[6])},
+      {DNNL_ARG_DST_ITER, Mem(d.Iter(), p[7])},
+      {DNNL_ARG_DST_ITER_C, Mem(d.Iter(), p[8])}};
+  if (plan.workspace)
+    args.emplace(DNNL_ARG_WORKSPACE,
+                 Mem(memory::desc({static_cast<int64_t>(plan.workspace)}, dt::u8, tag::a), p[9]));
+  if (plan.scratch) args.emplace(DNNL_ARG_SCRATCHPAD, ScratchMem(plan.scratch));
+  return args;
+}
+
+ffi::Error LstmFwdImpl(F32 x, F32 h0, F32 c0, F32 wx, F32 wh, F32 b, OutF32 y, OutF32 hT,
+                       OutF32 cT, ffi::ResultBuffer<ffi::U8> ws, int64_t threads) {
+  return Guard("onednn lstm fwd", [&]() -> ffi::Error {
+    Dims d{0, 0, 0, 0, threads};
+    ThreadScope scope(threads);
+    std::shared_ptr<Plan> plan;
+    if (auto e = Prepare("onednn lstm fwd", kFwd, x, h0, c0, wx, wh, b, ws->element_count(), d,
+                         plan);
+        e.failure())
+      return e;
+    std::vector<float> tx, th;
+    auto args = SharedArgs(*plan, d,
+                           {x.typed_data(), h0.typed_data(), c0.typed_data(), wx.typed_data(),
+                            wh.typed_data(), b.typed_data(), y->typed_data(), hT->typed_data(),
+                            cT->typed_data(), ws->typed_data()},
+                           tx, th);
+    plan->rnn.execute(Stream(), args);
+    Stream().wait();
+    return ffi::Error::Success();
+  });
+}
+
+// A weight gradient's memory as the primitive writes it, zeroed (oneDNN accumulates into it): the
+// user's buffer itself, or `tmp` in the primitive's layout (reordered to the user's afterwards).
+memory ZeroedGradient(const Reorder& r, memory user, std::vector<float>& tmp) {
+  if (!r.needed) {
+    std::memset(user.get_data_handle(), 0, user.get_desc().get_size());
+    return user;
+  }
+  tmp.assign(r.packed.get_size() / sizeof(float) + 1, 0.f);
+  return memory(r.packed, Engine(), tmp.data());
+}
+
+ffi::Error LstmBwdImpl(F32 x, F32 h0, F32 c0, F32 wx, F32 wh, F32 b, F32 y, F32 hT, F32 cT,
+                       ffi::Buffer<ffi::U8> ws, F32 dy, F32 dhT, F32 dcT, OutF32 dx, OutF32 dh0,
+                       OutF32 dc0, OutF32 dwx, OutF32 dwh, OutF32 db, int64_t threads) {
+  return Guard("onednn lstm bwd", [&]() -> ffi::Error {
+    Dims d{0, 0, 0, 0, threads};
+    ThreadScope scope(threads);
+    std::shared_ptr<Plan> plan;
+    if (auto e = Prepare("onednn lstm bwd", kBwd, x, h0, c0, wx, wh, b, ws.element_count(), d,
+                         plan);
+        e.failure())
+      return e;
+    std::vector<float> tx, th, tdx, tdh;
+    auto args = SharedArgs(*plan, d,
+                           {x.typed_data(), h0.typed_data(), c0.typed_data(), wx.typed_data(),
+                            wh.typed_data(), b.typed_data(), y.typed_data(), hT.typed_data(),
+                            cT.typed_data(), ws.typed_data()},
+                           tx, th);
+    memory dwx_user = Mem(d.Wx(tag::ldigo), dwx->typed_data());
+    memory dwh_user = Mem(d.Wh(tag::ldigo), dwh->typed_data());
+    memory dwx_m = ZeroedGradient(plan->dwx, dwx_user, tdx);
+    memory dwh_m = ZeroedGradient(plan->dwh, dwh_user, tdh);
+    std::memset(db->typed_data(), 0, sizeof(float) * 4 * d.h);
+    args.insert({{DNNL_ARG_DIFF_DST_LAYER, Mem(d.Layer(d.h), dy.typed_data())},
+                 {DNNL_ARG_DIFF_DST_ITER, Mem(d.Iter(), dhT.typed_data())},
+                 {DNNL_ARG_DIFF_DST_ITER_C, Mem(d.Iter(), dcT.typed_data())},
+                 {DNNL_ARG_DIFF_SRC_LAYER, Mem(d.Layer(d.c), dx->typed_data())},
+                 {DNNL_ARG_DIFF_SRC_ITER, Mem(d.Iter(), dh0->typed_data())},
+                 {DNNL_ARG_DIFF_SRC_ITER_C, Mem(d.Iter(), dc0->typed_data())},
+                 {DNNL_ARG_DIFF_WEIGHTS_LAYER, dwx_m},
+                 {DNNL_ARG_DIFF_WEIGHTS_ITER, dwh_m},
+                 {DNNL_ARG_DIFF_BIAS, Mem(d.Bias(), db->typed_data())}});
+    plan->rnn.execute(Stream(), args);
+    if (plan->dwx.needed) plan->dwx.Run(dwx_m, dwx_user);
+    if (plan->dwh.needed) plan->dwh.Run(dwh_m, dwh_user);
+    Stream().wait();
+    return ffi::Error::Success();
+  });
+}
+
+}  // namespace
+
+#pragma GCC visibility push(default)
+
+// The operands both handlers take first: x, h0, c0, wx, wh, b.
+#define LSTM_INPUTS(B) \
+  B.Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DlkitOnednnLstmFwd, LstmFwdImpl,
+                              LSTM_INPUTS(ffi::Ffi::Bind())
+                                  .Ret<F32>()  // y
+                                  .Ret<F32>()  // hT
+                                  .Ret<F32>()  // cT
+                                  .Ret<ffi::Buffer<ffi::U8>>()  // workspace
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DlkitOnednnLstmBwd, LstmBwdImpl,
+                              LSTM_INPUTS(ffi::Ffi::Bind())
+                                  .Arg<F32>()  // y
+                                  .Arg<F32>()  // hT
+                                  .Arg<F32>()  // cT
+                                  .Arg<ffi::Buffer<ffi::U8>>()  // workspace
+                                  .Arg<F32>()  // dy
+                                  .Arg<F32>()  // dhT
+                                  .Arg<F32>()  // dcT
+                                  .Ret<F32>()  // dx
+                                  .Ret<F32>()  // dh0
+                                  .Ret<F32>()  // dc0
+                                  .Ret<F32>()  // dwx
+                                  .Ret<F32>()  // dwh
+                                  .Ret<F32>()  // db
+                                  .Attr<int64_t>("threads"));
+
+// Bytes of the workspace the forward writes and the backward reads, for (T, N, C, H); -1 when
+// oneDNN refuses the shapes. Called at trace time (ctypes) to size the forward's workspace output.
+extern "C" int64_t DlkitOnednnLstmWorkspace(int64_t t, int64_t n, int64_t c, int64_t h) {
+  try {
+    return static_cast<int64_t>(FwdPd(Dims{t, n, c, h, 0}).workspace_desc().get_size());
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+#pragma GCC visibility pop
