@@ -4,9 +4,11 @@ Each family is built from its experiment config (experiments/configs/<config>.py
 batch, steps_per_call, parallel.cpu_devices) exactly as experiments/train.py trains it, through the
 training loop's Runner ("dlkit" row); PyTorch runs the same network and optimizer eagerly
 ("torch_eager") and through torch.compile of the module ("torch_compile", compiled in the warm-up,
-outside timing; a compile failure is recorded, not fatal). Rows of one family run round-robin (one
-call of each per round) so load from other processes hits all alike; figures are medians per
-train step (a K-step dispatch counts K steps). fp32 everywhere, PyTorch set to as many threads as
+outside timing; a compile failure is recorded, not fatal), each PyTorch row in its own process at
+PyTorch's defaults (--peer process: in one process the two share one OpenMP runtime and slow each
+other; BUILD_NOTES, "Ops by backend"), timed there. Rows of one family run round-robin (one call of
+each per round) so load from other processes hits all alike; figures are medians per train step (a
+K-step dispatch counts K steps). fp32 everywhere, PyTorch set to as many threads as
 the process may use (XLA's default pool is that size too). Ratio = torch ms / dlkit ms (> 1: dlkit
 faster). Prints the machine (CPU model, ISA flags, cores, load before and after each family,
 versions, threads, allocator env, XLA_FLAGS, what dlkit.platform set up) and writes a JSON record
@@ -20,7 +22,7 @@ timer: dlkit.extras.profile.time_round_robin. --smoke: tiny and seconds (CI).
 
     JAX_PLATFORMS=cpu python benchmarks/cpu_suite.py [--families cnn,transformer_lm]
         [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--compile goal|all|none]
-        [--threads 1] [--set step.mixed_precision=True]
+        [--threads 1] [--set step.mixed_precision=True] [--peer process|inline]
         [--platform on|off|no_malloc|no_split|omp_default] [--variants xla,1dev,2dev]
         [--layers resnet18] [--profile] [--smoke]
 """
@@ -64,14 +66,16 @@ FAMILIES = {
     "transformer_lm": ("transformer_lm_shakespeare", {}, {}),
 }
 COMPILE_GOAL = ("cnn", "lenet5", "resnet18", "vgg_small", "transformer_lm")
-CONV_FAMILIES = ("cnn", "lenet5", "resnet18", "vgg_small")  # --variants rows apply to these
-# --variants: extra dlkit row -> overrides of the family's config (conv families only)
+CONV_FAMILIES = ("cnn", "lenet5", "resnet18", "vgg_small")
+# The families with a oneDNN path, which the --variants rows apply to, and their XLA impl.
+XLA_IMPL = {**dict.fromkeys(CONV_FAMILIES, "fast"), "char_lstm": "wavefront"}
+# --variants: extra dlkit row -> overrides of the family's config ("XLA": XLA_IMPL[family])
 VARIANTS = {
-    "xla": {"model.impl": "fast"},  # XLA's convolutions (dlkit's fast path), auto layout
+    "xla": {"model.impl": "XLA"},  # XLA's convs (dlkit's fast path) / LSTM scan, auto layout
     "1dev": {"parallel.cpu_devices": 1},  # one device: oneDNN with every core (library path)
     "2dev": {"parallel.cpu_devices": 2},  # the batch split over 2 devices, whatever auto says
-    "xla_1dev": {"model.impl": "fast", "parallel.cpu_devices": 1},
-    "xla_2dev": {"model.impl": "fast", "parallel.cpu_devices": 2},
+    "xla_1dev": {"model.impl": "XLA", "parallel.cpu_devices": 1},
+    "xla_2dev": {"model.impl": "XLA", "parallel.cpu_devices": 2},
 }
 # input of one example: ("image", H, W, C) | ("vector", D) | ("tokens", T, vocab)
 INPUTS = {
@@ -198,6 +202,79 @@ def torch_run(config, x, y, num_classes, compiled: bool):
     return run
 
 
+class PeerProcess:
+    """torch_run's closure in its own process (--peer process): its OpenMP runtime, threads and
+    environment are PyTorch's defaults, untouched by dlkit's (which share one libgomp when in one
+    process: dlkit's oneDNN teams put libgomp over the CPU count, and it then makes every team,
+    PyTorch's too, sleep instead of spin between parallel regions). Each call runs one step there,
+    timed there (profile.Timed), in turn with the other rows."""
+
+    def __init__(self, config_name: str, overrides: dict, x, y, num_classes, compiled: bool):
+        import multiprocessing
+
+        from dlkit.extras.profile import Timed
+
+        self.timed = Timed
+        self.conn, child = multiprocessing.Pipe()
+        ctx = multiprocessing.get_context("spawn")
+        args = (child, config_name, overrides, x, y, num_classes, compiled)
+        self.proc = ctx.Process(target=_peer_main, args=args, daemon=True)
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(PEER_ENV)  # the environment before dlkit's door set it up
+        try:
+            self.proc.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def __call__(self):
+        self.conn.send(True)
+        reply = self.conn.recv()
+        if isinstance(reply, str):
+            raise RuntimeError(f"the PyTorch peer process failed: {reply}")
+        return self.timed(*reply)
+
+    def close(self):
+        if self.proc.is_alive():
+            self.conn.send(False)
+            self.proc.join(timeout=60)
+
+
+PEER_ENV = dict(os.environ)  # replaced in main() before the door changes it
+
+
+def _one_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+
+def _peer_main(conn, config_name, overrides, x, y, num_classes, compiled):
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    try:
+        run = torch_run(load_config(config_name, overrides), x, y, num_classes, compiled)
+    except Exception as e:  # noqa: BLE001 - reported by the parent's first call
+        run, error = None, _one_line(e)
+    while conn.recv():
+        if run is None:
+            conn.send(error)
+            continue
+        try:
+            wall, cpu = time.perf_counter(), time.process_time()
+            run()
+            conn.send((time.perf_counter() - wall, time.process_time() - cpu))
+        except Exception as e:  # noqa: BLE001 - reported by the parent's call
+            conn.send(_one_line(e))
+
+
+def peer_run(args, config_name, overrides, x, y, num_classes, compiled):
+    """The PyTorch row's closure: in its own process (--peer process) or in this one."""
+    if args.peer == "process":
+        return PeerProcess(config_name, overrides, x, y, num_classes, compiled)
+    return torch_run(load_config(config_name, overrides), x, y, num_classes, compiled)
+
+
 # ---------------------------------------------------------------- suite ------------------------
 
 
@@ -215,22 +292,25 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict, object]:
         if row == "dlkit_1step":  # one device, one step per call
             c.parallel.cpu_devices = 1
         rows[row], per_call[row] = dlkit_run(c, x, y, num_classes, kk), kk
-    for variant in args.variants if name in CONV_FAMILIES else ():
-        c = load_config(config_name, {**overrides, **VARIANTS[variant]})
+    for variant in args.variants if name in XLA_IMPL else ():
+        sets = {k: XLA_IMPL[name] if v == "XLA" else v for k, v in VARIANTS[variant].items()}
+        c = load_config(config_name, {**overrides, **sets})
         rows[f"dlkit_{variant}"], per_call[f"dlkit_{variant}"] = (
             dlkit_run(c, x, y, num_classes, k),
             k,
         )
-    rows["torch_eager"], per_call["torch_eager"] = torch_run(config, x, y, num_classes, False), 1
+    peer = functools.partial(peer_run, args, config_name, overrides, x, y, num_classes)
+    rows["torch_eager"], per_call["torch_eager"] = peer(False), 1
     if args.compile == "all" or (args.compile == "goal" and name in COMPILE_GOAL):
-        run = torch_run(config, x, y, num_classes, True)
+        run = peer(True)
         try:
             t = time.perf_counter()
             run()  # compiles here, outside timing
             print(f"  ({name}: torch.compile took {time.perf_counter() - t:.0f} s)", flush=True)
             rows["torch_compile"], per_call["torch_compile"] = run, 1
         except Exception as e:  # noqa: BLE001 - recorded in the table, the suite goes on
-            errors["torch_compile"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            errors["torch_compile"] = _one_line(e)
+            getattr(run, "close", lambda: None)()
     return rows, per_call, errors, config
 
 
@@ -262,6 +342,8 @@ def run_family(name, args, rng) -> dict:
     per_round = time.perf_counter() - t
     rounds = args.rounds or int(np.clip(args.budget_s / max(per_round, 1e-3), 5, 30))
     timed = time_round_robin(rows, rounds, warmup=1)
+    for run in rows.values():
+        getattr(run, "close", lambda: None)()  # a peer process ends
     ms = {r: 1e3 * timed[r][0] / per_call[r] for r in rows}
     cpu_ms = {r: 1e3 * timed[r][1] / per_call[r] for r in rows}
     ratios = {
@@ -281,6 +363,7 @@ def run_family(name, args, rng) -> dict:
         "batch_size": config.batch_size,
         "optimizer": config.optimizer.name,
         "steps_per_call": per_call,
+        "peer": args.peer,  # PyTorch rows: in their own process or inline
         "rounds": rounds,
         "ms_per_step": ms,
         "cpu_ms_per_step": cpu_ms,
@@ -631,6 +714,13 @@ def parse_args():
         "its default: the fair peer)",
     )
     parser.add_argument(
+        "--peer",
+        choices=("process", "inline"),
+        default="process",
+        help="PyTorch rows in their own process at PyTorch's defaults (each call timed there, in "
+        "turn with dlkit's rows), or inline in this process (one OpenMP runtime for both)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -716,7 +806,9 @@ def print_table(records: list) -> None:
 
 
 def main():
+    global PEER_ENV
     args = parse_args()
+    PEER_ENV = dict(os.environ)  # the PyTorch peer process gets the environment as given
     flags = [os.environ.get("XLA_FLAGS", "")]  # before jax starts
     if args.profile:  # each thunk (fusion, library call) one trace event
         flags.append("--xla_cpu_enable_xprof_traceme=true")
