@@ -37,6 +37,7 @@ def test_cpu_suite(tmp_path):
     (family,) = written(tmp_path, "cpu_suite")["families"]
     assert family["family"] == "lenet5" and family["batch_size"] == 8
     assert set(family["ms_per_step"]) == {"dlkit", "torch_eager"} and not family["errors"]
+    assert family["peer"] == "process" and family["ms_per_step"]["torch_eager"] > 0
     out = run("cpu_suite.py", "--smoke", "--layers=lenet5", f"--out={tmp_path}")
     assert "| (8, 14, 14, 6) | (5, 5, 6, 16) | 1 | 1 |" in out, out[-2000:]
     assert written(tmp_path, "cpu_layers")["layers"]

@@ -1,7 +1,7 @@
 """experiments/transfer.py --weights: frozen / fine-tune / scratch from a torchvision-layout
-ResNet-18 file (random weights, written by the PyTorch twin when torch is there, else by
-experiments/random_resnet_weights.py), with ImageNet preprocessing; the frozen backbone keeps
-the file's weights bit for bit."""
+ResNet-18 file (random weights, written by experiments/random_resnet_weights.py as safetensors;
+.pth files of the same layout: tests/convert/test_from_torch.py::test_pth_and_safetensors_files),
+with ImageNet preprocessing; the frozen backbone keeps the file's weights bit for bit."""
 
 import pathlib
 import subprocess
@@ -17,19 +17,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def weights_file(tmp_path) -> pathlib.Path:
-    try:
-        import torch
-
-        from dlkit.convert import torch_twins
-
-        path = tmp_path / "resnet18.pth"
-        torch.save(torch_twins.randomize(torch_twins.ResNet(18, 1000, 8)).state_dict(), path)
-        return path
-    except ImportError:
-        path = tmp_path / "resnet18.safetensors"
-        cmd = [sys.executable, str(ROOT / "experiments" / "random_resnet_weights.py")]
-        subprocess.run([*cmd, "--width=8", f"--out={path}"], check=True, timeout=300)
-        return path
+    path = tmp_path / "resnet18.safetensors"
+    cmd = [sys.executable, str(ROOT / "experiments" / "random_resnet_weights.py")]
+    subprocess.run([*cmd, "--width=8", f"--out={path}"], check=True, timeout=300)
+    return path
 
 
 @pytest.mark.slow  # three ResNet-18 compiles: ~1.5 min of CPU on 2 cores

@@ -19,13 +19,16 @@ from dlkit.ops.conv import (
 
 
 def _value_and_grads(fn, *args):
-    """f(args) and d/d(args) of sum(sin(f) * r) for a fixed random r: every output gets a weight."""
-    out = fn(*args)
-    r = jax.random.normal(jax.random.key(7), out.shape)
-    grads = jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a)) * r), argnums=tuple(range(len(args))))(
-        *args
-    )
-    return out, grads
+    """f(args) and d/d(args) of sum(sin(f) * r) for a fixed random r: every output gets a weight.
+    One jitted program (op-by-op dispatch would compile each of the fast path's ops alone)."""
+
+    def both(*a):
+        out = fn(*a)
+        r = jax.random.normal(jax.random.key(7), out.shape)
+        grads = jax.grad(lambda *b: jnp.sum(jnp.sin(fn(*b)) * r), argnums=tuple(range(len(a))))
+        return out, grads(*a)
+
+    return jax.jit(both)(*args)
 
 
 @pytest.mark.parametrize(

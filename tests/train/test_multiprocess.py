@@ -46,7 +46,7 @@ def launch_pair(workdir, stop: int, tfds_dir) -> list[str]:
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
         "NPROC": "4",  # 2 XLA threads per CPU device, or the all-reduce may hang (dlkit.platform)
         "TFDS_DATA_DIR": str(tfds_dir),
     }

@@ -25,7 +25,7 @@ def run_on_8(case: str, tmp_path) -> str:
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
         "NPROC": "16",  # 2 XLA threads per CPU device, or the all-reduce may hang (dlkit.platform)
     }
     out = subprocess.run(
