@@ -60,13 +60,10 @@ def test_unknown_names_fail_with_one_line(tmp_path):
         assert last.startswith(f"error: unknown {word} ") and "choose one of:" in last, last
 
 
-# SIGKILL then rerun of the digits MLP: tests/train/test_ema.py (the same run with the EMA on, so
-# its state holds everything the default one does); of a oneDNN conv net on 2 devices: below.
-
-
 def test_sigkill_of_a_onednn_conv_run_resumes_bitwise(tmp_path):
-    """cnn_smoke on 2 CPU devices, convs through oneDNN per device: killed after a checkpoint,
-    rerun, it ends bitwise equal to an uninterrupted run."""
+    """cnn_smoke on 2 CPU devices, convs through oneDNN per device, an EMA of the weights: killed
+    after a checkpoint, rerun, it ends bitwise equal to an uninterrupted run (params, optimizer
+    state, EMA; each process compiles its own programs)."""
     x, w = np.zeros((8, 8, 8, 1), np.float32), np.zeros((3, 3, 1, 4), np.float32)
     if conv.choose_impl("conv2d", x, w, 1, "SAME", platform="cpu") != "onednn":
         pytest.skip(f"oneDNN convs unavailable: {cpu.why_unavailable()}")
@@ -77,6 +74,8 @@ def test_sigkill_of_a_onednn_conv_run_resumes_bitwise(tmp_path):
         "--config.eval_every_steps=300",
         "--config.log_every_steps=300",
         "--config.parallel.cpu_devices=2",
+        "--config.ema.decay=0.99",
     ]
-    ref, _, _ = killed_run_matches(tmp_path, args, kill_after=50, steps=600, poll=0.02)
+    ref, _, state = killed_run_matches(tmp_path, args, kill_after=50, steps=600, poll=0.02)
     assert "convs: oneDNN" in ref.stdout, ref.stdout[:2000]
+    assert "ema_params" in state
