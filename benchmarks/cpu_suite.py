@@ -5,8 +5,8 @@ batch, steps_per_call, parallel.cpu_devices) exactly as experiments/train.py tra
 training loop's Runner ("dlkit" row); PyTorch runs the same network and optimizer eagerly
 ("torch_eager") and through torch.compile of the module ("torch_compile", compiled in the warm-up,
 outside timing; a compile failure is recorded, not fatal), each PyTorch row in its own process at
-PyTorch's defaults (--peer process: in one process the two share one OpenMP runtime and slow each
-other; BUILD_NOTES, "Ops by backend"), timed there. Rows of one family run round-robin (one call of
+PyTorch's defaults (--peer process: in one process the two share one OpenMP runtime and PyTorch's
+step slows; BUILD_NOTES, "Ops by backend"), timed there. Rows of one family run round-robin (one call of
 each per round) so load from other processes hits all alike; figures are medians per train step (a
 K-step dispatch counts K steps). fp32 everywhere, PyTorch set to as many threads as
 the process may use (XLA's default pool is that size too). Ratio = torch ms / dlkit ms (> 1: dlkit
@@ -204,10 +204,9 @@ def torch_run(config, x, y, num_classes, compiled: bool):
 
 class PeerProcess:
     """torch_run's closure in its own process (--peer process): its OpenMP runtime, threads and
-    environment are PyTorch's defaults, untouched by dlkit's (which share one libgomp when in one
-    process: dlkit's oneDNN teams put libgomp over the CPU count, and it then makes every team,
-    PyTorch's too, sleep instead of spin between parallel regions). Each call runs one step there,
-    timed there (profile.Timed), in turn with the other rows."""
+    environment are PyTorch's defaults, untouched by dlkit's (in one process the two share one
+    libgomp, and PyTorch's step slows beside dlkit's oneDNN teams: BUILD_NOTES, "Ops by backend").
+    Each call runs one step there, timed there (profile.Timed), in turn with the other rows."""
 
     def __init__(self, config_name: str, overrides: dict, x, y, num_classes, compiled: bool):
         import multiprocessing
