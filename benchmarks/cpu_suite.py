@@ -1,4 +1,4 @@
-"""CPU suite: every family's dlkit train step against PyTorch eager and torch.compile, one process.
+"""CPU suite: every family's dlkit train step against PyTorch eager and torch.compile, in turn.
 
 Each family is built from its experiment config (experiments/configs/<config>.py: model, optimizer,
 batch, steps_per_call, parallel.cpu_devices) exactly as experiments/train.py trains it, through the
@@ -6,13 +6,13 @@ training loop's Runner ("dlkit" row); PyTorch runs the same network and optimize
 ("torch_eager") and through torch.compile of the module ("torch_compile", compiled in the warm-up,
 outside timing; a compile failure is recorded, not fatal), each PyTorch row in its own process at
 PyTorch's defaults (--peer process: in one process the two share one OpenMP runtime and PyTorch's
-step slows; BUILD_NOTES, "Ops by backend"), timed there. Rows of one family run round-robin (one call of
-each per round) so load from other processes hits all alike; figures are medians per train step (a
-K-step dispatch counts K steps). fp32 everywhere, PyTorch set to as many threads as
-the process may use (XLA's default pool is that size too). Ratio = torch ms / dlkit ms (> 1: dlkit
+step slows; BUILD_NOTES, "Ops by backend"), timed there. Rows of one family run round-robin (one
+call of each per round) so load from other processes hits all alike; figures are medians per train
+step (a K-step dispatch counts K steps). fp32 everywhere, PyTorch set to as many threads as the
+process may use (XLA's default pool is that size too). Ratio = torch ms / dlkit ms (> 1: dlkit
 faster). Prints the machine (CPU model, ISA flags, cores, load before and after each family,
-versions, threads, allocator env, XLA_FLAGS, what dlkit.platform set up) and writes a JSON record
-to benchmarks/results/cpu_suite-<cpu>-<date>.json.
+versions, threads, allocator env, XLA_FLAGS, what dlkit.platform set up) and writes a JSON record to
+benchmarks/results/cpu_suite-<cpu>-<date>.json.
 
 With --profile, instead: per family, the train step's achieved FLOP/s against this machine's
 measured matmul peak and its top XLA ops (thunks) from a jax.profiler trace (one device, one step
