@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from dlkit import errors
-from dlkit.ops.platform import platform_of
+from dlkit.ops.platform import platform_of, register_backend, registered_choice
 from dlkit.ops.pooling import max_pool
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -297,9 +297,7 @@ def register_impl(name: str, fn, *, available=None, op: str = "conv2d") -> None:
     """Makes fn(x, w, stride, padding) (op "max_pool2d": fn(x, window, stride, padding)) the
     CPU impl `name`; "auto" prefers it to "fast" where available(same arguments) is true."""
     table = errors.choose(_REGISTERED, op, "op")
-    if name in ("auto", *BUILTIN[op]):
-        raise ValueError(f"register_impl: {name!r} is a built-in {op} impl; pick another name")
-    table[name] = (fn, available or (lambda *args: True))
+    register_backend(table, name, fn, available, BUILTIN[op], op)
 
 
 def _impls(op: str) -> dict:
@@ -309,12 +307,10 @@ def _impls(op: str) -> dict:
 def choose_impl(op: str, x, *args, platform: str | None = None) -> str:
     """The impl "auto" uses for op(x, *args) (conv2d: w, stride, padding; max_pool2d: window,
     stride, padding) on `platform` (default: `platform_of(x)`)."""
-    if (platform or platform_of(x)) != "cpu":
+    platform = platform or platform_of(x)
+    if platform != "cpu":
         return "reference"  # lax: cuDNN / XLA:TPU's convolution and pooling
-    for name, (_, available) in errors.choose(_REGISTERED, op, "op").items():
-        if available(x, *args):
-            return name
-    return "fast"
+    return registered_choice(errors.choose(_REGISTERED, op, "op"), (x, *args), platform) or "fast"
 
 
 def _resolve(op: str, impl: str, x, *args):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from dlkit import errors
-from dlkit.ops.platform import platform_of
+from dlkit.ops.platform import platform_of, register_backend, registered_choice
 
 # name -> (fn, available): backends implemented above this layer (dlkit.kernels), registered by
 # their package at import; "auto" on CPU tries them in this order.
@@ -139,18 +139,13 @@ _stack.defvjp(_stack_fwd, _stack_bwd)
 def register_impl(name: str, fn, *, available=None) -> None:
     """Makes fn(xs, carries, weights, biases) -> (finals, hs) the CPU impl `name`; "auto" prefers
     it to "wavefront" where available(same arguments) is true."""
-    if name in ("auto", "wavefront"):
-        raise ValueError(f"register_impl: {name!r} is a built-in lstm_stack impl; pick another")
-    _REGISTERED[name] = (fn, available or (lambda *args: True))
+    register_backend(_REGISTERED, name, fn, available, ("wavefront",), "lstm_stack")
 
 
 def choose_impl(xs, carries, weights, biases, *, platform: str | None = None) -> str:
     """The impl "auto" uses for these arguments on `platform` (default: `platform_of(xs)`)."""
-    if (platform or platform_of(xs)) == "cpu":
-        for name, (_, available) in _REGISTERED.items():
-            if available(xs, carries, weights, biases):
-                return name
-    return "wavefront"
+    args = (xs, carries, weights, biases)
+    return registered_choice(_REGISTERED, args, platform or platform_of(xs)) or "wavefront"
 
 
 def lstm_stack(xs, carries, weights, biases, *, unroll: int = 1, impl: str = "auto"):

@@ -22,10 +22,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -58,7 +61,6 @@ inline void* Scratch(size_t bytes) {
   return buf.get();
 }
 
-
 inline memory::desc Md(const memory::dims& d, tag t) { return memory::desc(d, dt::f32, t); }
 
 inline dnnl::primitive_attr UserScratch() {
@@ -66,7 +68,6 @@ inline dnnl::primitive_attr UserScratch() {
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return attr;
 }
-
 
 // The process's usable cores (its CPU affinity), read once.
 inline int64_t Cores() {
@@ -127,12 +128,58 @@ class ThreadScope {
   int64_t n_;
 };
 
-
 inline memory ScratchMem(size_t bytes) {
   return memory(memory::desc({static_cast<int64_t>(bytes)}, dt::u8, tag::a), Engine(),
                 Scratch(bytes));
 }
 
+// A weight reorder between the user's layout and the one a primitive chose (none when equal):
+// `In` gives the primitive its input, `Run(packed, user)` copies a gradient back.
+struct Reorder {
+  dnnl::primitive prim;
+  memory::desc packed;
+  bool needed = false;
+  size_t scratch = 0;
+  void Make(const memory::desc& user, const memory::desc& want, bool to_user) {
+    packed = want;
+    needed = want != user;
+    if (!needed) return;
+    auto pd = to_user ? dnnl::reorder::primitive_desc(Engine(), want, Engine(), user, UserScratch())
+                      : dnnl::reorder::primitive_desc(Engine(), user, Engine(), want, UserScratch());
+    prim = dnnl::reorder(pd);
+    scratch = pd.scratchpad_desc().get_size();
+  }
+  // `user` as the primitive wants it: itself, or reordered into `tmp`.
+  memory In(const memory& user, std::vector<float>& tmp) const {
+    if (!needed) return user;
+    tmp.resize(packed.get_size() / sizeof(float) + 1);
+    memory out(packed, Engine(), tmp.data());
+    Run(user, out);
+    return out;
+  }
+  void Run(const memory& from, const memory& to) const {
+    std::unordered_map<int, memory> args{{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    if (scratch) args.emplace(DNNL_ARG_SCRATCHPAD, ScratchMem(scratch));
+    prim.execute(Stream(), args);
+  }
+};
+
+// Plans (primitives and their reorders) cached by key behind a mutex; a plan is made outside the
+// lock (creation may take milliseconds) and the first writer wins: one plan per key.
+template <class Plan>
+std::shared_ptr<Plan> Cached(const std::vector<int64_t>& key,
+                             const std::function<std::shared_ptr<Plan>()>& make) {
+  static std::mutex mu;
+  static std::map<std::vector<int64_t>, std::shared_ptr<Plan>> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto plan = make();
+  std::lock_guard<std::mutex> lock(mu);
+  return cache.emplace(key, plan).first->second;
+}
 
 inline ffi::Error Guard(const char* what, const std::function<ffi::Error()>& body) {
   try {

@@ -67,21 +67,19 @@ dnnl::convolution_forward::primitive_desc FwdPd(const Shape& s, bool training) {
 // A cached primitive with the weight reorder it needs (user HWIO <-> oneDNN's chosen layout).
 struct Plan {
   dnnl::primitive conv;
-  memory::desc wei_md;        // oneDNN's weight layout
-  bool reorder = false;       // wei_md differs from HWIO
-  dnnl::primitive wei_reorder;  // HWIO -> wei_md (fwd, bwd-data) or wei_md -> HWIO (bwd-weights)
-  size_t conv_scratch = 0, reorder_scratch = 0;
+  Reorder wei;  // HWIO -> oneDNN's layout (fwd, bwd-data) or back (bwd-weights)
+  size_t conv_scratch = 0;
 };
 
 enum Kind { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
 
 std::shared_ptr<Plan> MakePlan(int kind, const Shape& s) {
   auto plan = std::make_shared<Plan>();
-  memory::desc hwio = Md(s.Wei(), tag::hwio);
+  memory::desc wei;  // the layout oneDNN chose for the weights (or their gradient)
   if (kind == kFwd) {
     auto pd = FwdPd(s, /*training=*/true);
     plan->conv = dnnl::convolution_forward(pd);
-    plan->wei_md = pd.weights_desc();
+    wei = pd.weights_desc();
     plan->conv_scratch = pd.scratchpad_desc().get_size();
   } else if (kind == kBwdData) {
     Shape hint = s;
@@ -92,7 +90,7 @@ std::shared_ptr<Plan> MakePlan(int kind, const Shape& s) {
         Md(s.Wei(), tag::any), Md(s.Dst(), tag::nhwc), s.Strides(), s.PadL(), s.PadR(), fwd,
         UserScratch());
     plan->conv = dnnl::convolution_backward_data(pd);
-    plan->wei_md = pd.weights_desc();
+    wei = pd.weights_desc();
     plan->conv_scratch = pd.scratchpad_desc().get_size();
   } else {
     Shape hint = s;
@@ -104,34 +102,15 @@ std::shared_ptr<Plan> MakePlan(int kind, const Shape& s) {
         Md(s.Wei(), tag::any), Md(s.Bias(), tag::a), Md(s.Dst(), tag::nhwc), s.Strides(),
         s.PadL(), s.PadR(), fwd, UserScratch());
     plan->conv = dnnl::convolution_backward_weights(pd);
-    plan->wei_md = pd.diff_weights_desc();
+    wei = pd.diff_weights_desc();
     plan->conv_scratch = pd.scratchpad_desc().get_size();
   }
-  plan->reorder = plan->wei_md != hwio;
-  if (plan->reorder) {
-    auto rpd = kind == kBwdWeights
-                   ? dnnl::reorder::primitive_desc(Engine(), plan->wei_md, Engine(), hwio,
-                                                   UserScratch())
-                   : dnnl::reorder::primitive_desc(Engine(), hwio, Engine(), plan->wei_md,
-                                                   UserScratch());
-    plan->wei_reorder = dnnl::reorder(rpd);
-    plan->reorder_scratch = rpd.scratchpad_desc().get_size();
-  }
+  plan->wei.Make(Md(s.Wei(), tag::hwio), wei, /*to_user=*/kind == kBwdWeights);
   return plan;
 }
 
 std::shared_ptr<Plan> GetPlan(int kind, const Shape& s) {
-  static std::mutex mu;
-  static std::map<std::vector<int64_t>, std::shared_ptr<Plan>> cache;
-  auto key = s.Key(kind);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
-  auto plan = MakePlan(kind, s);  // outside the lock: creation may take milliseconds
-  std::lock_guard<std::mutex> lock(mu);
-  return cache.emplace(key, plan).first->second;  // first writer wins: one plan per key
+  return Cached<Plan>(s.Key(kind), [&] { return MakePlan(kind, s); });
 }
 
 // Leading (vmap) dims of an operand whose core rank is `core`.
@@ -187,16 +166,9 @@ ffi::Error CheckGeometry(const Shape& s) {
   return ffi::Error::Success();
 }
 
-// Runs `plan` with the user's HWIO weights at `w` (fwd, bwd-data): reorders into oneDNN's layout.
+// The user's HWIO weights at `w` as `plan` wants them (fwd, bwd-data): reordered into `tmp`.
 memory WeightsIn(const Plan& plan, const Shape& s, float* w, std::vector<float>& tmp) {
-  memory user(Md(s.Wei(), tag::hwio), Engine(), w);
-  if (!plan.reorder) return user;
-  tmp.resize(plan.wei_md.get_size() / sizeof(float) + 1);
-  memory packed(plan.wei_md, Engine(), tmp.data());
-  std::unordered_map<int, memory> args{{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, packed}};
-  if (plan.reorder_scratch) args.emplace(DNNL_ARG_SCRATCHPAD, ScratchMem(plan.reorder_scratch));
-  plan.wei_reorder.execute(Stream(), args);
-  return packed;
+  return plan.wei.In(memory(Md(s.Wei(), tag::hwio), Engine(), w), tmp);
 }
 
 ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
@@ -310,13 +282,13 @@ ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
     auto plan = GetPlan(kBwdWeights, s);
     int64_t xsz = B * H * W * Ci, wsz = kh * kw * Ci * Co, gsz = B * Ho * Wo * Co;
     std::vector<float> tmp;
-    if (plan->reorder) tmp.resize(plan->wei_md.get_size() / sizeof(float) + 1);
+    if (plan->wei.needed) tmp.resize(plan->wei.packed.get_size() / sizeof(float) + 1);
     int64_t groups = Prod(wl);
     for (int64_t g = 0; g < groups; ++g) {
       float* xp = x.typed_data() + GroupOffset(xl, wl, g) * xsz;
       float* gp = dy.typed_data() + GroupOffset(gl, wl, g) * gsz;
       memory user(Md(s.Wei(), tag::hwio), Engine(), dw->typed_data() + g * wsz);
-      memory diff_w = plan->reorder ? memory(plan->wei_md, Engine(), tmp.data()) : user;
+      memory diff_w = plan->wei.needed ? memory(plan->wei.packed, Engine(), tmp.data()) : user;
       std::unordered_map<int, memory> args{
           {DNNL_ARG_SRC, memory(Md(s.Src(), tag::nhwc), Engine(), xp)},
           {DNNL_ARG_DIFF_DST, memory(Md(s.Dst(), tag::nhwc), Engine(), gp)},
@@ -325,12 +297,7 @@ ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
            memory(Md(s.Bias(), tag::a), Engine(), db->typed_data() + g * Co)}};
       if (plan->conv_scratch) args.emplace(DNNL_ARG_SCRATCHPAD, ScratchMem(plan->conv_scratch));
       plan->conv.execute(Stream(), args);
-      if (plan->reorder) {
-        std::unordered_map<int, memory> rargs{{DNNL_ARG_FROM, diff_w}, {DNNL_ARG_TO, user}};
-        if (plan->reorder_scratch)
-          rargs.emplace(DNNL_ARG_SCRATCHPAD, ScratchMem(plan->reorder_scratch));
-        plan->wei_reorder.execute(Stream(), rargs);
-      }
+      if (plan->wei.needed) plan->wei.Run(diff_w, user);
     }
     Stream().wait();
     return ffi::Error::Success();

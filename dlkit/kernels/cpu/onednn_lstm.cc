@@ -42,36 +42,6 @@ dnnl::lstm_forward::primitive_desc FwdPd(const Dims& d) {
       d.Iter(), d.Iter(), UserScratch());
 }
 
-// A weight reorder between the user's ldigo and the primitive's layout (empty when equal).
-struct Reorder {
-  dnnl::primitive prim;
-  memory::desc packed;
-  bool needed = false;
-  size_t scratch = 0;
-  void Make(const memory::desc& user, const memory::desc& want, bool to_user) {
-    packed = want;
-    needed = want != user;
-    if (!needed) return;
-    auto pd = to_user ? dnnl::reorder::primitive_desc(Engine(), want, Engine(), user, UserScratch())
-                      : dnnl::reorder::primitive_desc(Engine(), user, Engine(), want, UserScratch());
-    prim = dnnl::reorder(pd);
-    scratch = pd.scratchpad_desc().get_size();
-  }
-  // `user` as the primitive wants it: itself, or reordered into `tmp`.
-  memory In(const memory& user, std::vector<float>& tmp) const {
-    if (!needed) return user;
-    tmp.resize(packed.get_size() / sizeof(float) + 1);
-    memory out(packed, Engine(), tmp.data());
-    Run(user, out);
-    return out;
-  }
-  void Run(const memory& from, const memory& to) const {
-    std::unordered_map<int, memory> args{{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-    if (scratch) args.emplace(DNNL_ARG_SCRATCHPAD, ScratchMem(scratch));
-    prim.execute(Stream(), args);
-  }
-};
-
 struct Plan {
   dnnl::primitive rnn;
   Reorder wx, wh;  // user -> primitive (fwd, bwd); bwd also: dwx, dwh primitive -> user
@@ -107,17 +77,7 @@ std::shared_ptr<Plan> MakePlan(int kind, const Dims& d) {
 }
 
 std::shared_ptr<Plan> GetPlan(int kind, const Dims& d) {
-  static std::mutex mu;
-  static std::map<std::vector<int64_t>, std::shared_ptr<Plan>> cache;
-  std::vector<int64_t> key{kind, d.t, d.n, d.c, d.h, d.threads};
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
-  auto plan = MakePlan(kind, d);  // outside the lock: creation may take milliseconds
-  std::lock_guard<std::mutex> lock(mu);
-  return cache.emplace(key, plan).first->second;
+  return Cached<Plan>({kind, d.t, d.n, d.c, d.h, d.threads}, [&] { return MakePlan(kind, d); });
 }
 
 using F32 = ffi::Buffer<ffi::F32>;
