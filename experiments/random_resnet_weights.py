@@ -28,9 +28,8 @@ def random_resnet(depth: int, width: int, num_classes: int, seed: int) -> dict:
     from dlkit import convert, models
 
     kw = dict(num_classes=num_classes, width=width)
-    variables = models.get(f"resnet{depth}", **kw).init(
-        jax.random.key(seed), np.zeros((1, 32, 32, 3), np.float32)
-    )
+    init = jax.jit(models.get(f"resnet{depth}", **kw).init)  # one compile, not one per op
+    variables = init(jax.random.key(seed), np.zeros((1, 32, 32, 3), np.float32))
     sd = convert.to_torch(f"resnet{depth}", variables, **kw)
     rng = np.random.default_rng(seed)
     for k, v in sd.items():
