@@ -33,7 +33,6 @@ def test_train_iterator_is_deterministic_and_resumable():
     assert not np.array_equal(next(other)["targets"], next(first)["targets"])
 
 
-
 def test_reading_ahead_on_threads_changes_neither_order_nor_resume_state():
     """read_threads > 0 (Grain's thread prefetch) gives the batches and states of the default."""
     ds = data.load({"name": "digits"})
@@ -45,6 +44,7 @@ def test_reading_ahead_on_threads_changes_neither_order_nor_resume_state():
     resumed = data.train_iterator(ds, 32, seed=3)
     resumed.set_state(ahead.get_state())  # a state saved by a reading-ahead run
     np.testing.assert_array_equal(next(resumed)["targets"], next(plain)["targets"])
+
 
 def test_eval_batches_cover_the_split_once_with_a_mask():
     ds = data.load({"name": "digits"})
