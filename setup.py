@@ -1,4 +1,5 @@
-"""Builds dlkit's optional native CPU kernels (dlkit/kernels/cpu/onednn_*.cc: convs, LSTM).
+"""Builds dlkit's optional native CPU kernels (dlkit/kernels/cpu/onednn_*.cc: convs, LSTM,
+batch norm).
 
 Everything else is in pyproject.toml. The extension is optional: without a C++ compiler, off
 x86-64 Linux, or without the oneDNN wheels the build prints why and the pure-Python install still
@@ -13,7 +14,11 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCES = ["dlkit/kernels/cpu/onednn_conv.cc", "dlkit/kernels/cpu/onednn_lstm.cc"]
+SOURCES = [
+    "dlkit/kernels/cpu/onednn_conv.cc",
+    "dlkit/kernels/cpu/onednn_lstm.cc",
+    "dlkit/kernels/cpu/batch_norm.cc",
+]
 FFI_INCLUDE = "dlkit/kernels/cpu/include"  # XLA FFI headers, vendored from jaxlib (README there)
 # From the installed .so (<prefix>/lib/python3.X/site-packages/dlkit/kernels/cpu) to <prefix>/lib,
 # where the onednn-cpu-gomp wheel puts libdnnl.so.3.

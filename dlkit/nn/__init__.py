@@ -5,6 +5,7 @@ from dlkit.nn.attention import MultiHeadAttention
 from dlkit.nn.charlm import CharRNNLM
 from dlkit.nn.cnn import CNN, AvgPool, Conv2D, LeNet5, MaxPool
 from dlkit.nn.mlp import MLP, LinearClassifier
+from dlkit.nn.norm import BatchNorm
 from dlkit.nn.recurrent import GRU, LSTM, GRUCell, LSTMCell, Recurrent, SimpleRNN, SimpleRNNCell
 from dlkit.nn.resnet import ResNet
 from dlkit.nn.sampling import generate, generate_text
@@ -24,6 +25,7 @@ __all__ = [
     "Conv2D",
     "MaxPool",
     "AvgPool",
+    "BatchNorm",
     "Recurrent",
     "SimpleRNN",
     "LSTM",

@@ -10,6 +10,7 @@ import jax
 
 from dlkit import errors
 from dlkit.nn.cnn import Conv2D, MaxPool
+from dlkit.nn.norm import BatchNorm
 
 KAIMING = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # torchvision's conv init
 
@@ -32,8 +33,15 @@ class _Layers(nn.Module):
             name=name,
         )
 
-    def bn(self, train, name=None):
-        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+    def bn(self, train, name=None, relu=False):
+        return BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            relu=relu,
+            impl=self.impl,
+            name=name,
+        )
 
 
 class BasicBlock(_Layers):
@@ -50,9 +58,9 @@ class BasicBlock(_Layers):
             shortcut = self.bn(train, "bn_short")(
                 self.conv(self.width, 1, self.stride, "conv_short")(x)
             )
-        y = nn.relu(self.bn(train, "bn_0")(self.conv(self.width, 3, self.stride, "conv_0")(x)))
-        y = self.bn(train, "bn_1")(self.conv(self.width, 3, 1, "conv_1")(y))
-        return nn.relu(y + shortcut)
+        y = self.bn(train, "bn_0", relu=True)(self.conv(self.width, 3, self.stride, "conv_0")(x))
+        y = self.conv(self.width, 3, 1, "conv_1")(y)
+        return self.bn(train, "bn_1", relu=True)(y, residual=shortcut)
 
 
 class Bottleneck(_Layers):
@@ -68,10 +76,10 @@ class Bottleneck(_Layers):
         shortcut = x
         if self.stride != 1 or x.shape[-1] != out:
             shortcut = self.bn(train, "bn_short")(self.conv(out, 1, self.stride, "conv_short")(x))
-        y = nn.relu(self.bn(train, "bn_0")(self.conv(self.width, 1, 1, "conv_0")(x)))
-        y = nn.relu(self.bn(train, "bn_1")(self.conv(self.width, 3, self.stride, "conv_1")(y)))
-        y = self.bn(train, "bn_2")(self.conv(out, 1, 1, "conv_2")(y))
-        return nn.relu(y + shortcut)
+        y = self.bn(train, "bn_0", relu=True)(self.conv(self.width, 1, 1, "conv_0")(x))
+        y = self.bn(train, "bn_1", relu=True)(self.conv(self.width, 3, self.stride, "conv_1")(y))
+        y = self.conv(out, 1, 1, "conv_2")(y)
+        return self.bn(train, "bn_2", relu=True)(y, residual=shortcut)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -92,9 +100,9 @@ class ResNet(_Layers):
             raise ValueError(f"ResNet expects images (B, H, W, C), got {x.shape}")
         errors.choose(BLOCKS, self.block, "ResNet block")
         if self.cifar_stem:
-            x = nn.relu(self.bn(train, "bn_stem")(self.conv(self.width, 3, 1, "conv_stem")(x)))
+            x = self.bn(train, "bn_stem", relu=True)(self.conv(self.width, 3, 1, "conv_stem")(x))
         else:
-            x = nn.relu(self.bn(train, "bn_stem")(self.conv(self.width, 7, 2, "conv_stem")(x)))
+            x = self.bn(train, "bn_stem", relu=True)(self.conv(self.width, 7, 2, "conv_stem")(x))
             x = MaxPool((3, 3), (2, 2), ((1, 1), (1, 1)), impl=self.impl, name="pool_stem")(x)
         for s, n in enumerate(self.stage_sizes):
             for i in range(n):

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 
 from dlkit.nn.cnn import Conv2D, MaxPool
+from dlkit.nn.norm import BatchNorm
 from dlkit.ops.conv import adaptive_avg_pool
 
 DEPTHS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -33,14 +34,17 @@ class VGG(nn.Module):
         for s, (depth, width) in enumerate(zip(self.depths, self.widths, strict=True)):
             for i in range(depth):
                 x = Conv2D(width, (3, 3), padding="SAME", impl=self.impl, name=f"conv_{s}_{i}")(x)
-                if self.batch_norm:
-                    x = nn.BatchNorm(
+                if self.batch_norm:  # BatchNorm then ReLU, fused
+                    x = BatchNorm(
                         use_running_average=not train,
                         momentum=0.9,
                         epsilon=1e-5,
+                        relu=True,
+                        impl=self.impl,
                         name=f"bn_{s}_{i}",
                     )(x)
-                x = nn.relu(x)
+                else:
+                    x = nn.relu(x)
             x = MaxPool((2, 2), impl=self.impl, name=f"pool_{s}")(x)
         x = adaptive_avg_pool(x, self.pool_size).reshape(x.shape[0], -1)
         for i in range(2):

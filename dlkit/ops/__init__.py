@@ -3,6 +3,7 @@
 from dlkit.ops.activations import gelu, gelu_exact, get_activation, identity, relu, sigmoid, tanh
 from dlkit.ops.attention import attention_mask, attention_reference
 from dlkit.ops.attention_dispatch import dot_product_attention
+from dlkit.ops.batch_norm import batch_norm
 from dlkit.ops.chunked_attention import chunked_attention
 from dlkit.ops.conv import adaptive_avg_pool, conv2d, max_pool2d
 from dlkit.ops.linear import linear
@@ -45,6 +46,7 @@ __all__ = [
     "linear",
     "conv2d",
     "max_pool2d",
+    "batch_norm",
     "max_pool",
     "avg_pool",
     "adaptive_avg_pool",

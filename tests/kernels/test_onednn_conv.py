@@ -292,10 +292,11 @@ def _run_case(case: str, **env) -> str:
 @needs_kernel
 def test_shard_map_on_two_devices():
     """jit over a 2-device batch-sharded mesh: each device runs its half; grads equal lax's
-    (and, in the same process, the oneDNN LSTM's equal the wavefront scan's)."""
+    (and, in the same process, the oneDNN LSTM's equal the wavefront scan's, and the batch norm
+    takes its reference)."""
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     out = _run_case("shard_map", XLA_FLAGS=flags, NPROC="4")
-    assert "shard_map ok" in out and "lstm sharded ok" in out
+    assert "shard_map ok" in out and "lstm sharded ok" in out and "batch norm sharded ok" in out
 
 
 @needs_kernel
@@ -351,5 +352,8 @@ if __name__ == "__main__":
         import test_onednn_lstm  # the LSTM's sharded case, in the same 2-device process
 
         test_onednn_lstm.case_sharded()
+        import test_cpu_batch_norm
+
+        test_cpu_batch_norm.case_sharded()
     else:
         _case_torch(case == "torch_first")

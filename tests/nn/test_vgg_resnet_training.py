@@ -49,3 +49,14 @@ def test_resume_is_bitwise_exact_with_batchnorm_dropout_and_augmentation(tmp_pat
         saved = assert_resume_is_exact(tmp_path, tiny_config(vgg, data))
     stats = saved["state"]["model_state"]["batch_stats"]
     assert all(np.abs(np.asarray(s["mean"])).max() > 0 for s in stats.values())  # moved from 0
+
+
+def test_resume_is_bitwise_exact_through_the_fused_batchnorm_kernel(tmp_path):
+    # ResNet: every BatchNorm through dlkit.ops.batch_norm ("auto": the native CPU kernel where it
+    # loads), ReLU and the shortcut fused into it
+    resnet = dict(name="resnet18", stage_sizes=(1, 1), width=4, cifar_stem=True)
+    data = dict(name="cifar10", tfds_dir=str(tmp_path / "tfds"))
+    with tfds.testing.mock_data(num_examples=20):
+        saved = assert_resume_is_exact(tmp_path, tiny_config(resnet, data))
+    stats = saved["state"]["model_state"]["batch_stats"]
+    assert "bn_short" in stats["stage_1_block_0"]

@@ -1,5 +1,5 @@
-"""Native CPU kernels: 2-D convolution and LSTM layers through oneDNN as XLA FFI custom calls
-(x86-64 Linux).
+"""Native CPU kernels: 2-D convolution and LSTM layers through oneDNN, and a fused batch norm
+(+ ReLU, + residual) in C++, as XLA FFI custom calls (x86-64 Linux).
 
 The shared library is built by `pip install -e .` (setup.py); when it is missing or does not load,
 `available()` is False and `why_unavailable()` says why in one line. Nothing loads at import.
@@ -8,9 +8,11 @@ The shared library is built by `pip install -e .` (setup.py); when it is missing
 from dlkit.kernels.cpu.conv import conv2d, default_threads
 from dlkit.kernels.cpu.library import available, onednn_version, why_unavailable
 from dlkit.kernels.cpu.lstm import lstm_stack
+from dlkit.kernels.cpu.norm import batch_norm
 
 __all__ = [
     "available",
+    "batch_norm",
     "conv2d",
     "default_threads",
     "lstm_stack",

@@ -1,6 +1,8 @@
 """oneDNN kernels as impls of dlkit.ops: which calls they take, and per batch shard under a mesh.
 
-The conv is `dlkit.ops.conv2d`'s impl "onednn", the LSTM `dlkit.ops.lstm_stack`'s.
+The conv is `dlkit.ops.conv2d`'s impl "onednn", the LSTM `dlkit.ops.lstm_stack`'s, the batch norm
+`dlkit.ops.batch_norm`'s (not under a mesh that splits the batch: its statistics must be over the
+whole batch, which XLA's reference computes across the shards).
 
 `accepts(x, w, stride, padding)` is the impl's `available`: float32 NHWC 4-D maps whose conv
 has an output (else "auto" takes "fast"), with the library loaded (first asked at the first CPU
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from dlkit.kernels.cpu import conv, library, lstm
+from dlkit.kernels.cpu import conv, library, lstm, norm
 
 
 def _cores() -> int:
@@ -123,6 +125,22 @@ def lstm_stack(xs, carries, weights, biases):
     seq, batch, rep = PartitionSpec(None, axes), PartitionSpec(axes), PartitionSpec()
     carry = tuple((batch, batch) for _ in carries)
     return _per_shard(run, axes, (seq, carry, rep, rep), (carry, seq))(xs, carries, weights, biases)
+
+
+def batch_norm_accepts(x, scale, bias) -> bool:
+    """True for float32 arrays outside a mesh that splits the batch, once the library loads
+    (else "auto" takes the reference)."""
+    arrays = (x, scale, bias)
+    if not all(isinstance(a, jax.Array | np.ndarray) for a in arrays) or x.ndim < 2:
+        return False
+    if not all(jnp.dtype(a.dtype) == jnp.float32 for a in arrays):
+        return False
+    return not split_axes(jax.sharding.get_abstract_mesh()) and library.available()
+
+
+def batch_norm(x, scale, bias, epsilon=1e-5, relu=False, residual=None):
+    """ops.batch_norm through the native kernel, with every usable core."""
+    return norm.batch_norm(x, scale, bias, epsilon, relu, residual, threads=_cores())
 
 
 _CALL = re.compile(

@@ -26,6 +26,8 @@ TARGETS = {  # XLA FFI target name -> exported handler symbol
     "dlkit_onednn_conv_bwd_weights": "DlkitOnednnConvBwdWeights",
     "dlkit_onednn_lstm_fwd": "DlkitOnednnLstmFwd",
     "dlkit_onednn_lstm_bwd": "DlkitOnednnLstmBwd",
+    "dlkit_cpu_bn_fwd": "DlkitCpuBnFwd",
+    "dlkit_cpu_bn_bwd": "DlkitCpuBnBwd",
 }
 
 
