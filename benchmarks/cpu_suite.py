@@ -688,7 +688,94 @@ def layer_table(family: str, args, info) -> dict:
     total = {k: sum(r["ms"][k] * r["count"] for r in rows) for k in rows[0]["ms"]}
     cells = " | ".join(f"{total[f'{i} {p}']:.1f}" for p in ("fwd", "fwd+bwd") for i in impls)
     print(f"| all (x n) | | | | | {cells} |")
-    return {"machine": info, "family": family, "layers": rows, "total_ms": total, "load": load}
+    norms = norm_table(config, x, args)
+    return {
+        "machine": info,
+        "family": family,
+        "layers": rows,
+        "total_ms": total,
+        "norm_layers": norms,
+        "load": load,
+    }
+
+
+def norm_layers(config, x) -> collections.Counter:
+    """{(x shape, relu, residual): count} of every dlkit.nn.BatchNorm call in the model."""
+    import flax.linen as nn
+    import jax
+
+    from dlkit.nn.norm import BatchNorm
+    from dlkit.train import build_model
+
+    seen = collections.Counter()
+
+    def spy(next_fun, args, kwargs, context):
+        m = context.module
+        if isinstance(m, BatchNorm) and context.method_name == "__call__":
+            seen[(tuple(args[0].shape), m.relu, kwargs.get("residual") is not None)] += 1
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(spy):
+        jax.eval_shape(lambda: build_model(config, num_classes=10).init(jax.random.key(0), x))
+    return seen
+
+
+def norm_runs(xs, relu: bool, residual: bool) -> dict:
+    """{impl: closure} for one training-mode BatchNorm's forward + backward (cotangent y):
+    dlkit.ops.batch_norm's impls and PyTorch's F.batch_norm (+ residual, ReLU)."""
+    import jax
+    import torch
+
+    from dlkit.ops.batch_norm import batch_norm
+
+    rng = np.random.default_rng(0)
+    x, r = (rng.standard_normal(xs, np.float32) for _ in range(2))
+    c = np.ones(xs[-1], np.float32)
+    runs = {}
+    for impl in ("onednn", "reference"):
+
+        def f(x, s, b, r, impl=impl):
+            return batch_norm(x, s, b, 1e-5, relu, r if residual else None, impl=impl)[0]
+
+        both = jax.jit(lambda *a, f=f: jax.vjp(f, *a)[1](f(*a)))
+        args = [jax.device_put(a) for a in (x, c, c * 0, r)]
+        runs[impl] = lambda both=both, args=args: jax.block_until_ready(both(*args))
+    t = [torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in (x, r)]
+    xt, rt = t[0].requires_grad_(), t[1].requires_grad_(residual)
+    st, bt = torch.ones(xs[-1], requires_grad=True), torch.zeros(xs[-1], requires_grad=True)
+    mean, var = torch.zeros(xs[-1]), torch.ones(xs[-1])
+
+    def tboth():
+        y = torch.nn.functional.batch_norm(xt, mean, var, st, bt, training=True, eps=1e-5)
+        y = y + rt if residual else y
+        y = torch.relu(y) if relu else y
+        y.backward(y.detach())
+
+    runs["torch"] = tboth
+    return runs
+
+
+def norm_table(config, x, args) -> list:
+    """Per distinct BatchNorm of the model: fwd+bwd ms per impl, a table (none without one)."""
+    from dlkit.extras.profile import time_round_robin
+
+    rows = []
+    for (xs, relu, residual), count in norm_layers(config, x[:1]).items():
+        xs = (config.batch_size, *xs[1:])
+        timed = time_round_robin(norm_runs(xs, relu, residual), args.rounds or 10, warmup=2)
+        ms = {k: 1e3 * v[0] for k, v in timed.items()}
+        rows.append({"x": xs, "relu": relu, "residual": residual, "count": count, "ms": ms})
+    if rows:
+        print("\nBatchNorm fwd+bwd per layer, median ms (dlkit kernel, XLA reference, torch)")
+        print("| x (B,H,W,C) | ReLU | residual | n | kernel | XLA | torch |")
+        print("|---|---|---|---:|---:|---:|---:|")
+        for r in rows:
+            cells = " | ".join(f"{r['ms'][k]:.2f}" for k in ("onednn", "reference", "torch"))
+            print(f"| {r['x']} | {r['relu']} | {r['residual']} | {r['count']} | {cells} |")
+        total = {k: sum(r["ms"][k] * r["count"] for r in rows) for k in rows[0]["ms"]}
+        cells = " | ".join(f"{total[k]:.1f}" for k in ("onednn", "reference", "torch"))
+        print(f"| all (x n) | | | | {cells} |")
+    return rows
 
 
 def parse_args():
@@ -742,7 +829,8 @@ def parse_args():
         "--layers",
         default="",
         help="instead: per-layer conv table of this family (resnet18): forward and fwd+bwd ms "
-        "of each distinct conv, oneDNN vs XLA (lax, dlkit fast) vs PyTorch",
+        "of each distinct conv, oneDNN vs XLA (lax, dlkit fast) vs PyTorch; then each distinct "
+        "BatchNorm's fwd+bwd, dlkit's kernel vs XLA vs PyTorch",
     )
     parser.add_argument("--profile", action="store_true", help="FLOP/s and top ops per family")
     parser.add_argument("--repeats", type=int, default=5, help="--profile: timed calls")

@@ -38,8 +38,8 @@ constexpr int64_t kBlock = 64;  // rows summed in float before adding into doubl
 #define DLKIT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 // Per-channel sums over rows [r0, r1) of (x - k) and (x - k)^2 into s1, s2 (double, added to).
-DLKIT_CLONES void StatSums(const float* x, const float* __restrict k, int64_t r0, int64_t r1, int64_t c,
-                           double* s1, double* s2) {
+DLKIT_CLONES void StatSums(const float* x, const float* __restrict k, int64_t r0, int64_t r1,
+                           int64_t c, double* s1, double* s2) {
   std::vector<float> acc(2 * c);
   float *__restrict a1 = acc.data(), *__restrict a2 = acc.data() + c;
   for (int64_t b = r0; b < r1; b += kBlock) {
@@ -61,28 +61,25 @@ DLKIT_CLONES void StatSums(const float* x, const float* __restrict k, int64_t r0
 DLKIT_CLONES void Affine(const float* x, const float* res, const float* __restrict a,
                          const float* __restrict b, int64_t r0, int64_t r1, int64_t c, bool relu,
                          float* y) {
+  const float lo = relu ? 0.f : -INFINITY;
   for (int64_t r = r0; r < r1; ++r) {
     const float* __restrict xr = x + r * c;
     float* __restrict yr = y + r * c;
-#pragma omp simd
-    for (int64_t j = 0; j < c; ++j) yr[j] = xr[j] * a[j] + b[j];
     if (res) {
       const float* __restrict rr = res + r * c;
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) yr[j] += rr[j];
-    }
-    if (relu) {
+      for (int64_t j = 0; j < c; ++j) yr[j] = std::max(xr[j] * a[j] + b[j] + rr[j], lo);
+    } else {
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) yr[j] = std::max(yr[j], 0.f);
+      for (int64_t j = 0; j < c; ++j) yr[j] = std::max(xr[j] * a[j] + b[j], lo);
     }
   }
 }
 
 // Per-channel sums over rows [r0, r1) of g and g * (x - mean), g = dy masked by y > 0 with ReLU.
 DLKIT_CLONES void GradSums(const float* x, const float* y, const float* dy,
-                           const float* __restrict mean,
-                           int64_t r0, int64_t r1, int64_t c, bool relu, double* sg,
-                           double* sgx) {
+                           const float* __restrict mean, int64_t r0, int64_t r1, int64_t c,
+                           bool relu, double* sg, double* sgx) {
   std::vector<float> acc(2 * c);
   float *__restrict a1 = acc.data(), *__restrict a2 = acc.data() + c;
   for (int64_t b = r0; b < r1; b += kBlock) {
@@ -92,7 +89,8 @@ DLKIT_CLONES void GradSums(const float* x, const float* y, const float* dy,
       const float* __restrict gr = dy + r * c;
 #pragma omp simd
       for (int64_t j = 0; j < c; ++j) {
-        float g = (!relu || yr[j] > 0.f) ? gr[j] : 0.f;
+        float yj = yr[j], gj = gr[j];  // loaded unconditionally: the select vectorises
+        float g = (relu && !(yj > 0.f)) ? 0.f : gj;
         a1[j] += g;
         a2[j] += g * (xr[j] - mean[j]);
       }
@@ -113,13 +111,17 @@ DLKIT_CLONES void GradX(const float* x, const float* y, const float* dy,
     float* __restrict out = dx + r * c;
 #pragma omp simd
     for (int64_t j = 0; j < c; ++j) {
-      float g = (!relu || yr[j] > 0.f) ? gr[j] : 0.f;
+      float yj = yr[j], gj = gr[j];
+      float g = (relu && !(yj > 0.f)) ? 0.f : gj;
       out[j] = g * a[j] + (xr[j] - mean[j]) * k3[j] + k2[j];
     }
     if (dres) {
       float* __restrict dr = dres + r * c;
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) dr[j] = (!relu || yr[j] > 0.f) ? gr[j] : 0.f;
+      for (int64_t j = 0; j < c; ++j) {
+        float yj = yr[j], gj = gr[j];
+        dr[j] = (relu && !(yj > 0.f)) ? 0.f : gj;
+      }
     }
   }
 }
