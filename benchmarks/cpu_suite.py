@@ -707,13 +707,18 @@ def norm_layers(config, x) -> collections.Counter:
     from dlkit.nn.norm import BatchNorm
     from dlkit.train import build_model
 
-    seen = collections.Counter()
+    seen, inside = collections.Counter(), set()
 
     def spy(next_fun, args, kwargs, context):
         m = context.module
-        if isinstance(m, BatchNorm) and context.method_name == "__call__":
-            seen[(tuple(args[0].shape), m.relu, kwargs.get("residual") is not None)] += 1
-        return next_fun(*args, **kwargs)
+        if not isinstance(m, BatchNorm) or context.method_name != "__call__" or id(m) in inside:
+            return next_fun(*args, **kwargs)  # (flax's own __call__ inside ours: counted once)
+        seen[(tuple(args[0].shape), m.relu, kwargs.get("residual") is not None)] += 1
+        inside.add(id(m))
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            inside.discard(id(m))
 
     with nn.intercept_methods(spy):
         jax.eval_shape(lambda: build_model(config, num_classes=10).init(jax.random.key(0), x))
