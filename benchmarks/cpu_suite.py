@@ -76,7 +76,9 @@ VARIANTS = {
     "2dev": {"parallel.cpu_devices": 2},  # the batch split over 2 devices, whatever auto says
     "xla_1dev": {"model.impl": "XLA", "parallel.cpu_devices": 1},
     "xla_2dev": {"model.impl": "XLA", "parallel.cpu_devices": 2},
+    "xla_bn": {"model.norm_impl": "reference"},  # BatchNorm families: XLA's batch norm
 }
+BN_FAMILIES = ("resnet18", "vgg_small")  # the families xla_bn applies to
 # input of one example: ("image", H, W, C) | ("vector", D) | ("tokens", T, vocab)
 INPUTS = {
     "mnist": ("image", 28, 28, 1),
@@ -292,6 +294,8 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict, object]:
             c.parallel.cpu_devices = 1
         rows[row], per_call[row] = dlkit_run(c, x, y, num_classes, kk), kk
     for variant in args.variants if name in XLA_IMPL else ():
+        if variant == "xla_bn" and name not in BN_FAMILIES:
+            continue
         sets = {k: XLA_IMPL[name] if v == "XLA" else v for k, v in VARIANTS[variant].items()}
         c = load_config(config_name, {**overrides, **sets})
         rows[f"dlkit_{variant}"], per_call[f"dlkit_{variant}"] = (
@@ -394,6 +398,10 @@ def print_family(rec: dict) -> None:
 
 HEAVY = ("convolution", "dot", "reduce-window", "select-and-scatter", "scatter", "gather", "while")
 KINDS = (  # (kind, pattern in the thunk's description), first match wins
+    ("native conv (oneDNN)", r"custom-call.*/conv_\w*/"),
+    ("native batch norm", r"custom-call.*/bn_\w*/"),
+    ("native LSTM (oneDNN)", r"custom-call.*(lstm|rnn)"),
+    ("batch norm (XLA)", r"/bn_\w*/"),
     ("rng (dropout masks)", r"threefry|random_bits|rng|dropout"),
     ("convolution", r"convolution"),
     ("dot", r"\bdot\b"),
@@ -446,7 +454,7 @@ def hlo_ops(text: str) -> dict:
     out = {}
     for body in comps.values():
         for line in body:
-            m = re.match(r"%?([\w.\-]+) = (\S+) (\w[\w\-]*)\(", line)
+            m = re.match(r"%?([\w.\-]+) = (\([^)]*\)|\S+) (\w[\w\-]*)\(", line)  # tuple shapes too
             if not m:
                 continue
             name, shape, op = m.groups()
@@ -456,7 +464,8 @@ def hlo_ops(text: str) -> dict:
             where = re.search(r'op_name="([^"]+)"', line)
             where = "/".join(where.group(1).split("/")[-3:]) if where else ""
             inner = f" [{', '.join(heavy)}]" if called else ""
-            out[name] = f"{op} {shape.split('{')[0]}{inner} {where}"
+            shape = re.sub(r"\{[^}]*\}", "", shape)  # no layouts
+            out[name] = f"{op} {shape}{inner} {where}"
     return out
 
 

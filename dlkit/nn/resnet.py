@@ -18,7 +18,8 @@ KAIMING = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # torchvis
 class _Layers(nn.Module):
     """Shared conv and BatchNorm builders (BN momentum 0.9, eps 1e-5 as PyTorch's defaults)."""
 
-    impl: str = "auto"
+    impl: str = "auto"  # the convs' and pool's (dlkit.ops.conv)
+    norm_impl: str = "auto"  # the BatchNorms' (dlkit.ops.batch_norm): auto | reference
 
     def conv(self, width, k, stride=1, name=None):
         pad = "SAME" if stride == 1 else k // 2
@@ -39,7 +40,7 @@ class _Layers(nn.Module):
             momentum=0.9,
             epsilon=1e-5,
             relu=relu,
-            impl=self.impl,
+            impl=self.norm_impl,
             name=name,
         )
 
@@ -111,6 +112,7 @@ class ResNet(_Layers):
                     width=self.width * 2**s,
                     stride=stride,
                     impl=self.impl,
+                    norm_impl=self.norm_impl,
                     name=f"stage_{s}_block_{i}",
                 )(x, train)
         x = x.mean(axis=(1, 2))  # global average pool (B, C)

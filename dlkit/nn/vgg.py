@@ -25,7 +25,8 @@ class VGG(nn.Module):
     hidden: int = 4096
     pool_size: int = 7
     dropout_rate: float = 0.5
-    impl: str = "auto"
+    impl: str = "auto"  # the convs' and pools' (dlkit.ops.conv)
+    norm_impl: str = "auto"  # the BatchNorms' (dlkit.ops.batch_norm): auto | reference
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -40,7 +41,7 @@ class VGG(nn.Module):
                         momentum=0.9,
                         epsilon=1e-5,
                         relu=True,
-                        impl=self.impl,
+                        impl=self.norm_impl,
                         name=f"bn_{s}_{i}",
                     )(x)
                 else:

@@ -185,7 +185,7 @@ def test_resnet_auto_matches_reference():
     """A small CIFAR-stem ResNet in train mode: loss, gradients and new statistics."""
     x = bn_args((8, 16, 16, 3), seed=7)[0]
     make = lambda impl: ResNet(  # noqa: E731
-        num_classes=10, stage_sizes=(1, 1), width=8, cifar_stem=True, impl=impl
+        num_classes=10, stage_sizes=(1, 1), width=8, cifar_stem=True, impl=impl, norm_impl=impl
     )
     v = make("reference").init(jax.random.key(1), x)
 
