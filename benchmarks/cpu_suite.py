@@ -77,8 +77,9 @@ VARIANTS = {
     "xla_1dev": {"model.impl": "XLA", "parallel.cpu_devices": 1},
     "xla_2dev": {"model.impl": "XLA", "parallel.cpu_devices": 2},
     "xla_bn": {"model.norm_impl": "reference"},  # BatchNorm families: XLA's batch norm
+    "native_bn": {"model.norm_impl": "auto"},  # BatchNorm families: the native kernel on CPU
 }
-BN_FAMILIES = ("resnet18", "vgg_small")  # the families xla_bn applies to
+BN_FAMILIES = ("resnet18", "vgg_small")  # the families the *_bn variants apply to
 # input of one example: ("image", H, W, C) | ("vector", D) | ("tokens", T, vocab)
 INPUTS = {
     "mnist": ("image", 28, 28, 1),
@@ -294,7 +295,7 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict, object]:
             c.parallel.cpu_devices = 1
         rows[row], per_call[row] = dlkit_run(c, x, y, num_classes, kk), kk
     for variant in args.variants if name in XLA_IMPL else ():
-        if variant == "xla_bn" and name not in BN_FAMILIES:
+        if variant.endswith("_bn") and name not in BN_FAMILIES:
             continue
         sets = {k: XLA_IMPL[name] if v == "XLA" else v for k, v in VARIANTS[variant].items()}
         c = load_config(config_name, {**overrides, **sets})
