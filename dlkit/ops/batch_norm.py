@@ -31,6 +31,7 @@ def batch_norm_reference(x, scale, bias, epsilon=1e-5, relu=False, residual=None
     mean = jnp.mean(xf, axes)
     var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axes) - jnp.square(mean))
     y = (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
+    y = y.astype(jnp.result_type(x, scale, bias))  # flax's output dtype (bf16 stays bf16)
     y = y if residual is None else y + residual
     return (jnp.maximum(y, 0) if relu else y), mean, var
 

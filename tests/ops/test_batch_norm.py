@@ -61,3 +61,19 @@ def test_module_inference_mask_and_axis_name_run_flax(impl):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("param_dtype", [jnp.bfloat16, jnp.float32])
+def test_module_keeps_flax_dtypes(param_dtype):
+    """bf16 inputs: the output dtype is flax's (bf16 with bf16 parameters), statistics float32."""
+    x = _x().astype(jnp.bfloat16)
+    mine = BatchNorm(use_running_average=False, param_dtype=param_dtype)
+    theirs = nn.BatchNorm(use_running_average=False, param_dtype=param_dtype)
+    v = theirs.init(jax.random.key(0), x)
+    got, got_stats = mine.apply(v, x, mutable=["batch_stats"])
+    want, want_stats = theirs.apply(v, x, mutable=["batch_stats"])
+    assert got.dtype == want.dtype
+    assert jax.tree.map(lambda a: a.dtype, got_stats) == jax.tree.map(lambda a: a.dtype, want_stats)
+    np.testing.assert_allclose(
+        np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=1e-2, atol=1e-2
+    )
