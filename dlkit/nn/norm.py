@@ -1,5 +1,6 @@
 """BatchNorm: flax.linen.BatchNorm (same fields, variables and running averages) whose training
-path is `dlkit.ops.batch_norm` (oneDNN on CPU where it loads), with ReLU optionally fused.
+path is `dlkit.ops.batch_norm` (on CPU the native C++ kernel where its library loads), with ReLU
+and a residual optionally fused.
 
 Inference (running averages), a named axis (statistics synced over pmap), a mask, or a layout the
 op does not cover (features not last, no scale or bias, an explicit dtype, fast variance off) run

@@ -49,9 +49,8 @@ def choose_impl(x, scale, bias, *, platform: str | None = None) -> str:
     )
 
 
-def batch_norm(x, scale, bias, epsilon=1e-5, relu=False, residual=None, *, impl: str = "auto"):
-    """(relu?(normalized x * scale + bias (+ residual)), batch mean, biased batch var); x (..., C)
-    with C = scale's and bias's length, statistics over all axes but the last."""
+def check_shapes(x, scale, bias, residual=None) -> None:
+    """A one-line ValueError unless x is (..., C), scale and bias (C,), residual x's shape."""
     c = x.shape[-1] if x.ndim else None
     if x.ndim < 2 or scale.shape != (c,) or bias.shape != (c,):
         raise ValueError(
@@ -60,6 +59,12 @@ def batch_norm(x, scale, bias, epsilon=1e-5, relu=False, residual=None, *, impl:
         )
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"batch_norm: residual {residual.shape} must have x's shape {x.shape}")
+
+
+def batch_norm(x, scale, bias, epsilon=1e-5, relu=False, residual=None, *, impl: str = "auto"):
+    """(relu?(normalized x * scale + bias (+ residual)), batch mean, biased batch var); x (..., C)
+    with C = scale's and bias's length, statistics over all axes but the last."""
+    check_shapes(x, scale, bias, residual)
     impls = {"auto": None, "reference": batch_norm_reference, "fast": batch_norm_reference}
     impls.update({n: fn for n, (fn, _) in _REGISTERED.items()})
     fn = errors.choose(impls, impl, "batch_norm implementation")

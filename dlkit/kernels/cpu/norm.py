@@ -20,6 +20,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from dlkit.kernels.cpu import library
+from dlkit.ops.batch_norm import check_shapes
 
 _NONE = (1,)  # the shape of the residual operand and gradient without a residual
 
@@ -84,14 +85,7 @@ def batch_norm(x, scale, bias, epsilon=1e-5, relu=False, residual=None, *, threa
         raise RuntimeError(
             f"dlkit.kernels.cpu.batch_norm is unavailable: {library.why_unavailable()}"
         )
-    c = x.shape[-1] if x.ndim else None
-    if x.ndim < 2 or scale.shape != (c,) or bias.shape != (c,):
-        raise ValueError(
-            f"batch_norm expects x (..., C) and scale, bias (C,); got {x.shape}, "
-            f"{scale.shape}, {bias.shape}"
-        )
-    if residual is not None and residual.shape != x.shape:
-        raise ValueError(f"batch_norm: residual {residual.shape} must have x's shape {x.shape}")
+    check_shapes(x, scale, bias, residual)
     res = jnp.zeros(_NONE, jnp.float32) if residual is None else residual
     cfg = (bool(relu), residual is not None, float(epsilon), int(threads))
     return _bn(x, scale, bias, res, cfg)
