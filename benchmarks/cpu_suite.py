@@ -581,30 +581,46 @@ def profile_families(names, args, info) -> dict:
 LAYER_IMPLS = ("onednn", "reference", "fast")  # dlkit.ops.conv2d impls timed per layer
 
 
-def conv_layers(config, x) -> collections.Counter:
-    """{(x shape, w shape, stride, pads): count} of every Conv2D call in the config's model."""
+def module_calls(config, x, cls, key) -> collections.Counter:
+    """{key(module, args, kwargs): count} over the outermost `cls.__call__` calls of the config's
+    model (a call inside another of the same module, e.g. flax's own __call__ under dlkit's
+    BatchNorm, is not counted again)."""
     import flax.linen as nn
     import jax
 
-    from dlkit.nn.cnn import Conv2D
-    from dlkit.ops.conv import explicit_padding
     from dlkit.train import build_model
 
-    seen = collections.Counter()
+    seen, inside = collections.Counter(), set()
 
     def spy(next_fun, args, kwargs, context):
         m = context.module
-        if isinstance(m, Conv2D) and context.method_name == "__call__":
-            xs = tuple(args[0].shape)
-            w = (*m.kernel_size, xs[-1], m.features)
-            pads = explicit_padding(m.padding, m.kernel_size, m.strides, xs[1:3])
-            seen[(xs, w, tuple(m.strides), tuple(map(tuple, pads)))] += 1
-        return next_fun(*args, **kwargs)
+        if not isinstance(m, cls) or context.method_name != "__call__" or id(m) in inside:
+            return next_fun(*args, **kwargs)
+        seen[key(m, args, kwargs)] += 1
+        inside.add(id(m))
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            inside.discard(id(m))
 
     model = build_model(config, num_classes=10)
     with nn.intercept_methods(spy):
-        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+        jax.eval_shape(lambda: model.init(jax.random.key(0), x))
     return seen
+
+
+def conv_layers(config, x) -> collections.Counter:
+    """{(x shape, w shape, stride, pads): count} of every Conv2D call in the config's model."""
+    from dlkit.nn.cnn import Conv2D
+    from dlkit.ops.conv import explicit_padding
+
+    def key(m, args, kwargs):
+        xs = tuple(args[0].shape)
+        pads = explicit_padding(m.padding, m.kernel_size, m.strides, xs[1:3])
+        w = (*m.kernel_size, xs[-1], m.features)
+        return xs, w, tuple(m.strides), tuple(map(tuple, pads))
+
+    return module_calls(config, x, Conv2D, key)
 
 
 def _fwd_bwd(f, x, w):
@@ -711,28 +727,12 @@ def layer_table(family: str, args, info) -> dict:
 
 def norm_layers(config, x) -> collections.Counter:
     """{(x shape, relu, residual): count} of every dlkit.nn.BatchNorm call in the model."""
-    import flax.linen as nn
-    import jax
-
     from dlkit.nn.norm import BatchNorm
-    from dlkit.train import build_model
 
-    seen, inside = collections.Counter(), set()
+    def key(m, args, kwargs):
+        return tuple(args[0].shape), m.relu, kwargs.get("residual") is not None
 
-    def spy(next_fun, args, kwargs, context):
-        m = context.module
-        if not isinstance(m, BatchNorm) or context.method_name != "__call__" or id(m) in inside:
-            return next_fun(*args, **kwargs)  # (flax's own __call__ inside ours: counted once)
-        seen[(tuple(args[0].shape), m.relu, kwargs.get("residual") is not None)] += 1
-        inside.add(id(m))
-        try:
-            return next_fun(*args, **kwargs)
-        finally:
-            inside.discard(id(m))
-
-    with nn.intercept_methods(spy):
-        jax.eval_shape(lambda: build_model(config, num_classes=10).init(jax.random.key(0), x))
-    return seen
+    return module_calls(config, x, BatchNorm, key)
 
 
 def norm_runs(xs, relu: bool, residual: bool) -> dict:

@@ -107,12 +107,16 @@ def conv2d(x, w, stride=1, padding="SAME"):
     return _per_shard(one, axes, (batch, PartitionSpec()), batch)(x, w)
 
 
+def _float32_arrays(*arrays) -> bool:
+    """True when every argument is a float32 array (not a shape: jax.ShapeDtypeStruct)."""
+    return all(
+        isinstance(a, jax.Array | np.ndarray) and jnp.dtype(a.dtype) == jnp.float32 for a in arrays
+    )
+
+
 def lstm_accepts(xs, carries, weights, biases) -> bool:
     """True for float32 arrays, once the library loads (else "auto" takes the wavefront scan)."""
-    arrays = (xs, *jax.tree.leaves((carries, weights, biases)))
-    if not all(isinstance(a, jax.Array | np.ndarray) for a in arrays):
-        return False
-    return all(jnp.dtype(a.dtype) == jnp.float32 for a in arrays) and library.available()
+    return _float32_arrays(xs, *jax.tree.leaves((carries, weights, biases))) and library.available()
 
 
 def lstm_stack(xs, carries, weights, biases):
@@ -130,10 +134,7 @@ def lstm_stack(xs, carries, weights, biases):
 def batch_norm_accepts(x, scale, bias) -> bool:
     """True for float32 arrays outside a mesh that splits the batch, once the library loads
     (else "auto" takes the reference)."""
-    arrays = (x, scale, bias)
-    if not all(isinstance(a, jax.Array | np.ndarray) for a in arrays) or x.ndim < 2:
-        return False
-    if not all(jnp.dtype(a.dtype) == jnp.float32 for a in arrays):
+    if not _float32_arrays(x, scale, bias) or x.ndim < 2:
         return False
     return not split_axes(jax.sharding.get_abstract_mesh()) and library.available()
 
