@@ -9,8 +9,8 @@
 # THIS_FLAGS: flags for this tree's suite only (ones the base's suite lacks); AB_OUT: where the
 # records go; PYTHON: the interpreter (default: python).
 #
-# The base runs from a temporary git worktree with PYTHONPATH pointing at it (same venv); the
-# records land in benchmarks/results/ab-<date>/{base,this}/.
+# The base runs from a temporary git worktree with PYTHONPATH pointing at it (same venv), its native
+# kernels built there from its own sources; the records land in benchmarks/results/ab-<date>/{base,this}/.
 set -euo pipefail
 base_rev=$1
 rounds=${2:-2}
@@ -19,8 +19,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 base="$(mktemp -d)/base"
 git -C "$root" worktree add --detach "$base" "$base_rev" >/dev/null
 trap 'git -C "$root" worktree remove --force "$base"' EXIT
-out="${AB_OUT:-$root/benchmarks/results/ab-$(date +%Y%m%d-%H%M%S)}"
 py="${PYTHON:-python}"
+# the base's own native kernels (untracked build output): built from its sources, quietly
+(cd "$base" && "$py" setup.py -q build_ext --inplace >/dev/null 2>&1) || echo "base: no native build"
+out="${AB_OUT:-$root/benchmarks/results/ab-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out/base" "$out/this"
 for _ in $(seq "$rounds"); do
   (cd "$base" && PYTHONPATH="$base" "$py" benchmarks/cpu_suite.py --out "$out/base" "$@")

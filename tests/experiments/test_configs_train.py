@@ -31,6 +31,7 @@ NAMES = [name for name in ALL if name not in ELSEWHERE]
 SMALLER = {
     "alexnet_cifar10": {"features": (8, 16, 16, 16, 16), "hidden": 32},
     "resnet18_cifar10": {"width": 8, "stage_sizes": (1, 1, 1, 1)},
+    "resnet18_mnist32": {"width": 8, "stage_sizes": (1, 1, 1, 1)},
     "resnet50_cifar10": {"width": 8, "stage_sizes": (1, 1, 1, 1)},
     "vgg16_cifar10": {"widths": (8, 16, 16, 16, 16), "hidden": 32},
 }
@@ -87,8 +88,8 @@ def test_config_trains_one_step(name, tmp_path, monkeypatch):
 
 
 def test_every_config_is_listed():
-    assert len(ALL) == 22 and "resnet50_cifar10" in NAMES and "_cifar10" not in ALL
-    assert set(ELSEWHERE) < set(ALL) and len(NAMES) == 17
+    assert len(ALL) == 23 and "resnet50_cifar10" in NAMES and "_cifar10" not in ALL
+    assert set(ELSEWHERE) < set(ALL) and len(NAMES) == 18
 
 
 @pytest.mark.parametrize("name", sorted(ELSEWHERE))

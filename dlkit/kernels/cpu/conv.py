@@ -11,7 +11,6 @@ under shard_map, or call conv2d inside your own shard_map.
 """
 
 import functools
-import os
 from typing import NamedTuple
 
 import jax
@@ -51,8 +50,7 @@ class ConvConfig(NamedTuple):
 
 def default_threads() -> int:
     """oneDNN threads per call: the usable cores shared among the process's CPU devices."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, jax.local_device_count("cpu")))
+    return max(1, library.usable_cores() // max(1, jax.local_device_count("cpu")))
 
 
 def _ffi(target: str, shapes, vmap_method="expand_dims"):

@@ -19,7 +19,6 @@ layout (bitwise reruns).
 
 import functools
 import math
-import os
 import re
 
 import jax
@@ -28,11 +27,6 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from dlkit.kernels.cpu import conv, library, lstm, norm
-
-
-def _cores() -> int:
-    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return len(usable) if usable else os.cpu_count() or 1
 
 
 def accepts(x, w, stride=1, padding="SAME") -> bool:
@@ -77,9 +71,9 @@ def _layout(batch: int) -> tuple[tuple[str, ...], int]:
     mesh = jax.sharding.get_abstract_mesh()
     axes = split_axes(mesh)
     if not axes:  # no mesh, one device, or already inside a shard_map over every axis
-        return (), _cores()
+        return (), library.usable_cores()
     n = _devices(mesh, axes)
-    return (axes if batch % n == 0 else ()), max(1, _cores() // n)
+    return (axes if batch % n == 0 else ()), max(1, library.usable_cores() // n)
 
 
 def _per_shard(f, axes, in_specs, out_specs):
@@ -141,7 +135,7 @@ def batch_norm_accepts(x, scale, bias) -> bool:
 
 def batch_norm(x, scale, bias, epsilon=1e-5, relu=False, residual=None):
     """ops.batch_norm through the native kernel, with every usable core."""
-    return norm.batch_norm(x, scale, bias, epsilon, relu, residual, threads=_cores())
+    return norm.batch_norm(x, scale, bias, epsilon, relu, residual, threads=library.usable_cores())
 
 
 _CALL = re.compile(

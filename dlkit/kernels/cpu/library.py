@@ -1,4 +1,5 @@
-"""Find, load and register the oneDNN kernel library (`_onednn*.so`: convs, LSTM) at first use.
+"""Find, load and register the native kernel library (`_onednn*.so`: convs, LSTM, batch norm)
+at first use.
 
 Loading never raises: `load()` returns the ctypes handle or None, and `why_unavailable()` says in
 one line why (not built, libdnnl.so.3 missing, not x86-64 Linux). The library's rpath finds
@@ -11,6 +12,7 @@ from __future__ import annotations  # ctypes.CDLL in annotations: a test may rep
 import ctypes
 import functools
 import importlib.metadata
+import os
 import pathlib
 import platform
 import sys
@@ -29,6 +31,12 @@ TARGETS = {  # XLA FFI target name -> exported handler symbol
     "dlkit_cpu_bn_fwd": "DlkitCpuBnFwd",
     "dlkit_cpu_bn_bwd": "DlkitCpuBnBwd",
 }
+
+
+def usable_cores() -> int:
+    """The process's usable cores (its CPU affinity), as the kernels' C++ side counts them."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return len(usable) if usable else os.cpu_count() or 1
 
 
 def library_path() -> pathlib.Path | None:

@@ -19,6 +19,8 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -50,16 +52,30 @@ inline dnnl::stream& Stream() {
   return stream;
 }
 
-// A per-thread scratchpad, grown as needed (never shrunk).
-inline void* Scratch(size_t bytes) {
-  thread_local std::unique_ptr<char[]> buf;
-  thread_local size_t size = 0;
-  if (bytes > size) {
-    buf.reset(new char[bytes]);
-    size = bytes;
+// Per-thread work buffers, 64-byte aligned, grown as needed and never shrunk: a call's scratchpad
+// and its weights in a primitive's layout reuse the same pages every call, with no allocation,
+// page faults or zero fill (a resnet18 step reorders ~45 MB of weights three times). Slot 0 is the
+// scratchpad; a call uses each slot for one buffer at a time (a handler never re-enters on its
+// thread).
+enum Slot { kScratchSlot, kWeightSlot, kWeightSlot2, kGradSlot, kGradSlot2, kSlots };
+
+inline void* ThreadBuffer(Slot slot, size_t bytes) {
+  struct Buf {
+    std::unique_ptr<char, void (*)(void*)> data{nullptr, std::free};
+    size_t size = 0;
+  };
+  thread_local std::array<Buf, kSlots> bufs;
+  Buf& b = bufs[slot];
+  if (bytes > b.size) {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    b.data.reset(static_cast<char*>(std::aligned_alloc(64, rounded)));
+    if (!b.data) throw std::bad_alloc();
+    b.size = rounded;
   }
-  return buf.get();
+  return b.data.get();
 }
+
+inline void* Scratch(size_t bytes) { return ThreadBuffer(kScratchSlot, bytes); }
 
 inline memory::desc Md(const memory::dims& d, tag t) { return memory::desc(d, dt::f32, t); }
 
@@ -149,11 +165,14 @@ struct Reorder {
     prim = dnnl::reorder(pd);
     scratch = pd.scratchpad_desc().get_size();
   }
-  // `user` as the primitive wants it: itself, or reordered into `tmp`.
-  memory In(const memory& user, std::vector<float>& tmp) const {
+  // The packed layout's memory in this thread's buffer `slot` (contents undefined).
+  memory Packed(Slot slot) const {
+    return memory(packed, Engine(), ThreadBuffer(slot, packed.get_size()));
+  }
+  // `user` as the primitive wants it: itself, or reordered into this thread's buffer `slot`.
+  memory In(const memory& user, Slot slot) const {
     if (!needed) return user;
-    tmp.resize(packed.get_size() / sizeof(float) + 1);
-    memory out(packed, Engine(), tmp.data());
+    memory out = Packed(slot);
     Run(user, out);
     return out;
   }

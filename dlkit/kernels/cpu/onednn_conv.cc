@@ -166,9 +166,10 @@ ffi::Error CheckGeometry(const Shape& s) {
   return ffi::Error::Success();
 }
 
-// The user's HWIO weights at `w` as `plan` wants them (fwd, bwd-data): reordered into `tmp`.
-memory WeightsIn(const Plan& plan, const Shape& s, float* w, std::vector<float>& tmp) {
-  return plan.wei.In(memory(Md(s.Wei(), tag::hwio), Engine(), w), tmp);
+// The user's HWIO weights at `w` as `plan` wants them (fwd, bwd-data): reordered into this
+// thread's weight buffer.
+memory WeightsIn(const Plan& plan, const Shape& s, float* w) {
+  return plan.wei.In(memory(Md(s.Wei(), tag::hwio), Engine(), w), kWeightSlot);
 }
 
 ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
@@ -197,12 +198,11 @@ ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Bu
     ThreadScope scope(threads);
     auto plan = GetPlan(kFwd, s);
     int64_t xsz = s.b * H * W * Ci, wsz = kh * kw * Ci * Co, ysz = s.b * Ho * Wo * Co;
-    std::vector<float> tmp;
     for (int64_t g = 0; g < calls; ++g) {
       float* xp = x.typed_data() + (fold ? 0 : GroupOffset(xl, yl, g)) * xsz;
       float* wp = w.typed_data() + (fold ? 0 : GroupOffset(wl, yl, g)) * wsz;
       float* bp = b.typed_data() + (fold ? 0 : GroupOffset(bl, yl, g)) * Co;
-      memory wm = WeightsIn(*plan, s, wp, tmp);
+      memory wm = WeightsIn(*plan, s, wp);
       std::unordered_map<int, memory> args{
           {DNNL_ARG_SRC, memory(Md(s.Src(), tag::nhwc), Engine(), xp)},
           {DNNL_ARG_WEIGHTS, wm},
@@ -240,11 +240,10 @@ ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
     ThreadScope scope(threads);
     auto plan = GetPlan(kBwdData, s);
     int64_t xsz = s.b * H * W * Ci, wsz = kh * kw * Ci * Co, gsz = s.b * Ho * Wo * Co;
-    std::vector<float> tmp;
     for (int64_t g = 0; g < calls; ++g) {
       float* gp = dy.typed_data() + (fold ? 0 : GroupOffset(gl, xl, g)) * gsz;
       float* wp = w.typed_data() + (fold ? 0 : GroupOffset(wl, xl, g)) * wsz;
-      memory wm = WeightsIn(*plan, s, wp, tmp);
+      memory wm = WeightsIn(*plan, s, wp);
       std::unordered_map<int, memory> args{
           {DNNL_ARG_DIFF_DST, memory(Md(s.Dst(), tag::nhwc), Engine(), gp)},
           {DNNL_ARG_WEIGHTS, wm},
@@ -281,14 +280,12 @@ ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
     ThreadScope scope(threads);
     auto plan = GetPlan(kBwdWeights, s);
     int64_t xsz = B * H * W * Ci, wsz = kh * kw * Ci * Co, gsz = B * Ho * Wo * Co;
-    std::vector<float> tmp;
-    if (plan->wei.needed) tmp.resize(plan->wei.packed.get_size() / sizeof(float) + 1);
     int64_t groups = Prod(wl);
     for (int64_t g = 0; g < groups; ++g) {
       float* xp = x.typed_data() + GroupOffset(xl, wl, g) * xsz;
       float* gp = dy.typed_data() + GroupOffset(gl, wl, g) * gsz;
       memory user(Md(s.Wei(), tag::hwio), Engine(), dw->typed_data() + g * wsz);
-      memory diff_w = plan->wei.needed ? memory(plan->wei.packed, Engine(), tmp.data()) : user;
+      memory diff_w = plan->wei.needed ? plan->wei.Packed(kGradSlot) : user;
       std::unordered_map<int, memory> args{
           {DNNL_ARG_SRC, memory(Md(s.Src(), tag::nhwc), Engine(), xp)},
           {DNNL_ARG_DIFF_DST, memory(Md(s.Dst(), tag::nhwc), Engine(), gp)},

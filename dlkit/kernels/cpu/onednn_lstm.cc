@@ -117,18 +117,18 @@ ffi::Error Prepare(const char* what, int kind, F32& x, F32& h0, F32& c0, F32& wx
   return ffi::Error::Success();
 }
 
-// The arguments forward and backward share: the inputs, the weights (reordered into tx, th when
-// the primitive wants another layout), the forward's outputs, the workspace and the scratchpad.
+// The arguments forward and backward share: the inputs, the weights (reordered into this thread's
+// weight buffers when the primitive wants another layout), the forward's outputs, the workspace
+// and the scratchpad.
 std::unordered_map<int, memory> SharedArgs(const Plan& plan, const Dims& d,
-                                           std::vector<const void*> p, std::vector<float>& tx,
-                                           std::vector<float>& th) {
+                                           std::vector<const void*> p) {
   // p: x, h0, c0, wx, wh, b, y, hT, cT, workspace
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC_LAYER, Mem(d.Layer(d.c), p[0])},
       {DNNL_ARG_SRC_ITER, Mem(d.Iter(), p[1])},
       {DNNL_ARG_SRC_ITER_C, Mem(d.Iter(), p[2])},
-      {DNNL_ARG_WEIGHTS_LAYER, plan.wx.In(Mem(d.Wx(tag::ldigo), p[3]), tx)},
-      {DNNL_ARG_WEIGHTS_ITER, plan.wh.In(Mem(d.Wh(tag::ldigo), p[4]), th)},
+      {DNNL_ARG_WEIGHTS_LAYER, plan.wx.In(Mem(d.Wx(tag::ldigo), p[3]), kWeightSlot)},
+      {DNNL_ARG_WEIGHTS_ITER, plan.wh.In(Mem(d.Wh(tag::ldigo), p[4]), kWeightSlot2)},
       {DNNL_ARG_BIAS, Mem(d.Bias(), p[5])},
       {DNNL_ARG_DST_LAYER, Mem(d.Layer(d.h), p[6])},
       {DNNL_ARG_DST_ITER, Mem(d.Iter(), p[7])},
@@ -150,12 +150,10 @@ ffi::Error LstmFwdImpl(F32 x, F32 h0, F32 c0, F32 wx, F32 wh, F32 b, OutF32 y, O
                          plan);
         e.failure())
       return e;
-    std::vector<float> tx, th;
     auto args = SharedArgs(*plan, d,
                            {x.typed_data(), h0.typed_data(), c0.typed_data(), wx.typed_data(),
                             wh.typed_data(), b.typed_data(), y->typed_data(), hT->typed_data(),
-                            cT->typed_data(), ws->typed_data()},
-                           tx, th);
+                            cT->typed_data(), ws->typed_data()});
     plan->rnn.execute(Stream(), args);
     Stream().wait();
     return ffi::Error::Success();
@@ -163,14 +161,12 @@ ffi::Error LstmFwdImpl(F32 x, F32 h0, F32 c0, F32 wx, F32 wh, F32 b, OutF32 y, O
 }
 
 // A weight gradient's memory as the primitive writes it, zeroed (oneDNN accumulates into it): the
-// user's buffer itself, or `tmp` in the primitive's layout (reordered to the user's afterwards).
-memory ZeroedGradient(const Reorder& r, memory user, std::vector<float>& tmp) {
-  if (!r.needed) {
-    std::memset(user.get_data_handle(), 0, user.get_desc().get_size());
-    return user;
-  }
-  tmp.assign(r.packed.get_size() / sizeof(float) + 1, 0.f);
-  return memory(r.packed, Engine(), tmp.data());
+// user's buffer itself, or this thread's buffer `slot` in the primitive's layout (reordered to the
+// user's afterwards).
+memory ZeroedGradient(const Reorder& r, memory user, Slot slot) {
+  memory m = r.needed ? r.Packed(slot) : user;
+  std::memset(m.get_data_handle(), 0, m.get_desc().get_size());
+  return m;
 }
 
 ffi::Error LstmBwdImpl(F32 x, F32 h0, F32 c0, F32 wx, F32 wh, F32 b, F32 y, F32 hT, F32 cT,
@@ -184,16 +180,14 @@ ffi::Error LstmBwdImpl(F32 x, F32 h0, F32 c0, F32 wx, F32 wh, F32 b, F32 y, F32 
                          plan);
         e.failure())
       return e;
-    std::vector<float> tx, th, tdx, tdh;
     auto args = SharedArgs(*plan, d,
                            {x.typed_data(), h0.typed_data(), c0.typed_data(), wx.typed_data(),
                             wh.typed_data(), b.typed_data(), y.typed_data(), hT.typed_data(),
-                            cT.typed_data(), ws.typed_data()},
-                           tx, th);
+                            cT.typed_data(), ws.typed_data()});
     memory dwx_user = Mem(d.Wx(tag::ldigo), dwx->typed_data());
     memory dwh_user = Mem(d.Wh(tag::ldigo), dwh->typed_data());
-    memory dwx_m = ZeroedGradient(plan->dwx, dwx_user, tdx);
-    memory dwh_m = ZeroedGradient(plan->dwh, dwh_user, tdh);
+    memory dwx_m = ZeroedGradient(plan->dwx, dwx_user, kGradSlot);
+    memory dwh_m = ZeroedGradient(plan->dwh, dwh_user, kGradSlot2);
     std::memset(db->typed_data(), 0, sizeof(float) * 4 * d.h);
     args.insert({{DNNL_ARG_DIFF_DST_LAYER, Mem(d.Layer(d.h), dy.typed_data())},
                  {DNNL_ARG_DIFF_DST_ITER, Mem(d.Iter(), dhT.typed_data())},
