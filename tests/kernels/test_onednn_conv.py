@@ -186,6 +186,24 @@ def test_deterministic_bitwise():
 
 
 @needs_kernel
+def test_small_convs_run_on_one_thread():
+    """A call under 1e8 forward FLOPs (lenet5's convs) runs on one thread whatever `threads` asks:
+    its results equal threads=1's bit for bit (on two threads its weight and bias gradients
+    differ in the last bits)."""
+    x, w, b = _random((128, 10, 10, 6), 0), _random((5, 5, 6, 16), 1), _random((16,), 2)
+
+    def run(threads):
+        def f(x, w, b):
+            return cpu.conv2d(x, w, b, 1, "VALID", True, threads=threads)
+
+        y, vjp = jax.jit(lambda x, w, b: jax.vjp(f, x, w, b))(x, w, b)
+        return jax.device_get((y, *vjp(0.37 + y)))
+
+    for one, two in zip(run(1), run(2), strict=True):
+        assert np.array_equal(one, two)
+
+
+@needs_kernel
 def test_concurrent_calls_from_threads():
     """Calls from 4 Python threads at once (new shapes: plans created concurrently, and a shared
     one) give the same bits as the same calls made one at a time afterwards."""

@@ -151,10 +151,18 @@ struct Attrs {
   int64_t sh, sw, pt, pb, pl, pr, relu, bias, threads;
 };
 
+// A call under this many forward FLOPs runs on one thread: waking an OpenMP team costs more than
+// splitting saves (lenet5's convs, 30-60 MFLOP at batch 128). It depends on the call's shape only
+// (a vmap-folded batch included), so results stay bitwise for fixed shapes and threads.
+constexpr double kSmallConvFlop = 1e8;
+
+// The call's shape; its team: `threads`, or 1 below kSmallConvFlop.
 Shape MakeShape(const Attrs& a, int64_t b, int64_t h, int64_t w, int64_t ci, int64_t co,
                 int64_t kh, int64_t kw, int64_t ho, int64_t wo) {
+  double flop = 2.0 * b * ho * wo * kh * kw * ci * co;
+  int64_t threads = flop < kSmallConvFlop ? 1 : a.threads;
   return Shape{b, h, w, ci, co, kh, kw, ho, wo, a.sh, a.sw, a.pt, a.pb, a.pl, a.pr,
-               a.relu, a.bias, a.threads};
+               a.relu, a.bias, threads};
 }
 
 ffi::Error CheckGeometry(const Shape& s) {
@@ -195,7 +203,7 @@ ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Bu
     int64_t calls = fold ? 1 : groups;
     Shape s = MakeShape(a, fold ? B * groups : B, H, W, Ci, Co, kh, kw, Ho, Wo);
     if (auto e = CheckGeometry(s); e.failure()) return e;
-    ThreadScope scope(threads);
+    ThreadScope scope(s.threads);
     auto plan = GetPlan(kFwd, s);
     int64_t xsz = s.b * H * W * Ci, wsz = kh * kw * Ci * Co, ysz = s.b * Ho * Wo * Co;
     for (int64_t g = 0; g < calls; ++g) {
@@ -237,7 +245,7 @@ ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
     int64_t calls = fold ? 1 : groups;
     Shape s = MakeShape(a, fold ? B * groups : B, H, W, Ci, Co, kh, kw, Ho, Wo);
     if (auto e = CheckGeometry(s); e.failure()) return e;
-    ThreadScope scope(threads);
+    ThreadScope scope(s.threads);
     auto plan = GetPlan(kBwdData, s);
     int64_t xsz = s.b * H * W * Ci, wsz = kh * kw * Ci * Co, gsz = s.b * Ho * Wo * Co;
     for (int64_t g = 0; g < calls; ++g) {
@@ -277,7 +285,7 @@ ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
     Attrs a{sh, sw, pt, pb, pl, pr, 0, 1, threads};
     Shape s = MakeShape(a, B, H, W, Ci, Co, kh, kw, Ho, Wo);
     if (auto e = CheckGeometry(s); e.failure()) return e;
-    ThreadScope scope(threads);
+    ThreadScope scope(s.threads);
     auto plan = GetPlan(kBwdWeights, s);
     int64_t xsz = B * H * W * Ci, wsz = kh * kw * Ci * Co, gsz = B * Ho * Wo * Co;
     int64_t groups = Prod(wl);
