@@ -1,5 +1,5 @@
-"""Builds dlkit's optional native CPU kernels (dlkit/kernels/cpu/onednn_*.cc: convs, LSTM,
-batch norm).
+"""Builds dlkit's optional native CPU kernels (dlkit/kernels/cpu/*.cc: oneDNN convs and LSTM, a
+C++ batch norm) into one library.
 
 Everything else is in pyproject.toml. The extension is optional: without a C++ compiler, off
 x86-64 Linux, or without the oneDNN wheels the build prints why and the pure-Python install still
@@ -46,7 +46,7 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as e:  # noqa: BLE001 - any failure leaves the pure-Python install
             print(
-                f"dlkit: the oneDNN kernels were not built ({e}); dlkit uses XLA's convs and LSTM scan",
+                f"dlkit: the native CPU kernels were not built ({e}); dlkit uses XLA's ops instead",
                 file=sys.stderr,
             )
 

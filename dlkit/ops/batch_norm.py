@@ -6,11 +6,10 @@ axis but the last (the channels), y = relu?((x - mean) * (rsqrt(var + eps) * sca
 The reference is flax.linen.BatchNorm's math (float32 statistics, var = E[x^2] - E[x]^2 clipped at
 0); `dlkit.nn.BatchNorm` calls this op on its training path and keeps the running averages.
 
-`impl`: "reference" (jnp; "fast" is the same), a backend
-registered with `register_impl` (dlkit.kernels registers its CPU kernel library's batch norm as
-"onednn", the name the library's convs and LSTM use, though this kernel is plain C++), or "auto"
-(the default): on CPU the first registered backend whose `available(x, scale, bias)` accepts the
-call, else "reference".
+`impl`: "reference" (jnp; "fast" is the same), a backend registered with `register_impl`
+(dlkit.kernels registers its CPU kernel library's batch norm as "onednn", the name the library's
+convs and LSTM use, though this kernel is plain C++), or "auto" (the default): on CPU the first
+registered backend whose `available(x, scale, bias)` accepts the call, else "reference".
 """
 
 import jax
