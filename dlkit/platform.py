@@ -6,8 +6,8 @@ still shows win (BUILD_NOTES, "Platform (the door)"; `benchmarks/cpu_suite.py --
   dlkit.train.cpu_layout), or the count a run's parallel.cpu_devices asks for;
 - XLA's CPU thread pools at 2 threads per device (NPROC), without which the devices' collectives
   can hang and XLA aborts the process (BUILD_NOTES, "Known upstream bugs": the all-reduce hang);
-- glibc malloc keeping XLA's large per-call buffers mapped (mallopt "keep-arena"), so a dispatch
-  does not page-fault its scratch memory afresh.
+- glibc malloc keeping XLA's large per-call buffers mapped (mallopt "keep-arena": one arena, large
+  blocks from its heap, never trimmed), so a dispatch does not page-fault its scratch memory afresh.
 It returns a frozen `Platform` that says what was done, for the door to print; it prints nothing.
 - OpenMP threads that sleep when idle (OMP_WAIT_POLICY=PASSIVE, unless set): the oneDNN convs'
   (and PyTorch's) OpenMP teams otherwise spin between calls, and on a loaded or shared machine
@@ -37,7 +37,7 @@ __all__ = ["configure", "Platform", "CpuFeatures", "choose_devices", "collective
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 MAX_DEVICES = 16  # one device per physical core, at most this many (measured up to 2)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc mallopt parameters
 MMAP_THRESHOLD = 1 << 30  # blocks below 1 GiB come from the heap (reused across calls)
 TRIM_THRESHOLD = 2**31 - 1  # never trim the heap top back to the kernel (mallopt takes an int)
 OFF = ("off", "0", "false")  # DLKIT_PLATFORM values that turn configure off (A/B)
@@ -179,13 +179,18 @@ def _reserve_threads(devices: int, cores: int, environ) -> tuple[int | None, str
 
 
 def _keep_malloc_arena() -> bool:
-    """glibc mallopt: large blocks from the heap, heap never trimmed; False off glibc."""
+    """glibc mallopt: one arena, large blocks from its heap, never trimmed; False off glibc.
+
+    One arena because XLA runs a dispatch on its own threads, and a thread's own arena (glibc
+    makes one per thread under contention) caps its heap at 64 MiB: a bigger per-call buffer is
+    mmapped afresh whatever the threshold (measured: BUILD_NOTES, "Platform (the door)").
+    """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    ok = libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(MMAP_THRESHOLD)) == 1
-    return ok and libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(TRIM_THRESHOLD)) == 1
+    arena = (M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    return all(libc.mallopt(k, ctypes.c_int(v)) == 1 for k, v in arena)
 
 
 def configure(
