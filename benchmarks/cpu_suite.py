@@ -23,7 +23,7 @@ timer: dlkit.extras.profile.time_round_robin. --smoke: tiny and seconds (CI).
     JAX_PLATFORMS=cpu python benchmarks/cpu_suite.py [--families cnn,transformer_lm]
         [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--compile goal|all|none]
         [--threads 1] [--set step.mixed_precision=True] [--peer process|inline]
-        [--platform on|off|no_malloc|no_split|omp_default] [--variants xla,1dev,2dev]
+        [--platform on|off|no_malloc|no_split|async_dispatch|omp_default] [--variants xla,1dev,2dev]
         [--layers resnet18] [--profile] [--smoke]
 """
 
@@ -807,10 +807,11 @@ def parse_args():
     )
     parser.add_argument(
         "--platform",
-        choices=("on", "off", "no_malloc", "no_split", "omp_default"),
+        choices=("on", "off", "no_malloc", "no_split", "async_dispatch", "omp_default"),
         default="on",
         help="dlkit.platform.configure as the door calls it (on), not at all (off), without the "
-        "malloc keep-arena, without a CPU device per core, or with OpenMP's default wait policy "
+        "malloc keep-arena, without a CPU device per core, with XLA's asynchronous dispatch, or "
+        "with OpenMP's default wait policy "
         "(A/B of each trick; omp_default also leaves PyTorch, which shares the OpenMP runtime, at "
         "its default: the fair peer)",
     )
@@ -945,6 +946,7 @@ def main():
             *(r.parallel.cpu_devices for r in runs),
             keep_malloc_arena=args.platform != "no_malloc",
             split=args.platform != "no_split",
+            sync_dispatch=args.platform != "async_dispatch",
             omp_passive=args.platform != "omp_default",
         )
     from dlkit.extras.profile import machine, results_name

@@ -6,13 +6,16 @@ still shows win (BUILD_NOTES, "Platform (the door)"; `benchmarks/cpu_suite.py --
   dlkit.train.cpu_layout), or the count a run's parallel.cpu_devices asks for;
 - XLA's CPU thread pools at 2 threads per device (NPROC), without which the devices' collectives
   can hang and XLA aborts the process (BUILD_NOTES, "Known upstream bugs": the all-reduce hang);
-- glibc malloc keeping XLA's large per-call buffers mapped (mallopt "keep-arena": one arena, large
-  blocks from its heap, never trimmed), so a dispatch does not page-fault its scratch memory afresh.
-It returns a frozen `Platform` that says what was done, for the door to print; it prints nothing.
+- glibc malloc keeping XLA's large per-call buffers mapped (mallopt "keep-arena"), so a dispatch
+  does not page-fault its scratch memory afresh;
+- one-device dispatches run on the caller's thread (jax_cpu_enable_async_dispatch off): keep-arena
+  reaches only the main thread's arena, and another thread's caps its heap at 64 MiB, so a bigger
+  per-call buffer allocated on XLA's dispatch thread was mmapped and page-faulted every call.
 - OpenMP threads that sleep when idle (OMP_WAIT_POLICY=PASSIVE, unless set): the oneDNN convs'
   (and PyTorch's) OpenMP teams otherwise spin between calls, and on a loaded or shared machine
   a call waits for descheduled spinners (measured at load 7.6 on 2 cores: a 1x1 stride-2
-  ResNet conv 16 ms -> 2.5 ms, a 3x3 64->64 one 34 -> 22 ms; `--platform=omp_default` A/B);
+  ResNet conv 16 ms -> 2.5 ms, a 3x3 64->64 one 34 -> 22 ms; `--platform=omp_default` A/B).
+It returns a frozen `Platform` that says what was done, for the door to print; it prints nothing.
 Its line also names the CPU conv backend `impl="auto"` will use (dlkit.kernels.cpu: "oneDNN 3.2.0",
 or "XLA (why not oneDNN)"); finding that out loads the oneDNN library, not JAX's backend.
 With a GPU or TPU backend intended (JAX_PLATFORMS, or an accelerator plugin installed) it touches
@@ -37,7 +40,7 @@ __all__ = ["configure", "Platform", "CpuFeatures", "choose_devices", "collective
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 MAX_DEVICES = 16  # one device per physical core, at most this many (measured up to 2)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc mallopt parameters
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 MMAP_THRESHOLD = 1 << 30  # blocks below 1 GiB come from the heap (reused across calls)
 TRIM_THRESHOLD = 2**31 - 1  # never trim the heap top back to the kernel (mallopt takes an int)
 OFF = ("off", "0", "false")  # DLKIT_PLATFORM values that turn configure off (A/B)
@@ -98,6 +101,7 @@ class Platform:
     devices: int = 1  # JAX CPU devices the process will have
     threads: int | None = None  # XLA CPU pool threads reserved (NPROC); None: XLA's default
     keep_malloc_arena: bool = False
+    sync_dispatch: bool = False  # one-device dispatches run on the caller's thread
     notes: tuple[str, ...] = ()
     convs: str | None = None  # the CPU conv backend: "oneDNN 3.2.0" or "XLA (reason)"; None: unsaid
     omp_wait: str | None = None  # OMP_WAIT_POLICY in effect for OpenMP libraries loaded after
@@ -111,6 +115,7 @@ class Platform:
         return (
             f"{head}: {self.devices} CPU device{'s' if self.devices != 1 else ''}, {threads}, "
             f"malloc keep-arena {'on' if self.keep_malloc_arena else 'off'}"
+            + (", dispatch on the caller's thread" if self.sync_dispatch else "")
             + (f", convs: {self.convs}" if self.convs else "")
             + (f", OpenMP wait {self.omp_wait.lower()}" if self.omp_wait else "")
             + self._notes()
@@ -179,24 +184,29 @@ def _reserve_threads(devices: int, cores: int, environ) -> tuple[int | None, str
 
 
 def _keep_malloc_arena() -> bool:
-    """glibc mallopt: one arena, large blocks from its heap, never trimmed; False off glibc.
-
-    One arena because XLA runs a dispatch on its own threads, and a thread's own arena (glibc
-    makes one per thread under contention) caps its heap at 64 MiB: a bigger per-call buffer is
-    mmapped afresh whatever the threshold (measured: BUILD_NOTES, "Platform (the door)").
-    """
+    """glibc mallopt: large blocks from the heap, heap never trimmed; False off glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    arena = (M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    return all(libc.mallopt(k, ctypes.c_int(v)) == 1 for k, v in arena)
+    ok = libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(MMAP_THRESHOLD)) == 1
+    return ok and libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(TRIM_THRESHOLD)) == 1
+
+
+def _dispatch_on_caller() -> bool:
+    """XLA:CPU runs a one-device dispatch on the calling thread; False if jax lacks the option."""
+    try:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    except (AttributeError, KeyError):
+        return False
+    return True
 
 
 def configure(
     *cpu_devices: int,
     split: bool = True,
     keep_malloc_arena: bool = True,
+    sync_dispatch: bool = True,
     omp_passive: bool = True,
     features: CpuFeatures | None = None,
     environ=os.environ,
@@ -206,8 +216,9 @@ def configure(
 
     `cpu_devices`: the parallel.cpu_devices of the runs to come (0 or none: auto, one device per
     physical core; N: N); the process gets the most any asks, unless XLA_FLAGS or jax config
-    already fixed a count (kept). `split=False` keeps auto at one device; `keep_malloc_arena=False`
-    leaves glibc's malloc alone, `omp_passive=False` OpenMP's wait policy (all for A/B).
+    already fixed a count (kept). For A/B: `split=False` keeps auto at one device,
+    `keep_malloc_arena=False` leaves glibc's malloc alone, `sync_dispatch=False` XLA's asynchronous
+    dispatch, `omp_passive=False` OpenMP's wait policy.
     DLKIT_PLATFORM=off in `environ` does nothing.
     """
     features = features or CpuFeatures.detect()
@@ -216,7 +227,7 @@ def configure(
         return Platform(features, backend=backend)
     if environ.get("DLKIT_PLATFORM", "on").lower() in OFF:
         return Platform(features, notes=("DLKIT_PLATFORM=off",), convs=dispatch.describe())
-    notes, threads = [], None
+    notes, threads, sync = [], None, False
     devices = choose_devices(cpu_devices, features, split)
     if _backend_started():
         devices = jax.local_device_count()
@@ -230,6 +241,7 @@ def configure(
             jax.config.update("jax_num_cpu_devices", devices)
         threads, note = _reserve_threads(devices, features.cores, environ)
         notes += [note] if note else []
+        sync = sync_dispatch and _dispatch_on_caller()
     kept = keep_malloc_arena and _keep_malloc_arena()
     if keep_malloc_arena and not kept:
         notes.append("mallopt unavailable (not glibc)")
@@ -237,4 +249,4 @@ def configure(
         environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before any OpenMP library loads
     convs = dispatch.describe()  # loads the oneDNN library (and its OpenMP), if it can
     omp_wait = environ.get("OMP_WAIT_POLICY")
-    return Platform(features, "cpu", devices, threads, kept, tuple(notes), convs, omp_wait)
+    return Platform(features, "cpu", devices, threads, kept, sync, tuple(notes), convs, omp_wait)

@@ -2,6 +2,7 @@
 it changes the process) on the CPU backend only, with the collective-hang fault injected."""
 
 import os
+import resource
 import subprocess
 import sys
 
@@ -171,3 +172,30 @@ def test_data_parallel_steps_do_not_hang_in_their_all_reduce():
     process (SIGABRT) after 40 s. With configure's thread reservation they run to the end."""
     out = run_fresh(ALL_REDUCE)
     assert "Termination timeout" not in out.stderr
+
+
+BIG_TEMP = f"""
+import os, resource
+import jax, jax.numpy as jnp
+from dlkit import platform
+platform.configure(1, features={TWO_CORES}, sync_dispatch=os.environ["SYNC"] == "on")
+w = jnp.ones((4096, 8))
+f = jax.jit(lambda x: jnp.sum(jnp.sin(x) @ w))  # sin(x): a 96 MiB temp, the dot's operand
+x = jnp.ones((6144, 4096))
+for _ in range(2):
+    f(x).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    f(x).block_until_ready()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4)
+"""
+
+
+def test_a_big_temp_is_not_faulted_afresh_in_each_dispatch():
+    """keep-arena reaches the main thread's arena only; XLA's dispatch thread has its own, whose
+    heap glibc caps at 64 MiB, so a bigger temp was mmapped and page-faulted every call until
+    configure made one-device dispatches run on the caller's thread (the control shows it)."""
+    pages = (96 << 20) // resource.getpagesize()
+    faults = {m: float(run_fresh(BIG_TEMP, SYNC=m).stdout.split()[-1]) for m in ("on", "off")}
+    assert faults["off"] > pages / 2, faults  # the premise: dispatched on XLA's thread it faults
+    assert faults["on"] < pages / 10, faults
