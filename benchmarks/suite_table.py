@@ -1,9 +1,14 @@
 """One table from several cpu_suite.py records of the same command: per family and ratio, the median
 over the runs and the range (a VM's speed drifts between runs; one run's ratio is one sample).
+`--ab DIR [LABEL]`: an A/B folder (ab_suite.sh's DIR/base and DIR/this records): each row's ms/step
+per run in both, and this/base of the medians.
 
     python benchmarks/suite_table.py benchmarks/results/cpu_suite-<cpu>-<date>.json [...]
+    python benchmarks/suite_table.py --ab benchmarks/results/ab-<date> [base-rev]
 """
 
+import collections
+import glob
 import json
 import statistics
 import sys
@@ -13,6 +18,7 @@ COLUMNS = (  # (header, numerator row, denominator row)
     ("compile/dlkit", "torch_compile", "dlkit"),
     ("eager/dlkit 1dev", "torch_eager", "dlkit_1dev"),
     ("compile/dlkit 1dev", "torch_compile", "dlkit_1dev"),
+    ("eager/dlkit 1step", "torch_eager", "dlkit_1step"),
     ("xla/oneDNN convs", "dlkit_xla", "dlkit"),
 )
 
@@ -41,7 +47,28 @@ def main(paths: list[str]) -> None:
         print(f"| {name} | {cell(ms)} | " + " | ".join(cells) + " |")
 
 
+def ab(out: str, label: str = "base") -> None:
+    ms = collections.defaultdict(list)  # (tree, family, row) -> ms/step per run
+    for tree in ("base", "this"):
+        for path in sorted(glob.glob(f"{out}/{tree}/cpu_suite-*.json")):
+            for fam in json.load(open(path))["families"]:
+                for row, value in fam["ms_per_step"].items():
+                    ms[tree, fam["family"], row].append(value)
+    order = list(dict.fromkeys((f, r) for _, f, r in ms))
+    print(f"\nA/B {label} (base) vs this: ms/step per run, this/base of the medians (< 1: faster)")
+    for fam, row in order:
+        a, b = ms.get(("base", fam, row), []), ms.get(("this", fam, row), [])
+        if a and b:
+            r = statistics.median(b) / statistics.median(a)
+            runs = lambda xs: " ".join(f"{x:.1f}" for x in xs)  # noqa: E731
+            print(f"{fam:15s} {row:12s} base [{runs(a)}]  this [{runs(b)}]  this/base {r:.3f}")
+    print(f"records: {out}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
-    main(sys.argv[1:])
+    if sys.argv[1] == "--ab":
+        ab(*sys.argv[2:4])
+    else:
+        main(sys.argv[1:])

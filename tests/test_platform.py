@@ -73,6 +73,9 @@ def test_describe_says_what_was_set():
     text = platform.Platform(f, devices=2, threads=4, keep_malloc_arena=True).describe()
     assert "Xeon" in text and "amx_bf16" in text and "2 cores" in text
     assert "2 CPU devices, XLA threads 4, malloc keep-arena on" in text
+    assert "caller's thread" not in text
+    sync = platform.Platform(f, keep_malloc_arena=True, sync_dispatch=True).describe()
+    assert "malloc keep-arena on, dispatch on the caller's thread" in sync
     assert "convs" not in text
     with_convs = platform.Platform(f, convs="oneDNN 3.2.0", omp_wait="PASSIVE").describe()
     assert ", convs: oneDNN 3.2.0, OpenMP wait passive" in with_convs
@@ -102,6 +105,7 @@ def test_off_switch_and_a_started_backend_change_nothing():
     environ = {}
     late = platform.configure(environ=environ, keep_malloc_arena=False)
     assert late.devices == jax.local_device_count() and late.threads is None and environ == {}
+    assert not late.sync_dispatch and jax.config.jax_cpu_enable_async_dispatch
 
 
 SPLIT = f"""
@@ -136,6 +140,7 @@ before = dict(os.environ)
 done = platform.configure(features={TWO_CORES})
 assert done.backend == "cuda" and done.devices == 1 and not done.keep_malloc_arena, done
 assert dict(os.environ) == before and jax.config.jax_num_cpu_devices == -1
+assert jax.config.jax_cpu_enable_async_dispatch and not done.sync_dispatch
 print(done.describe())
 """
 

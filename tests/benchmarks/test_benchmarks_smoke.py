@@ -83,6 +83,11 @@ def test_suite_table(tmp_path):
         paths[-1].write_text(json.dumps(record))
     out = run("suite_table.py", *map(str, paths))
     assert "| cnn | 10.00 (8.00-12.00) | 1.20 (1.00-1.50) | - |" in out, out
+    for tree, record in zip(("base", "this"), paths[:2], strict=True):  # dlkit 10 ms, then 8
+        (tmp_path / "ab" / tree).mkdir(parents=True)
+        (tmp_path / "ab" / tree / "cpu_suite-x.json").write_text(record.read_text())
+    out = run("suite_table.py", "--ab", str(tmp_path / "ab"), "abc123")
+    assert "cnn             dlkit        base [10.0]  this [8.0]  this/base 0.800" in out, out
 
 
 @needs_torch
