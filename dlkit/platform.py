@@ -241,7 +241,10 @@ def configure(
             jax.config.update("jax_num_cpu_devices", devices)
         threads, note = _reserve_threads(devices, features.cores, environ)
         notes += [note] if note else []
-        sync = sync_dispatch and _dispatch_on_caller()
+        if sync_dispatch and "JAX_CPU_ENABLE_ASYNC_DISPATCH" in environ:
+            notes.append("JAX_CPU_ENABLE_ASYNC_DISPATCH kept")  # the user's choice
+        else:
+            sync = sync_dispatch and _dispatch_on_caller()
     kept = keep_malloc_arena and _keep_malloc_arena()
     if keep_malloc_arena and not kept:
         notes.append("mallopt unavailable (not glibc)")
