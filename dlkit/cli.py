@@ -2,10 +2,10 @@
 
 A DlkitError exits with its exit_code (2 usage, 1 runtime, 75 preempted), a full disk or an
 unwritable path with 1, Ctrl-C outside a training run (or twice in one) with 130. Library
-warnings (Orbax's "Metadata file does not exist" on a resume), tracebacks of a KeyboardInterrupt
-that a library logs on its way out, and anything library threads log or raise once the run was
-interrupted (Orbax's save threads dying at exit) are dropped at this door. `--verbose` or
-DLKIT_VERBOSE=1 keeps all of it and re-raises instead, for the traceback.
+warnings (Orbax's "Metadata file does not exist" on a resume), Orbax's logs of a full disk,
+tracebacks of a KeyboardInterrupt that a library logs on its way out, and anything library threads
+log or raise once the door has said its one line (Orbax's save threads dying at exit) are dropped
+at this door. `--verbose` or DLKIT_VERBOSE=1 keeps all of it and re-raises instead.
 """
 
 import errno
@@ -38,6 +38,7 @@ def verbose() -> bool:
 
 
 def _fail(message: str, code: int, prefix: str = "error: "):
+    _exiting.set()  # library threads dying at exit say nothing after this line
     print(f"{prefix}{message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
@@ -53,15 +54,15 @@ def _os_error(e: OSError) -> str | None:
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 _OWN = (str(_PACKAGE), str(_PACKAGE.parent / "experiments"))  # dlkit and its binaries
-_interrupted = threading.Event()
+_exiting = threading.Event()  # the door said its one line and the process is on its way out
 
 
 class _QuietLibraries(logging.Filter):
-    """Drops library warnings, logged KeyboardInterrupts and, after an interrupt, all else."""
+    """Drops library warnings, logged KeyboardInterrupts and, once the door is exiting, all else."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _interrupted.is_set():
-            return False  # stop now: library threads dying at exit say nothing
+        if _exiting.is_set():
+            return False  # library threads dying at exit say nothing
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, KeyboardInterrupt):
             return False  # the interrupt is one line at the door
@@ -104,29 +105,31 @@ def _quiet_libraries() -> None:
     show_progress()
     if verbose():
         return
-    absl_logger = logging.getLogger("absl")
-    if not any(isinstance(f, _QuietDiskFull) for f in absl_logger.filters):
-        absl_logger.addFilter(_QuietDiskFull())
-    quiet = _QuietLibraries()
+    quiet, disk_full = _QuietLibraries(), _QuietDiskFull()  # asyncio's logs reach root handlers
     for target in (logging.getLogger("absl"), *logging.getLogger().handlers):
-        if not any(isinstance(f, _QuietLibraries) for f in target.filters):
-            target.addFilter(quiet)
+        for f in (quiet, disk_full):
+            if not any(isinstance(g, type(f)) for g in target.filters):
+                target.addFilter(f)
     thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
 
     def excepthook(args):
-        if not _interrupted.is_set():
+        if not _exiting.is_set():
             thread_hook(args)
 
-    def unraisablehook(unraisable):
-        if not _interrupted.is_set():
+    def unraisablehook(unraisable):  # also what TensorStore's callbacks raise on their threads
+        if not (_exiting.is_set() or _closed_loop(unraisable.exc_value)):
             unraisable_hook(unraisable)
 
     threading.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
+def _closed_loop(e: BaseException) -> bool:
+    """Orbax's event loop closed under TensorStore callbacks still arriving (a failed save)."""
+    return isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
+
+
 def _interrupt() -> None:
     """Ctrl-C: one line, exit 130; the library threads still running end silently."""
-    _interrupted.set()
     _fail("interrupted", EXIT_INTERRUPTED)
 
 

@@ -107,3 +107,22 @@ def test_full_disk_is_one_error_and_older_checkpoints_survive(tmp_path):
         assert strict_rows(disk / "w")[-1]["step"] == 60
     finally:
         subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_the_binary_says_a_full_disk_in_one_line(tmp_path):
+    """The binary's stderr on a full disk is its one error line: Orbax's logs of the failed
+    save and TensorStore's callbacks raising into its closed event loop stay quiet."""
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "8m")
+    try:
+        proc = train_cli(disk / "w", *CLI_FLAGS, "--config.checkpoint.every_steps=50")
+        for line in proc.stdout:
+            if line.startswith("step 60:"):  # after the first checkpoint
+                break
+        _fill(disk)
+        _, err = proc.communicate(timeout=300)
+        lines = err.strip().splitlines()  # a first prepare of the data may print progress above
+        assert proc.returncode == 1 and "full" in lines[-1], err[-3000:]
+        assert "Traceback" not in err and "RESOURCE_EXHAUSTED" not in err, err[-3000:]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
