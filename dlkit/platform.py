@@ -243,8 +243,8 @@ def configure(
         notes += [note] if note else []
         if sync_dispatch and "JAX_CPU_ENABLE_ASYNC_DISPATCH" in environ:
             notes.append("JAX_CPU_ENABLE_ASYNC_DISPATCH kept")  # the user's choice
-        else:
-            sync = sync_dispatch and _dispatch_on_caller()
+        elif sync_dispatch:
+            sync = _dispatch_on_caller()
     kept = keep_malloc_arena and _keep_malloc_arena()
     if keep_malloc_arena and not kept:
         notes.append("mallopt unavailable (not glibc)")
