@@ -127,6 +127,31 @@ def test_thread_counts_give_close_results():
     assert_trees_close(one, two, 8 * 12)
 
 
+@needs_kernel
+@pytest.mark.parametrize("batch, threads", [(5, 2), (4, 3), (1, 2)])  # uneven; 3 chunks; 1 row
+def test_a_split_batch_matches_one_team_and_the_scan(batch, threads):
+    """Chunks of rows per thread (weight gradients summed over chunks) vs one oneDNN team."""
+    args = stack_args(7, batch, 5, 8, 2, seed=6)
+
+    @functools.partial(jax.jit, static_argnames="split")
+    def run(a, split):
+        def f(a):
+            if split is None:  # the reference
+                return jnp.sum(jnp.sin(lstm_stack(*a, impl="wavefront")[1]))
+            return jnp.sum(jnp.sin(lstm.lstm_stack(*a, threads=threads, split=split)[1]))
+
+        return jax.value_and_grad(f)(a)
+
+    split = run(args, True)
+    assert_trees_close(split, run(args, False), 7 * 2 * 13 * batch)
+    assert_trees_close(split, run(args, None), 7 * 2 * 13 * batch)
+
+
+def test_the_split_rule_keeps_big_hidden_sizes_on_one_team():
+    assert lstm.splits(32, 256, 2) and not lstm.splits(32, 512, 2)
+    assert not lstm.splits(32, 256, 1) and not lstm.splits(1, 256, 2)
+
+
 def case_sharded():
     """(In test_onednn_conv.py's 2-device subprocess.) Under jax.set_mesh over the batch, the
     oneDNN LSTM runs per device on half the batch; values and gradients equal the scan's."""

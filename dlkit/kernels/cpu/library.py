@@ -122,11 +122,13 @@ def why_unavailable() -> str | None:
     return _state()[1]
 
 
-def lstm_workspace_bytes(steps: int, batch: int, features: int, hidden: int) -> int:
+def lstm_workspace_bytes(
+    steps: int, batch: int, features: int, hidden: int, threads: int = 1, split: bool = False
+) -> int:
     """Bytes of the workspace oneDNN's LSTM forward keeps for its backward at these shapes."""
     fn = load().DlkitOnednnLstmWorkspace
-    fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_int64] * 4
-    size = fn(steps, batch, features, hidden)
+    fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_int64] * 6
+    size = fn(steps, batch, features, hidden, threads, int(split))
     if size < 0:
         raise ValueError(
             f"oneDNN refuses an LSTM of (T, N, C, H) = {(steps, batch, features, hidden)}"

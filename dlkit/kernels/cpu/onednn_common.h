@@ -57,7 +57,15 @@ inline dnnl::stream& Stream() {
 // page faults or zero fill (a resnet18 step reorders ~45 MB of weights three times). Slot 0 is the
 // scratchpad; a call uses each slot for one buffer at a time (a handler never re-enters on its
 // thread).
-enum Slot { kScratchSlot, kWeightSlot, kWeightSlot2, kGradSlot, kGradSlot2, kSlots };
+enum Slot {
+  kScratchSlot,
+  kWeightSlot,
+  kWeightSlot2,
+  kGradSlot,
+  kGradSlot2,
+  kChunkGradSlot,
+  kSlots
+};
 
 inline void* ThreadBuffer(Slot slot, size_t bytes) {
   struct Buf {
@@ -124,6 +132,18 @@ inline Admission& Admitted() {
   static Admission admission;
   return admission;
 }
+
+// For its lifetime: the calling thread's OpenMP team size is `threads` (when > 0; restored after).
+class OmpThreads {
+ public:
+  explicit OmpThreads(int64_t threads) : prev_(omp_get_max_threads()) {
+    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  }
+  ~OmpThreads() { omp_set_num_threads(prev_); }
+
+ private:
+  int prev_;
+};
 
 // For the call's lifetime: the calling thread's OpenMP team size is `threads` (restored after),
 // and the call holds that many core slots.
