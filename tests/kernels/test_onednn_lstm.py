@@ -4,6 +4,10 @@ under vmap; bitwise reruns; which calls "auto" gives oneDNN; the char LM through
 case (2 devices) runs in test_onednn_conv.py's shard_map subprocess."""
 
 import functools
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -150,6 +154,51 @@ def test_a_split_batch_matches_one_team_and_the_scan(batch, threads):
 def test_the_split_rule_keeps_big_hidden_sizes_on_one_team():
     assert lstm.splits(32, 256, 2) and not lstm.splits(32, 512, 2)
     assert not lstm.splits(32, 256, 1) and not lstm.splits(1, 256, 2)
+
+
+HUGE_PAGES_CASE = """
+import pathlib
+import jax, jax.numpy as jnp
+from dlkit.kernels.cpu import lstm
+
+def advised(a):  # is the mapping holding a's first whole 2 MiB page advised (VmFlags 'hg')?
+    page = (a.unsafe_buffer_pointer() + (2 << 20) - 1) & ~((2 << 20) - 1)
+    inside = False
+    for line in pathlib.Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            lo, hi = (int(v, 16) for v in head.split("-"))
+            inside = lo <= page < hi
+        elif inside and head == "VmFlags:":
+            return "hg" in line.split()[1:]
+
+z, f = jnp.zeros((32, 256)), jnp.ones  # char_lstm's first layer: a 79 MiB workspace
+out = jax.jit(lstm._forward, static_argnums=(6, 7))(
+    f((128, 32, 64)), z, z, f((64, 1024)), f((256, 1024)), f(1024), 2, True)
+print("workspace advised", advised(out[3]), "output advised", advised(out[0]))
+"""
+
+
+@needs_kernel
+@pytest.mark.skipif(
+    not pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled").exists(),
+    reason="no transparent huge pages in this kernel",
+)
+def test_a_fresh_workspace_is_advised_to_take_huge_pages():
+    """Without the door, XLA mmaps the 79 MiB workspace afresh each call: the forward asks for
+    transparent huge pages on it (2 MiB faults, not 4 KiB ones), and on nothing else it writes."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+    out = subprocess.run(
+        [sys.executable, "-c", HUGE_PAGES_CASE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["workspace", "advised", "True", "output", "advised", "False"]
 
 
 def case_sharded():
