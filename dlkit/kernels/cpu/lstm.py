@@ -82,9 +82,9 @@ def lstm_stack(xs, carries, weights, biases, *, threads: int = 1, split: bool | 
         raise RuntimeError(
             f"dlkit.kernels.cpu.lstm_stack is unavailable: {library.why_unavailable()}"
         )
-    finals, x = [], xs
+    finals, x, threads = [], xs, int(threads)
     for (c0, h0), w, b in zip(carries, weights, biases, strict=True):
-        d, threads = x.shape[-1], int(threads)
+        d = x.shape[-1]
         cut = splits(x.shape[1], h0.shape[-1], threads) if split is None else bool(split)
         x, h_t, c_t = _layer(x, h0, c0, w[:d], w[d:], b, threads, cut)
         finals.append((c_t, h_t))

@@ -150,18 +150,14 @@ class OmpThreads {
 class ThreadScope {
  public:
   explicit ThreadScope(int64_t threads)
-      : prev_(omp_get_max_threads()), n_(threads > 0 ? threads : prev_) {
+      : n_(threads > 0 ? threads : omp_get_max_threads()), team_(threads) {
     Admitted().Acquire(n_);
-    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
   }
-  ~ThreadScope() {
-    omp_set_num_threads(prev_);
-    Admitted().Release(n_);
-  }
+  ~ThreadScope() { Admitted().Release(n_); }
 
  private:
-  int prev_;
   int64_t n_;
+  OmpThreads team_;
 };
 
 inline memory ScratchMem(size_t bytes) {

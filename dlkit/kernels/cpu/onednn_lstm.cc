@@ -106,11 +106,12 @@ void AdviseHugePages(void* p, size_t bytes) {
   madvise(reinterpret_cast<void*>(a), e - a, MADV_HUGEPAGE);
 }
 
-// One primitive call of a handler: its dims, first row and workspace offset (bytes).
+// One primitive call of a handler: its dims, first row, workspace offset (bytes) and forward plan.
 struct Chunk {
   Dims d;
   int64_t row;
   size_t ws;
+  std::shared_ptr<Plan> fwd;
 };
 
 // The call's chunks (see the header) and the workspace bytes they need together.
@@ -122,8 +123,8 @@ std::vector<Chunk> Chunks(const Dims& whole, bool split, size_t& ws_bytes) {
     Dims d = whole;
     d.n = whole.n / k + (i < whole.n % k ? 1 : 0);
     if (k > 1) d.threads = 1;
-    chunks.push_back({d, row, ws_bytes});
-    ws_bytes += (GetPlan(kFwd, d)->workspace + 63) / 64 * 64;
+    chunks.push_back({d, row, ws_bytes, GetPlan(kFwd, d)});
+    ws_bytes += (chunks.back().fwd->workspace + 63) / 64 * 64;
     row += d.n;
   }
   return chunks;
@@ -224,7 +225,7 @@ ffi::Error LstmFwdImpl(F32 x, F32 h0, F32 c0, F32 wx, F32 wh, F32 b, OutF32 y, O
       return e;
     AdviseHugePages(ws->typed_data(), ws->size_bytes());
     RunChunks(chunks, [&](const Chunk& k) {
-      auto plan = GetPlan(kFwd, k.d);
+      const Plan* plan = k.fwd.get();
       auto args = SharedArgs(*plan, k,
                              {x.typed_data(), h0.typed_data(), c0.typed_data(), wx.typed_data(),
                               wh.typed_data(), b.typed_data(), y->typed_data(), hT->typed_data(),
