@@ -169,6 +169,7 @@ ffi::Error BnFwdImpl(F32 x, F32 scale, F32 bias, F32 res, OutF32 y, OutF32 mean,
     ForChunks(m, chunks, [&](int64_t i, int64_t r0, int64_t r1) {
       StatSums(xp, k.data(), r0, r1, c, &s1[i * c], &s2[i * c]);
     });
+    dlkit_onednn::Prefault(y->typed_data(), y->size_bytes(), chunks);
     std::vector<float> a(c), b(c);
     float *mp = mean->typed_data(), *vp = var->typed_data();
     for (int64_t j = 0; j < c; ++j) {
@@ -204,6 +205,8 @@ ffi::Error BnBwdImpl(F32 x, F32 y, F32 scale, F32 mean, F32 var, F32 dy, OutF32 
     ForChunks(m, chunks, [&](int64_t i, int64_t r0, int64_t r1) {
       GradSums(xp, yp, gp, mp, r0, r1, c, relu != 0, &sg[i * c], &sgx[i * c]);
     });
+    dlkit_onednn::Prefault(dx->typed_data(), dx->size_bytes(), chunks);
+    if (residual) dlkit_onednn::Prefault(dres->typed_data(), dres->size_bytes(), chunks);
     std::vector<float> a(c), k2(c), k3(c);
     for (int64_t j = 0; j < c; ++j) {
       double t1 = 0, t2 = 0;

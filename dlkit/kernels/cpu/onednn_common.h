@@ -17,6 +17,7 @@
 
 #include <omp.h>
 #include <sched.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <array>
@@ -159,6 +160,35 @@ class ThreadScope {
   int64_t n_;
   OmpThreads team_;
 };
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+
+// Maps an output's fresh pages before a kernel writes it: one madvise(MADV_POPULATE_WRITE) per
+// thread of the call's team instead of a page fault per 4 KiB page. Without dlkit's door, XLA's
+// per-call buffers are mmapped afresh on every call (glibc hands blocks over 32 MiB to mmap), so
+// an output's pages are new on every step. Only when the output's first page is not mapped yet
+// (mincore): memory in use is left alone. Contents are unchanged; errors are ignored (kernels
+// before 5.14 lack the advice, and the kernel then faults the pages as before).
+inline void Prefault(void* p, size_t bytes, int64_t threads) {
+  constexpr uintptr_t kPage = 4096;
+  constexpr uintptr_t kMin = uintptr_t{1} << 20;  // smaller outputs: not worth the system calls
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t a = (begin + kPage - 1) & ~(kPage - 1), e = (begin + bytes) & ~(kPage - 1);
+  unsigned char resident = 0;
+  if (e <= a || e - a < kMin) return;
+  if (mincore(reinterpret_cast<void*>(a), kPage, &resident) != 0 || (resident & 1)) return;
+  const int64_t pages = static_cast<int64_t>((e - a) / kPage);
+  const int team = static_cast<int>(std::max<int64_t>(1, threads));
+#pragma omp parallel num_threads(team)
+  {
+    const int64_t i = omp_get_thread_num(), n = omp_get_num_threads();
+    const int64_t p0 = pages * i / n, p1 = pages * (i + 1) / n;
+    if (p1 > p0)
+      madvise(reinterpret_cast<void*>(a + p0 * kPage), (p1 - p0) * kPage, MADV_POPULATE_WRITE);
+  }
+}
 
 inline memory ScratchMem(size_t bytes) {
   return memory(memory::desc({static_cast<int64_t>(bytes)}, dt::u8, tag::a), Engine(),

@@ -205,6 +205,7 @@ ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Bu
     if (auto e = CheckGeometry(s); e.failure()) return e;
     ThreadScope scope(s.threads);
     auto plan = GetPlan(kFwd, s);
+    Prefault(y->typed_data(), y->size_bytes(), s.threads);
     int64_t xsz = s.b * H * W * Ci, wsz = kh * kw * Ci * Co, ysz = s.b * Ho * Wo * Co;
     for (int64_t g = 0; g < calls; ++g) {
       float* xp = x.typed_data() + (fold ? 0 : GroupOffset(xl, yl, g)) * xsz;
@@ -247,6 +248,7 @@ ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
     if (auto e = CheckGeometry(s); e.failure()) return e;
     ThreadScope scope(s.threads);
     auto plan = GetPlan(kBwdData, s);
+    Prefault(dx->typed_data(), dx->size_bytes(), s.threads);
     int64_t xsz = s.b * H * W * Ci, wsz = kh * kw * Ci * Co, gsz = s.b * Ho * Wo * Co;
     for (int64_t g = 0; g < calls; ++g) {
       float* gp = dy.typed_data() + (fold ? 0 : GroupOffset(gl, xl, g)) * gsz;
