@@ -284,14 +284,7 @@ print(y.nbytes // 4096, min(counts))
 def test_a_fresh_output_is_mapped_without_a_fault_per_page():
     """Without the door, XLA mmaps an output afresh on every call: the conv maps its pages with
     one madvise per thread before writing them, instead of taking a fault per 4 KiB page."""
-    out = subprocess.run(
-        [sys.executable, "-c", PREFAULT_CASE],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+    out = _python(PREFAULT_CASE)
     if out.returncode != 0 and "skip:" in out.stderr:
         pytest.skip(out.stderr.strip().splitlines()[-1])
     assert out.returncode == 0, out.stderr[-2000:]
@@ -305,14 +298,7 @@ def test_import_does_not_load_the_library():
         "maps = pathlib.Path('/proc/self/maps').read_text();"
         "assert '_onednn_conv' not in maps and 'libdnnl' not in maps, 'loaded at import'"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+    out = _python(code)
     assert out.returncode == 0, out.stderr[-2000:]
 
 
@@ -344,6 +330,18 @@ def _env(**extra):
     paths = [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     return env
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    """`python -c code` in a fresh process (the repo and tests/ on its path)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
 
 
 def _run_case(case: str, **env) -> str:
