@@ -43,8 +43,10 @@ class Damaged(Exception):
 
 
 def _reason(e: BaseException) -> str:
+    """The error's type and first line, without Orbax's pointer to TensorStore's details."""
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+    first = text[0].split(" See full TensorStore details")[0][:160] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def _disk_error(e: BaseException) -> OSError | None:
