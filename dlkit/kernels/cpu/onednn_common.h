@@ -1,5 +1,6 @@
-// Shared by dlkit's oneDNN FFI handlers (onednn_conv.cc, onednn_lstm.cc): the engine, per-thread
-// streams and scratchpads, the OpenMP team size per call and the admission of concurrent calls.
+// Shared by dlkit's native FFI handlers (onednn_conv.cc, onednn_lstm.cc, batch_norm.cc): the
+// engine, per-thread streams and scratchpads, the OpenMP team size per call, the admission of
+// concurrent calls, and fresh outputs mapped ahead (Prefault).
 // Inline functions: their statics (engine, admission) are one per library, shared by every handler.
 //
 // Thread safety: XLA calls a handler from several threads at once. Primitives are cached behind a
