@@ -166,6 +166,13 @@ class ThreadScope {
 #define MADV_POPULATE_WRITE 23  // Linux 5.14
 #endif
 
+// Whether the page at `a` (page-aligned) is not mapped in yet (mincore), as in a buffer XLA has
+// just mmapped; false when it is, or when mincore cannot tell.
+inline bool Unmapped(uintptr_t a) {
+  unsigned char resident = 0;
+  return mincore(reinterpret_cast<void*>(a), 4096, &resident) == 0 && !(resident & 1);
+}
+
 // Maps an output's fresh pages before a kernel writes it: one madvise(MADV_POPULATE_WRITE) per
 // thread of the call's team instead of a page fault per 4 KiB page. Without dlkit's door, XLA's
 // per-call buffers are mmapped afresh on every call (glibc hands blocks over 32 MiB to mmap), so
@@ -177,9 +184,7 @@ inline void Prefault(void* p, size_t bytes, int64_t threads) {
   constexpr uintptr_t kMin = uintptr_t{1} << 20;  // smaller outputs: not worth the system calls
   const uintptr_t begin = reinterpret_cast<uintptr_t>(p);
   const uintptr_t a = (begin + kPage - 1) & ~(kPage - 1), e = (begin + bytes) & ~(kPage - 1);
-  unsigned char resident = 0;
-  if (e <= a || e - a < kMin) return;
-  if (mincore(reinterpret_cast<void*>(a), kPage, &resident) != 0 || (resident & 1)) return;
+  if (e <= a || e - a < kMin || !Unmapped(a)) return;
   const int64_t pages = static_cast<int64_t>((e - a) / kPage);
   const int team = static_cast<int>(std::max<int64_t>(1, threads));
 #pragma omp parallel num_threads(team)
