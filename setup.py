@@ -18,6 +18,7 @@ SOURCES = [
     "dlkit/kernels/cpu/onednn_conv.cc",
     "dlkit/kernels/cpu/onednn_lstm.cc",
     "dlkit/kernels/cpu/batch_norm.cc",
+    "dlkit/kernels/cpu/attention.cc",
 ]
 FFI_INCLUDE = "dlkit/kernels/cpu/include"  # XLA FFI headers, vendored from jaxlib (README there)
 # From the installed .so (<prefix>/lib/python3.X/site-packages/dlkit/kernels/cpu) to <prefix>/lib,
@@ -80,6 +81,7 @@ setup(
                 "-Wno-attributes",
                 "-Wno-return-type",
                 "-Wno-sign-compare",
+                "-Wno-psabi",
                 "-g0",
             ],
             extra_link_args=["-fopenmp"],

@@ -75,7 +75,9 @@ def speed(shapes=((8, 128, 4), (4, 512, 4), (2, 1024, 4), (1, 4096, 2))):
     from dlkit.extras.profile import time_round_robin
     from dlkit.ops.attention_dispatch import choose_implementation, dot_product_attention
 
-    impls = ("reference", "xla", "chunked")
+    from dlkit.kernels import cpu
+
+    impls = ("reference", "xla", "chunked") + (("cpu",) if cpu.available() else ())
     print("| B, S, H (D=32, causal) | auto picks | " + " | ".join(impls) + " |")
     print("|---|---|" + "---:|" * len(impls))
     for b, s, h in shapes:

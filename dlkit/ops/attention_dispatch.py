@@ -1,10 +1,10 @@
 """`dot_product_attention`: one call, several backends, chosen by name or by "auto".
 
 Layering: the contract, masks and reference (dlkit.ops.attention) and the chunked backend
-(dlkit.ops.chunked_attention) sit below this module; the Pallas kernel (dlkit.kernels) sits above
-it and plugs itself in with `register_kernel("pallas", ...)` when dlkit.kernels is imported, which
-`import dlkit` does. So ops never imports kernels, and `dlkit.ops.dot_product_attention` is this
-module's function.
+(dlkit.ops.chunked_attention) sit below this module; the Pallas kernel and the native CPU kernel
+(dlkit.kernels) sit above it and plug themselves in with `register_kernel("pallas" | "cpu", ...)`
+when dlkit.kernels is imported, which `import dlkit` does. So ops never imports kernels, and
+`dlkit.ops.dot_product_attention` is this module's function.
 """
 
 import functools
@@ -22,24 +22,31 @@ from dlkit.ops.attention import (
 )
 from dlkit.ops.chunked_attention import chunked_attention
 
-IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "chunked", "pallas")
+IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "chunked", "pallas", "cpu")
+KERNELS = ("pallas", "cpu")  # backends implemented above this layer
 # CPU: above this many score bytes (B * H * Sq * Sk * 4) "auto" streams keys ("chunked"): it is
 # also faster there (benchmarks/attention_memory.py --speed; RESULTS.md).
 CHUNKED_SCORE_BYTES = 8 * 2**20
-# Backends implemented above this layer, filled once by their package at import (dlkit.kernels).
+# KERNELS' (fn, accepts), filled once by their package at import (dlkit.kernels).
 _KERNELS: dict = {}
 
 
-def register_kernel(name: str, fn) -> None:
-    """Makes fn(q, k, v, *, causal, segment_ids, kv_lengths, scale) the backend `name`."""
-    if name != "pallas":
-        raise ValueError(f"register_kernel: only 'pallas' is a kernel backend, got {name!r}")
-    _KERNELS[name] = fn
+def register_kernel(name: str, fn, accepts=None) -> None:
+    """Makes fn(q, k, v, *, causal, segment_ids, kv_lengths, scale) the backend `name`;
+    accepts(q, k, mask, segment_ids, kv_lengths) says when "auto" may take it."""
+    if name not in KERNELS:
+        raise ValueError(f"register_kernel: the kernel backends are {KERNELS}, got {name!r}")
+    _KERNELS[name] = (fn, accepts)
 
 
 def pallas_available() -> bool:
     """True once dlkit.kernels (the Pallas flash-attention kernel) has been imported."""
     return "pallas" in _KERNELS
+
+
+def _cpu_kernel_accepts(q, k, mask, segment_ids, kv_lengths) -> bool:
+    """Whether the native CPU kernel (dlkit.kernels.cpu) is registered and takes this call."""
+    return "cpu" in _KERNELS and bool(_KERNELS["cpu"][1](q, k, mask, segment_ids, kv_lengths))
 
 
 def check_implementation(name: str) -> str:
@@ -61,8 +68,12 @@ def _cudnn_eligible(q, mask, segment_ids) -> bool:
     )
 
 
-def choose_implementation(q, k, *, mask=None, segment_ids=None, platform=None) -> str:
-    """Name of the backend "auto" uses for these shapes and dtype on `platform` (default: jax's)."""
+def choose_implementation(
+    q, k, *, mask=None, segment_ids=None, platform=None, kv_lengths=None
+) -> str:
+    """Name of the backend "auto" uses for these shapes and dtype on `platform` (default: jax's).
+    On CPU the native kernel ("cpu") where it takes the call (float32 arrays, no mask arrays),
+    else "xla", or "chunked" for large score matrices."""
     platform = platform or jax.default_backend()
     if platform == "gpu":
         if _cudnn_eligible(q, mask, segment_ids):
@@ -70,6 +81,8 @@ def choose_implementation(q, k, *, mask=None, segment_ids=None, platform=None) -
         return "pallas" if mask is None and pallas_available() and k.shape[1] >= 1024 else "xla"
     if platform != "cpu":  # TPU etc.: dlkit's Pallas kernel targets GPUs (interprets elsewhere)
         return "xla"
+    if _cpu_kernel_accepts(q, k, mask, segment_ids, kv_lengths):
+        return "cpu"
     b, sq, h, _ = q.shape
     return "chunked" if b * h * sq * k.shape[1] * 4 > CHUNKED_SCORE_BYTES else "xla"
 
@@ -112,7 +125,20 @@ def _pallas(q, k, v, *, mask, causal, segment_ids, kv_lengths, scale):
     if not pallas_available():
         raise ValueError("attention implementation 'pallas' needs dlkit.kernels (import dlkit)")
     kw = dict(causal=causal, segment_ids=segment_ids, kv_lengths=kv_lengths, scale=scale)
-    return _KERNELS["pallas"](q, k, v, **kw)
+    return _KERNELS["pallas"][0](q, k, v, **kw)
+
+
+def _cpu(q, k, v, *, mask, causal, segment_ids, kv_lengths, scale):
+    """dlkit's native CPU kernel (dlkit.kernels.cpu.attention): float32, causal or not, no arrays
+    of masks."""
+    if any(a is not None for a in (mask, segment_ids, kv_lengths)):
+        raise ValueError(
+            "attention implementation 'cpu' takes causal but no mask, segment_ids or kv_lengths; "
+            "use 'xla' or 'chunked' (or 'auto') for those"
+        )
+    if "cpu" not in _KERNELS:
+        raise ValueError("attention implementation 'cpu' needs dlkit.kernels (import dlkit)")
+    return _KERNELS["cpu"][0](q, k, v, causal=causal, scale=scale)
 
 
 BACKENDS = {
@@ -121,6 +147,7 @@ BACKENDS = {
     "cudnn": functools.partial(_jax_nn, implementation="cudnn"),
     "chunked": chunked_attention,
     "pallas": _pallas,
+    "cpu": _cpu,
 }
 
 
@@ -139,7 +166,9 @@ def dot_product_attention(
     check_qkv(q, k, v)
     causal_offset(causal, q.shape[1], k.shape[1])  # a bad alignment fails before any backend
     if name == "auto":
-        name = choose_implementation(q, k, mask=mask, segment_ids=segment_ids)
+        name = choose_implementation(
+            q, k, mask=mask, segment_ids=segment_ids, kv_lengths=kv_lengths
+        )
     kw = dict(mask=mask, causal=causal, segment_ids=segment_ids, kv_lengths=kv_lengths, scale=scale)
     out = BACKENDS[name](q, k, v, **kw)
     return (out, name) if return_choice else out

@@ -44,20 +44,20 @@ class Layout:
 
 
 def choose_devices(
-    available: int, batch_size: int, batch_stats: bool, step_flops: float, onednn_flops: float = 0
+    available: int, batch_size: int, batch_stats: bool, step_flops: float, native_flops: float = 0
 ) -> Layout:
     """The rule (pure): the largest divisor of the batch up to `available` whose share of the
     step is big enough, else 1; with batch statistics a higher bar, met by the step's FLOPs
-    outside oneDNN calls (`onednn_flops` of `step_flops`)."""
+    outside native calls (`native_flops` of `step_flops`: oneDNN convs, LSTM layers, attention)."""
     if available <= 1:
         return Layout(1, "one CPU device")
     least = MIN_FLOPS_PER_DEVICE_BN if batch_stats else MIN_FLOPS_PER_DEVICE
-    counted = step_flops - onednn_flops if batch_stats else step_flops
+    counted = step_flops - native_flops if batch_stats else step_flops
     fits = [n for n in range(available, 0, -1) if batch_size % n == 0]
     n = [n for n in fits if n == 1 or counted / n >= least][0]
     gflop = f"{step_flops / 1e9:.2g} GFLOP/step"
-    if onednn_flops:
-        gflop += f", {onednn_flops / 1e9:.2g} in oneDNN calls"
+    if native_flops:
+        gflop += f", {native_flops / 1e9:.2g} in native calls"
     if n == 1 and fits == [1]:
         return Layout(1, f"one CPU device (batch {batch_size} does not divide among {available})")
     if n == 1 and batch_stats:
@@ -86,7 +86,7 @@ def step_costs(step, state, batch: dict) -> tuple[float, float]:
     cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     xla = float(cost["flops"]) if cost and "flops" in cost else 0.0
-    return xla, dispatch.onednn_flops(lowered.as_text())
+    return xla, dispatch.native_flops(lowered.as_text())
 
 
 def step_flops(step, state, batch: dict) -> float:

@@ -220,12 +220,12 @@ def case_sharded():
 
 
 @needs_kernel
-def test_onednn_flops_counts_the_lstm_calls():
+def test_native_flops_counts_the_lstm_calls():
     """Forward 2 T N (C + H) 4H per layer, backward twice that (XLA's cost analysis says 0)."""
     from dlkit.kernels.cpu import dispatch
 
     args = stack_args(5, 3, 4, 6, 2)
     text = jax.jit(lambda a: loss("onednn")(*a)).lower(args).as_text()
     fwd = 2 * 5 * 3 * ((4 + 6) + (6 + 6)) * 4 * 6  # layer 0: C=4; layer 1: C=H=6
-    assert dispatch.onednn_flops(text) == fwd
-    assert dispatch.onednn_flops(value_and_grads.lower(args, "onednn").as_text()) == 3 * fwd
+    assert dispatch.native_flops(text) == fwd
+    assert dispatch.native_flops(value_and_grads.lower(args, "onednn").as_text()) == 3 * fwd

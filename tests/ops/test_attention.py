@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dlkit.errors import ConfigError
+from dlkit.kernels import cpu as cpu_kernels
 from dlkit.kernels import flash_attention
 from dlkit.ops.attention import attention_reference
 from dlkit.ops.attention_dispatch import (
@@ -182,7 +183,10 @@ def test_chunked_memory_grows_linearly():
 def test_auto_choice_is_reported_and_depends_on_size():
     q, k, v = qkv(1, 8, 8, 2, 2, 4)
     out, name = dot_product_attention(q, k, v, causal=True, return_choice=True)
-    assert name == choose_implementation(q, k) == "xla"
+    native = "cpu" if cpu_kernels.available() else "xla"  # dlkit.kernels.cpu's attention
+    assert name == choose_implementation(q, k) == native
+    masked = dict(mask=jnp.ones((1, 1, 8, 8), bool))
+    assert dot_product_attention(q, k, v, return_choice=True, **masked)[1] == "xla"
     assert_close(out, attention_reference(q, k, v, causal=True), 1e-5)
     big = jax.ShapeDtypeStruct((1, 16384, 1, 16), jnp.float32)
     assert choose_implementation(big, big, platform="cpu") == "chunked"

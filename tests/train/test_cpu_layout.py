@@ -52,10 +52,10 @@ BN = cpu_layout.MIN_FLOPS_PER_DEVICE_BN
         (False, 4 * BN, 3.9 * BN, 2),  # no batch statistics: the whole step counts
     ],
 )
-def test_onednn_flops_count_against_the_batchnorm_bar_only(stats, flops, onednn, want):
+def test_native_flops_count_against_the_batchnorm_bar_only(stats, flops, onednn, want):
     layout = cpu_layout.choose_devices(2, 32, stats, flops, onednn)
     assert layout.devices == want
-    assert ("in oneDNN calls" in layout.reason) == (onednn > 0)
+    assert ("in native calls" in layout.reason) == (onednn > 0)
 
 
 def test_batch_stats_and_flops_read_from_the_state():

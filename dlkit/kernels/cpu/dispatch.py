@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
+from dlkit.kernels.cpu import attention as cpu_attention
 from dlkit.kernels.cpu import conv, library, lstm, norm
 
 
@@ -138,8 +139,27 @@ def batch_norm(x, scale, bias, epsilon=1e-5, relu=False, residual=None):
     return norm.batch_norm(x, scale, bias, epsilon, relu, residual, threads=library.usable_cores())
 
 
+def attention_accepts(q, k, mask=None, segment_ids=None, kv_lengths=None) -> bool:
+    """True for float32 (B, S, H, D) arrays without mask arrays, once the library loads (else
+    "auto" takes XLA's attention)."""
+    if any(a is not None for a in (mask, segment_ids, kv_lengths)) or q.ndim != 4:
+        return False
+    return _float32_arrays(q, k) and library.available()
+
+
+def attention(q, k, v, *, causal=False, scale=None):
+    """dot_product_attention through the native kernel, per batch shard under a context mesh."""
+    axes, threads = _layout(q.shape[0])
+    run = functools.partial(cpu_attention.attention, causal=causal, scale=scale, threads=threads)
+    if not axes:
+        return run(q, k, v)
+    batch = PartitionSpec(axes)
+    return _per_shard(run, axes, (batch, batch, batch), batch)(q, k, v)
+
+
 _CALL = re.compile(
-    r"stablehlo\.custom_call @dlkit_onednn_(conv|lstm)_(\w+)\(.*\} : \((.*)\) -> (.*)$"
+    r"stablehlo\.custom_call @dlkit_(onednn_conv|onednn_lstm|cpu_attn)_(\w+)\("
+    r".*\} : \((.*)\) -> (.*)$"
 )
 _SHAPE = re.compile(r"tensor<((?:\d+x)*)(?:f32|ui8)>")
 
@@ -166,15 +186,26 @@ def _lstm_call_flops(kind: str, ins, outs) -> float:
     return fwd if kind == "fwd" else 2 * fwd
 
 
-def onednn_flops(module_text: str) -> float:
-    """FLOPs of the oneDNN calls (convs, LSTM layers) in a lowered (StableHLO) module's text,
-    which XLA's cost analysis counts as 0. A call under a sequential vmap loop counts once."""
+def _attention_call_flops(kind: str, ins, outs) -> float:
+    """Two (Sq, D) x (D, Sk) matmuls per (batch, head) forward, five backward (the full score
+    matrix: causal calls skip about half)."""
+    (b, sq, h, d), sk = ins[0], ins[1][1]
+    return 2.0 * b * h * sq * sk * d * (2 if kind == "fwd" else 5)
+
+
+_FLOPS = {"onednn_conv": _conv_call_flops, "onednn_lstm": _lstm_call_flops}
+_FLOPS["cpu_attn"] = _attention_call_flops
+
+
+def native_flops(module_text: str) -> float:
+    """FLOPs of the native calls (oneDNN convs and LSTM layers, attention) in a lowered
+    (StableHLO) module's text, which XLA's cost analysis counts as 0. A call under a sequential
+    vmap loop counts once."""
     total = 0.0
     for line in module_text.splitlines():
         if m := _CALL.search(line):
             op, kind, ins, outs = m.group(1), m.group(2), _shapes(m.group(3)), _shapes(m.group(4))
-            flops = _conv_call_flops if op == "conv" else _lstm_call_flops
-            total += flops(kind, ins, outs)
+            total += _FLOPS[op](kind, ins, outs)
     return total
 
 

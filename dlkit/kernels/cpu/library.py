@@ -30,6 +30,8 @@ TARGETS = {  # XLA FFI target name -> exported handler symbol
     "dlkit_onednn_lstm_bwd": "DlkitOnednnLstmBwd",
     "dlkit_cpu_bn_fwd": "DlkitCpuBnFwd",
     "dlkit_cpu_bn_bwd": "DlkitCpuBnBwd",
+    "dlkit_cpu_attn_fwd": "DlkitCpuAttnFwd",
+    "dlkit_cpu_attn_bwd": "DlkitCpuAttnBwd",
 }
 
 

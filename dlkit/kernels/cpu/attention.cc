@@ -1,0 +1,395 @@
+// XLA FFI handlers for scaled dot-product attention on the CPU, FlashAttention-style: forward
+// (out and the rows' log-sum-exp) and backward (dq, dk, dv), without forming the (Sq, Sk) weights.
+// float32 q (B, Sq, H, D), k and v (B, Sk, Hkv, D), H % Hkv == 0 (grouped-query heads), out
+// (B, Sq, H, D), lse (B, H, Sq). Optionally causal: query i sees key j iff j <= i + offset (0 is
+// top-left, Sk - Sq bottom-right); a row with no visible key gives zeros (lse = +inf).
+//
+// Plain C++ with OpenMP, like batch_norm.cc. Per (batch, head) the rows are cut into blocks of
+// kBq queries and kBk keys (causal blocks above the diagonal are skipped); each block's products
+// are small register-tiled matmuls (Tile) and the softmax runs online (Milakov & Gimelshein; Dao
+// et al.). The backward recomputes the weights from lse (FlashAttention-2's loop order: one task
+// per (batch, kv head) owns its dk, dv and its heads' dq). Every task runs on one thread in a
+// fixed order, so results are bitwise equal for any thread count.
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "onednn_common.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using dlkit_onednn::Guard;
+using dlkit_onednn::ThreadScope;
+
+constexpr int64_t kBq = 64, kBk = 64;  // query and key rows per block
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+#define DLKIT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define DLKIT_INLINE inline __attribute__((always_inline))
+
+typedef float V16 __attribute__((vector_size(64), aligned(4)));  // 16 floats, unaligned access
+
+DLKIT_INLINE V16 Load(const float* p) {
+  V16 v;
+  std::memcpy(&v, p, 64);
+  return v;
+}
+DLKIT_INLINE void Store(float* p, V16 v) { std::memcpy(p, &v, 64); }
+DLKIT_INLINE V16 Splat(float x) { return V16{} + x; }
+// A row-major matrix view: element (i, j) at p[i * ri + j * rj].
+struct Mat {
+  const float* p;
+  int64_t ri, rj;
+  const float* At(int64_t i, int64_t j) const { return p + i * ri + j * rj; }
+};
+
+// c[r][0:16*NV] += sum_k a(r, k) * b[k][0:16*NV] for R rows; b row-major with row stride ldb.
+template <int R, int NV>
+DLKIT_INLINE void Tile(int64_t p, Mat a, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  V16 acc[R][NV];  // R * NV accumulators, kept in registers (the loops over them unrolled)
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = Load(c + r * ldc + 16 * v);
+  for (int64_t k = 0; k < p; ++k) {
+    V16 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = Load(b + k * ldb + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const float s = *a.At(r, k);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] += s * bv[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) Store(c + r * ldc + 16 * v, acc[r][v]);
+}
+
+// Rows [i, i + R) of C (m x n) += A (m x p) B (p x n): 16-column tiles, then the last columns.
+template <int R>
+DLKIT_INLINE void Rows(int64_t i, int64_t n, int64_t p, Mat a, const float* b, int64_t ldb,
+                       float* c, int64_t ldc) {
+  Mat ai{a.At(i, 0), a.ri, a.rj};
+  float* ci = c + i * ldc;
+  int64_t j = 0;
+  for (; j + 64 <= n; j += 64) Tile<R, 4>(p, ai, b + j, ldb, ci + j, ldc);
+  for (; j + 32 <= n; j += 32) Tile<R, 2>(p, ai, b + j, ldb, ci + j, ldc);
+  for (; j + 16 <= n; j += 16) Tile<R, 1>(p, ai, b + j, ldb, ci + j, ldc);
+  for (int r = 0; r < R; ++r)
+    for (int64_t jj = j; jj < n; ++jj) {
+      float s = 0.f;
+      for (int64_t k = 0; k < p; ++k) s += *ai.At(r, k) * b[k * ldb + jj];
+      ci[r * ldc + jj] += s;
+    }
+}
+
+// C (m x n, row stride ldc) += A (m x p) B (p x n, row-major, row stride ldb).
+DLKIT_INLINE void Gemm(int64_t m, int64_t n, int64_t p, Mat a, const float* b, int64_t ldb,
+                       float* c, int64_t ldc) {
+  int64_t i = 0;
+  if (n <= 32)
+    for (; i + 8 <= m; i += 8) Rows<8>(i, n, p, a, b, ldb, c, ldc);
+  for (; i + 4 <= m; i += 4) Rows<4>(i, n, p, a, b, ldb, c, ldc);
+  for (; i < m; ++i) Rows<1>(i, n, p, a, b, ldb, c, ldc);
+}
+
+typedef int32_t I16 __attribute__((vector_size(64)));
+constexpr int kV = kBk / 16;  // vectors per row of a score block
+
+DLKIT_INLINE float Max(V16 v) {
+  float m = v[0];
+  for (int i = 1; i < 16; ++i) m = std::max(m, v[i]);
+  return m;
+}
+DLKIT_INLINE float Sum(V16 v) {
+  float s = 0.f;
+  for (int i = 0; i < 16; ++i) s += v[i];
+  return s;
+}
+
+// sum_c a[c] * b[c] over n floats: 16 lanes, then the tail.
+DLKIT_INLINE float Dot(const float* a, const float* b, int64_t n) {
+  V16 acc = Splat(0.f);
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) acc += Load(a + c) * Load(b + c);
+  float t = Sum(acc);
+  for (; c < n; ++c) t += a[c] * b[c];
+  return t;
+}
+
+// y[c] = x[c] * f over n floats (y may be x).
+DLKIT_INLINE void Scale(const float* x, float f, int64_t n, float* y) {
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) Store(y + c, Load(x + c) * f);
+  for (; c < n; ++c) y[c] = x[c] * f;
+}
+
+// exp(x) to a few ulp (Cephes' expf: x = n ln2 + r, a degree-6 polynomial in r), 0 below -87.3
+// and for -inf; on 16 lanes (libm's expf does not vectorize).
+DLKIT_INLINE V16 Exp(V16 x) {
+  const V16 lo = Splat(-88.f), hi = Splat(88.7f), big = Splat(12582912.f);  // 1.5 * 2^23
+  const V16 xc = x < lo ? lo : (x > hi ? hi : x);
+  const V16 n = (xc * 1.44269504f + big) - big;  // round to nearest
+  const V16 r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+  V16 y = Splat(1.9875691500e-4f);
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.f;
+  const I16 bits = (__builtin_convertvector(n, I16) + 127) << 23;
+  return x < Splat(-87.3f) ? Splat(0.f) : y * (V16)bits;
+}
+
+DLKIT_INLINE float Exp(float x) { return Exp(Splat(x))[0]; }
+
+// The geometry of one call.
+struct Dims {
+  int64_t b, sq, sk, h, hkv, d;
+  float scale;
+  int64_t causal, offset;
+  int64_t Qs() const { return h * d; }    // row stride of q, out, dq
+  int64_t Ks() const { return hkv * d; }  // row stride of k, v, dk, dv
+  // Keys visible to queries [i0, i1): [0, KeyEnd).
+  int64_t KeyEnd(int64_t i1) const {
+    return causal ? std::clamp<int64_t>(i1 - 1 + offset + 1, 0, sk) : sk;
+  }
+};
+
+// (d x sk) transpose of the rows of a k or v head (row stride ks) into t.
+DLKIT_CLONES void Transpose(const float* x, int64_t sk, int64_t d, int64_t ks, float* t) {
+  for (int64_t j = 0; j < sk; ++j)
+    for (int64_t c = 0; c < d; ++c) t[c * sk + j] = x[j * ks + c];
+}
+
+// Scaled scores of queries [i0, i0 + mq) against keys [j0, j0 + nk) into s (kBq x kBk), masked
+// ones and the columns past nk -inf.
+DLKIT_INLINE void Scores(const Dims& g, const float* q, const float* kt, int64_t i0, int64_t mq,
+                         int64_t j0, int64_t nk, float* s) {
+  std::fill(s, s + mq * kBk, 0.f);
+  Gemm(mq, nk, g.d, Mat{q + i0 * g.Qs(), g.Qs(), 1}, kt + j0, g.sk, s, kBk);
+  I16 iota;
+  for (int i = 0; i < 16; ++i) iota[i] = i;
+  const V16 scale = Splat(g.scale), ninf = Splat(-kInf);
+  for (int64_t i = 0; i < mq; ++i) {
+    const int64_t last = g.causal ? std::min(i0 + i + g.offset - j0, nk - 1) : nk - 1;
+    const I16 cut = I16{} + static_cast<int32_t>(std::max<int64_t>(last, -1));  // last column
+    float* row = s + i * kBk;
+#pragma GCC unroll 4
+    for (int v = 0; v < kV; ++v) {
+      const V16 x = Load(row + 16 * v);
+      Store(row + 16 * v, iota + 16 * v <= cut ? x * scale : ninf);
+    }
+  }
+}
+
+// Per-thread buffers of the forward and backward.
+struct Work {
+  std::vector<float> kt, vt, s, dp, acc, m, l, delta;
+  explicit Work(const Dims& g)
+      : kt(g.d * g.sk), vt(g.d * g.sk), s(kBq * kBk), dp(kBq * kBk), acc(kBq * g.d), m(kBq),
+        l(kBq), delta(kBq) {}
+};
+
+// Forward of one (batch, head): q, o rows of stride Qs, k, v rows of stride Ks, lse (sq,).
+DLKIT_CLONES void FwdHead(const Dims& g, const float* q, const float* k, const float* v, float* o,
+                          float* lse, Work& w) {
+  Transpose(k, g.sk, g.d, g.Ks(), w.kt.data());
+  const int64_t d = g.d;
+  for (int64_t i0 = 0; i0 < g.sq; i0 += kBq) {
+    const int64_t mq = std::min(kBq, g.sq - i0), jend = g.KeyEnd(i0 + mq);
+    float *acc = w.acc.data(), *m = w.m.data(), *l = w.l.data(), *s = w.s.data();
+    std::fill(acc, acc + mq * d, 0.f);
+    std::fill(m, m + mq, -kInf);
+    std::fill(l, l + mq, 0.f);
+    for (int64_t j0 = 0; j0 < jend; j0 += kBk) {
+      const int64_t nk = std::min(kBk, jend - j0);
+      Scores(g, q, w.kt.data(), i0, mq, j0, nk, s);
+      for (int64_t i = 0; i < mq; ++i) {
+        float* row = s + i * kBk;
+        V16 x[kV], mv = Splat(m[i]);
+#pragma GCC unroll 4
+    for (int v = 0; v < kV; ++v) x[v] = Load(row + 16 * v), mv = x[v] > mv ? x[v] : mv;
+        const float mx = Max(mv);
+        if (mx == -kInf) continue;  // no visible key yet: the row's P is 0 (all -inf)
+        const float alpha = Exp(m[i] - mx);
+        V16 sum = Splat(0.f);
+#pragma GCC unroll 4
+    for (int v = 0; v < kV; ++v) {
+          const V16 p = Exp(x[v] - mx);
+          Store(row + 16 * v, p);
+          sum += p;
+        }
+        l[i] = l[i] * alpha + Sum(sum);
+        m[i] = mx;
+        Scale(acc + i * d, alpha, d, acc + i * d);
+      }
+      for (int64_t i = 0; i < mq; ++i)  // rows still without a key: P = 0
+        if (m[i] == -kInf) std::fill(s + i * kBk, s + i * kBk + kBk, 0.f);
+      Gemm(mq, d, nk, Mat{s, kBk, 1}, v + j0 * g.Ks(), g.Ks(), acc, d);
+    }
+    for (int64_t i = 0; i < mq; ++i) {
+      Scale(acc + i * d, l[i] > 0.f ? 1.f / l[i] : 0.f, d, o + (i0 + i) * g.Qs());
+      lse[i0 + i] = l[i] > 0.f ? m[i] + std::log(l[i]) : kInf;
+    }
+  }
+}
+
+// Backward of one (batch, head) into dq (this head's rows, zeroed here) and dk, dv (its kv head's
+// rows, accumulated): the weights P are recomputed from lse.
+DLKIT_CLONES void BwdHead(const Dims& g, const float* q, const float* k, const float* v,
+                          const float* o, const float* lse, const float* dout, float* dq,
+                          float* dk, float* dv, Work& w) {
+  const int64_t d = g.d, qs = g.Qs(), ks = g.Ks();
+  for (int64_t i = 0; i < g.sq; ++i) std::fill(dq + i * qs, dq + i * qs + d, 0.f);
+  float *s = w.s.data(), *dp = w.dp.data(), *delta = w.delta.data();
+  for (int64_t i0 = 0; i0 < g.sq; i0 += kBq) {
+    const int64_t mq = std::min(kBq, g.sq - i0), jend = g.KeyEnd(i0 + mq);
+    for (int64_t i = 0; i < mq; ++i)  // delta_i = dO_i . O_i
+      delta[i] = Dot(dout + (i0 + i) * qs, o + (i0 + i) * qs, d);
+    for (int64_t j0 = 0; j0 < jend; j0 += kBk) {
+      const int64_t nk = std::min(kBk, jend - j0);
+      Scores(g, q, w.kt.data(), i0, mq, j0, nk, s);
+      for (int64_t i = 0; i < mq; ++i) {
+        float* row = s + i * kBk;
+        const V16 li = Splat(lse[i0 + i]);
+#pragma GCC unroll 4
+    for (int v = 0; v < kV; ++v) Store(row + 16 * v, Exp(Load(row + 16 * v) - li));
+      }
+      // dV_j += P^T dO_i
+      Gemm(nk, d, mq, Mat{s, 1, kBk}, dout + i0 * qs, qs, dv + j0 * ks, ks);
+      // dP = dO_i V_j^T
+      std::fill(dp, dp + mq * kBk, 0.f);
+      Gemm(mq, nk, d, Mat{dout + i0 * qs, qs, 1}, w.vt.data() + j0, g.sk, dp, kBk);
+      for (int64_t i = 0; i < mq; ++i) {  // dS = P (dP - delta) * scale, into dp
+        float *p = s + i * kBk, *r = dp + i * kBk;
+        const V16 di = Splat(delta[i]);
+#pragma GCC unroll 4
+    for (int v = 0; v < kV; ++v)
+          Store(r + 16 * v, Load(p + 16 * v) * (Load(r + 16 * v) - di) * g.scale);
+      }
+      // dQ_i += dS K_j;  dK_j += dS^T Q_i
+      Gemm(mq, d, nk, Mat{dp, kBk, 1}, k + j0 * ks, ks, dq + i0 * qs, qs);
+      Gemm(nk, d, mq, Mat{dp, 1, kBk}, q + i0 * qs, qs, dk + j0 * ks, ks);
+    }
+  }
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using OutF32 = ffi::ResultBuffer<ffi::F32>;
+
+ffi::Error GetDims(const F32& q, const F32& k, const F32& v, float scale, int64_t causal,
+                   int64_t offset, Dims& g) {
+  auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
+  if (qd.size() != 4 || kd.size() != 4 || vd.size() != 4)
+    return ffi::Error::InvalidArgument("cpu attention: q, k, v must be (B, S, H, D)");
+  g = Dims{qd[0], qd[1], kd[1], qd[2], kd[2], qd[3], scale, causal, offset};
+  for (int i = 0; i < 4; ++i)
+    if (kd[i] != vd[i]) return ffi::Error::InvalidArgument("cpu attention: k and v differ");
+  if (kd[0] != g.b || kd[3] != g.d || g.hkv < 1 || g.h % g.hkv)
+    return ffi::Error::InvalidArgument("cpu attention: q and k/v shapes do not match");
+  return ffi::Error::Success();
+}
+
+// Runs body(task, work) for tasks [0, n) on the calling thread's OpenMP team.
+template <class Body>
+void ForTasks(const Dims& g, int64_t n, const Body& body) {
+#pragma omp parallel
+  {
+    Work w(g);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < n; ++t) body(t, w);
+  }
+}
+
+ffi::Error AttnFwdImpl(F32 q, F32 k, F32 v, OutF32 o, OutF32 lse, float scale, int64_t causal,
+                       int64_t offset, int64_t threads) {
+  return Guard("cpu attention fwd", [&]() -> ffi::Error {
+    Dims g;
+    if (auto e = GetDims(q, k, v, scale, causal, offset, g); e.failure()) return e;
+    ThreadScope scope(std::max<int64_t>(1, std::min(threads, g.b * g.h)));
+    const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
+    float *op = o->typed_data(), *lp = lse->typed_data();
+    const int64_t group = g.h / g.hkv;
+    ForTasks(g, g.b * g.h, [&](int64_t t, Work& w) {
+      const int64_t b = t / g.h, h = t % g.h, hk = h / group;
+      const int64_t qoff = b * g.sq * g.Qs() + h * g.d, koff = b * g.sk * g.Ks() + hk * g.d;
+      FwdHead(g, qp + qoff, kp + koff, vp + koff, op + qoff, lp + (b * g.h + h) * g.sq, w);
+    });
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error AttnBwdImpl(F32 q, F32 k, F32 v, F32 o, F32 lse, F32 dout, OutF32 dq, OutF32 dk,
+                       OutF32 dv, float scale, int64_t causal, int64_t offset, int64_t threads) {
+  return Guard("cpu attention bwd", [&]() -> ffi::Error {
+    Dims g;
+    if (auto e = GetDims(q, k, v, scale, causal, offset, g); e.failure()) return e;
+    ThreadScope scope(std::max<int64_t>(1, std::min(threads, g.b * g.hkv)));
+    const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
+    const float *op = o.typed_data(), *lp = lse.typed_data(), *gp = dout.typed_data();
+    float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
+    const int64_t group = g.h / g.hkv;
+    ForTasks(g, g.b * g.hkv, [&](int64_t t, Work& w) {  // one task per (batch, kv head)
+      const int64_t b = t / g.hkv, hk = t % g.hkv, koff = b * g.sk * g.Ks() + hk * g.d;
+      for (int64_t j = 0; j < g.sk; ++j) {
+        std::fill(dkp + koff + j * g.Ks(), dkp + koff + j * g.Ks() + g.d, 0.f);
+        std::fill(dvp + koff + j * g.Ks(), dvp + koff + j * g.Ks() + g.d, 0.f);
+      }
+      Transpose(kp + koff, g.sk, g.d, g.Ks(), w.kt.data());
+      Transpose(vp + koff, g.sk, g.d, g.Ks(), w.vt.data());
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+        const int64_t qoff = b * g.sq * g.Qs() + h * g.d;
+        BwdHead(g, qp + qoff, kp + koff, vp + koff, op + qoff, lp + (b * g.h + h) * g.sq,
+                gp + qoff, dqp + qoff, dkp + koff, dvp + koff, w);
+      }
+    });
+    return ffi::Error::Success();
+  });
+}
+
+}  // namespace
+
+#pragma GCC visibility push(default)
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DlkitCpuAttnFwd, AttnFwdImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()  // q (B, Sq, H, D)
+                                  .Arg<F32>()  // k (B, Sk, Hkv, D)
+                                  .Arg<F32>()  // v (B, Sk, Hkv, D)
+                                  .Ret<F32>()  // out (B, Sq, H, D)
+                                  .Ret<F32>()  // lse (B, H, Sq)
+                                  .Attr<float>("scale")
+                                  .Attr<int64_t>("causal")
+                                  .Attr<int64_t>("offset")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DlkitCpuAttnBwd, AttnBwdImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()  // q
+                                  .Arg<F32>()  // k
+                                  .Arg<F32>()  // v
+                                  .Arg<F32>()  // out
+                                  .Arg<F32>()  // lse
+                                  .Arg<F32>()  // dout
+                                  .Ret<F32>()  // dq
+                                  .Ret<F32>()  // dk
+                                  .Ret<F32>()  // dv
+                                  .Attr<float>("scale")
+                                  .Attr<int64_t>("causal")
+                                  .Attr<int64_t>("offset")
+                                  .Attr<int64_t>("threads"));
+
+#pragma GCC visibility pop
