@@ -73,9 +73,8 @@ def speed(shapes=((8, 128, 4), (4, 512, 4), (2, 1024, 4), (1, 4096, 2))):
     import jax
 
     from dlkit.extras.profile import time_round_robin
-    from dlkit.ops.attention_dispatch import choose_implementation, dot_product_attention
-
     from dlkit.kernels import cpu
+    from dlkit.ops.attention_dispatch import choose_implementation, dot_product_attention
 
     impls = ("reference", "xla", "chunked") + (("cpu",) if cpu.available() else ())
     print("| B, S, H (D=32, causal) | auto picks | " + " | ".join(impls) + " |")
