@@ -4,6 +4,7 @@ from dlkit.nn.alexnet import AlexNet
 from dlkit.nn.attention import MultiHeadAttention
 from dlkit.nn.charlm import CharRNNLM
 from dlkit.nn.cnn import CNN, AvgPool, Conv2D, LeNet5, MaxPool
+from dlkit.nn.dropout import Dropout
 from dlkit.nn.mlp import MLP, LinearClassifier
 from dlkit.nn.norm import BatchNorm
 from dlkit.nn.recurrent import GRU, LSTM, GRUCell, LSTMCell, Recurrent, SimpleRNN, SimpleRNNCell
@@ -26,6 +27,7 @@ __all__ = [
     "MaxPool",
     "AvgPool",
     "BatchNorm",
+    "Dropout",
     "Recurrent",
     "SimpleRNN",
     "LSTM",

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 
 from dlkit.nn.cnn import Conv2D, MaxPool
+from dlkit.nn.dropout import Dropout
 from dlkit.ops.conv import adaptive_avg_pool
 
 
@@ -44,7 +45,7 @@ class AlexNet(nn.Module):
                 x = MaxPool((3, 3), (2, 2), impl=self.impl, name=f"pool_{i}")(x)
         x = adaptive_avg_pool(x, self.pool_size).reshape(x.shape[0], -1)  # (B, 6*6*C)
         for i in range(2):
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            x = Dropout(self.dropout_rate, deterministic=not train)(x)
             x = nn.relu(nn.Dense(self.hidden, name=f"dense_{i}")(x))
         return nn.Dense(self.num_classes, name="head")(x)
 

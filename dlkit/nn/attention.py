@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from dlkit.errors import ConfigError
+from dlkit.nn.dropout import Dropout
 from dlkit.nn.positional import apply_rotary, default_positions
 from dlkit.ops.attention import attention_reference
 from dlkit.ops.attention_dispatch import check_implementation, dot_product_attention
@@ -120,5 +121,5 @@ class MultiHeadAttention(nn.Module):
             self.out_features or x.shape[-1], axis=(-2, -1), use_bias=self.use_bias,
             dtype=self.dtype, name="out",
         )  # fmt: skip
-        out = nn.Dropout(self.dropout_rate, deterministic=not train)(dense_out(out))
+        out = Dropout(self.dropout_rate, deterministic=not train)(dense_out(out))
         return out if cache is None else (out, cache)

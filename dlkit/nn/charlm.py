@@ -10,6 +10,7 @@ import functools
 import flax.linen as nn
 import jax
 
+from dlkit.nn.dropout import Dropout
 from dlkit.nn.recurrent import Recurrent
 
 
@@ -38,7 +39,7 @@ class CharRNNLM(nn.Module):
             impl=self.impl,
             name="rnn",
         )
-        self.dropout = nn.Dropout(self.dropout_rate)
+        self.dropout = Dropout(self.dropout_rate)
         self.head = nn.Dense(self.num_classes, name="head")
 
     def __call__(self, tokens: jax.Array, *, train: bool = False) -> jax.Array:

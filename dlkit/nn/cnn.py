@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 
 from dlkit import errors
+from dlkit.nn.dropout import Dropout
 from dlkit.ops import get_activation
 from dlkit.ops.conv import conv2d, max_pool2d
 from dlkit.ops.pooling import avg_pool
@@ -115,13 +116,9 @@ class CNN(nn.Module):
             x = pool_layer(self.pool, self.pool_window, self.impl, name=f"pool_{i}")(x)
         x = x.reshape(x.shape[0], -1)  # (B, H' W' C')
         for i, width in enumerate(self.hidden):
-            x = (
-                nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-                if self.dropout_rate
-                else x
-            )
+            x = Dropout(self.dropout_rate, deterministic=not train)(x) if self.dropout_rate else x
             x = act(nn.Dense(width, name=f"dense_{i}")(x))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x) if self.dropout_rate else x
+        x = Dropout(self.dropout_rate, deterministic=not train)(x) if self.dropout_rate else x
         return nn.Dense(self.num_classes, name="head")(x)  # (B, num_classes)
 
 

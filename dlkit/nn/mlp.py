@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dlkit.nn.dropout import Dropout
 from dlkit.ops import get_activation
 
 
@@ -26,7 +27,7 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden_sizes):
             x = act(nn.Dense(width, dtype=self.dtype, name=f"hidden_{i}")(x))
             if self.dropout_rate:
-                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+                x = Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)  # (B, C)
 
 

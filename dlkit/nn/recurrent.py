@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from dlkit import errors
 from dlkit.errors import ConfigError
+from dlkit.nn.dropout import Dropout
 from dlkit.ops import recurrent as rops
 from dlkit.ops.gru_stack import gru_stack
 from dlkit.ops.lstm_stack import lstm_stack
@@ -138,7 +139,7 @@ class Recurrent(nn.Module):
             self.bwd = [
                 cls(self.hidden_size, name=f"layer_{i}_bwd") for i in range(self.num_layers)
             ]
-        self.dropout = nn.Dropout(self.dropout_rate)
+        self.dropout = Dropout(self.dropout_rate)
 
     def initialize_carry(self, batch_size: int, dtype=jnp.float32):
         """Zero state for every layer (and direction)."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from dlkit import errors
 from dlkit.nn.attention import MultiHeadAttention
+from dlkit.nn.dropout import Dropout
 from dlkit.nn.positional import POSITIONAL, LearnedPositions, SinusoidalPositions
 from dlkit.ops import get_activation
 
@@ -30,7 +31,7 @@ class FeedForward(nn.Module):
     def __call__(self, x, *, train=False):
         h = get_activation(self.activation)(nn.Dense(self.hidden, dtype=self.dtype, name="up")(x))
         h = nn.Dense(x.shape[-1], dtype=self.dtype, name="down")(h)
-        return nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        return Dropout(self.dropout_rate, deterministic=not train)(h)
 
 
 class TransformerBlock(nn.Module):
@@ -123,7 +124,7 @@ class TransformerLM(nn.Module):
             )
             for i in range(self.num_layers)
         ]
-        self.drop = nn.Dropout(self.dropout_rate)
+        self.drop = Dropout(self.dropout_rate)
         self.norm = nn.LayerNorm(self.layer_norm_epsilon, dtype=self.dtype, name="ln_final")
         if not self.tie_embeddings:
             self.head = nn.Dense(self.num_classes, dtype=self.dtype, name="head")
@@ -221,7 +222,7 @@ class TransformerClassifier(nn.Module):
             x = x[..., None] if x.ndim == 2 else x
             x = nn.Dense(self.embed_dim, dtype=self.dtype, name="project")(x)
         x = LearnedPositions(self.max_len, name="pos")(x)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = Dropout(self.dropout_rate, deterministic=not train)(x)
         for i in range(self.num_layers):
             x = TransformerBlock(
                 self.num_heads,

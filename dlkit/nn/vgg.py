@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 
 from dlkit.nn.cnn import Conv2D, MaxPool
+from dlkit.nn.dropout import Dropout
 from dlkit.nn.norm import BatchNorm
 from dlkit.ops.conv import adaptive_avg_pool
 
@@ -50,7 +51,7 @@ class VGG(nn.Module):
         x = adaptive_avg_pool(x, self.pool_size).reshape(x.shape[0], -1)
         for i in range(2):
             x = nn.relu(nn.Dense(self.hidden, name=f"dense_{i}")(x))
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            x = Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, name="head")(x)
 
 

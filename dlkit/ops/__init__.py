@@ -6,6 +6,7 @@ from dlkit.ops.attention_dispatch import dot_product_attention
 from dlkit.ops.batch_norm import batch_norm
 from dlkit.ops.chunked_attention import chunked_attention
 from dlkit.ops.conv import adaptive_avg_pool, conv2d, max_pool2d
+from dlkit.ops.dropout import dropout
 from dlkit.ops.linear import linear
 from dlkit.ops.losses import (
     accuracy,
@@ -42,6 +43,7 @@ __all__ = [
     "cross_entropy_per_example",
     "cross_entropy_from_probs",
     "accuracy",
+    "dropout",
     # linear, convolution, pooling
     "linear",
     "conv2d",

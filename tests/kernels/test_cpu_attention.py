@@ -122,7 +122,7 @@ def test_vmap_and_flops():
 
 
 def test_sharded_calls_run_per_device():
-    """2 CPU devices: under a mesh each device's call sees half the batch; equal to the reference."""
+    """2 CPU devices: under a mesh each device's call takes half the batch; equals the reference."""
     env = {
         **os.environ,
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from dlkit.kernels.cpu import attention as cpu_attention
 from dlkit.kernels.cpu import conv, library, lstm, norm
+from dlkit.kernels.cpu.attention import attention as native_attention
 
 
 def accepts(x, w, stride=1, padding="SAME") -> bool:
@@ -150,7 +150,7 @@ def attention_accepts(q, k, mask=None, segment_ids=None, kv_lengths=None) -> boo
 def attention(q, k, v, *, causal=False, scale=None):
     """dot_product_attention through the native kernel, per batch shard under a context mesh."""
     axes, threads = _layout(q.shape[0])
-    run = functools.partial(cpu_attention.attention, causal=causal, scale=scale, threads=threads)
+    run = functools.partial(native_attention, causal=causal, scale=scale, threads=threads)
     if not axes:
         return run(q, k, v)
     batch = PartitionSpec(axes)
