@@ -24,7 +24,7 @@ timer: dlkit.extras.profile.time_round_robin. --smoke: tiny and seconds (CI).
         [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--compile goal|all|none]
         [--threads 1] [--set step.mixed_precision=True] [--peer process|inline]
         [--platform on|off|no_malloc|no_split|async_dispatch|omp_default] [--variants xla,1dev,2dev]
-        [--layers resnet18] [--profile] [--smoke]
+        [--layers resnet18|transformer_lm] [--profile] [--smoke]
 """
 
 import argparse
@@ -674,11 +674,15 @@ def layer_table(family: str, args, info) -> dict:
     """Per distinct conv of the family's model: ms of forward and fwd+bwd per impl, a table."""
     from dlkit.extras.profile import time_round_robin
 
-    if family not in CONV_FAMILIES:
-        raise SystemExit(f"--layers takes a conv family: {', '.join(CONV_FAMILIES)}")
+    if family not in (*CONV_FAMILIES, "transformer_lm"):
+        choices = ", ".join((*CONV_FAMILIES, "transformer_lm"))
+        raise SystemExit(f"--layers takes a conv family or transformer_lm: {choices}")
     config_name, overrides, _ = FAMILIES[family]
     config = load_config(config_name, {**overrides, **parse_sets(args.set)})
     x, _, _ = fake_batch(config, np.random.default_rng(0))
+    if family == "transformer_lm":
+        rows = attention_table(config, x, args)
+        return {"machine": info, "family": family, "attention_layers": rows}
     impls = (*LAYER_IMPLS, "torch")
     rows, load_before = [], os.getloadavg()
     for (xs, ws, stride, pads), count in conv_layers(config, x[:1]).items():
@@ -793,6 +797,73 @@ def norm_table(config, x, args) -> list:
     return rows
 
 
+ATTENTION_IMPLS = ("cpu", "xla", "chunked")  # dot_product_attention backends timed per layer
+
+
+def attention_layers(config, x) -> collections.Counter:
+    """{(q shape (B, T, H, D), kv heads, causal): count} of every MultiHeadAttention call."""
+    from dlkit.nn.attention import MultiHeadAttention
+
+    def key(m, args, kwargs):
+        b, t, e = args[0].shape
+        d = m.head_dim or e // m.num_heads
+        return (b, t, m.num_heads, d), m.num_kv_heads or m.num_heads, bool(kwargs.get("causal"))
+
+    return module_calls(config, x, MultiHeadAttention, key)
+
+
+def attention_runs(qs, kv_heads: int, causal: bool) -> dict:
+    """{impl: closure} for one attention's forward + backward (cotangent out): dlkit's
+    dot_product_attention backends and PyTorch's scaled_dot_product_attention."""
+    import jax
+    import torch
+
+    from dlkit.ops import dot_product_attention
+
+    rng = np.random.default_rng(0)
+    kvs = (*qs[:2], kv_heads, qs[3])
+    q, k, v = rng.standard_normal(qs, np.float32), *rng.standard_normal((2, *kvs), np.float32)
+    runs = {}
+    for impl in ATTENTION_IMPLS:
+
+        def f(q, k, v, impl=impl):
+            return dot_product_attention(q, k, v, causal=causal, implementation=impl)
+
+        both = jax.jit(lambda *a, f=f: jax.vjp(f, *a)[1](f(*a)))
+        args = [jax.device_put(a) for a in (q, k, v)]
+        runs[impl] = lambda both=both, args=args: jax.block_until_ready(both(*args))
+    qt, kt, vt = (torch.from_numpy(a.transpose(0, 2, 1, 3).copy()) for a in (q, k, v))
+    qt, kt, vt = (a.requires_grad_() for a in (qt, kt, vt))
+    gqa = {"enable_gqa": True} if kv_heads != qs[2] else {}
+
+    def tboth():
+        y = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, **gqa)
+        y.backward(y.detach())
+
+    runs["torch"] = tboth
+    return runs
+
+
+def attention_table(config, x, args) -> list:
+    """Per distinct attention of the model: fwd+bwd ms per backend and PyTorch's SDPA, a table."""
+    from dlkit.extras.profile import time_round_robin
+
+    rows = []
+    for (qs, kv_heads, causal), count in attention_layers(config, x[:1]).items():
+        qs = (config.batch_size, *qs[1:])
+        timed = time_round_robin(attention_runs(qs, kv_heads, causal), args.rounds or 10, 2)
+        ms = {k: 1e3 * v[0] for k, v in timed.items()}
+        rows.append({"q": qs, "kv_heads": kv_heads, "causal": causal, "count": count, "ms": ms})
+    impls = (*ATTENTION_IMPLS, "torch")
+    print("\nattention fwd+bwd per layer, median ms (dlkit backends, PyTorch SDPA)")
+    print("| q (B,T,H,D) | kv heads | causal | n | " + " | ".join(impls) + " |")
+    print("|---|---:|---|---:|" + "---:|" * len(impls))
+    for r in rows:
+        cells = " | ".join(f"{r['ms'][k]:.2f}" for k in impls)
+        print(f"| {r['q']} | {r['kv_heads']} | {r['causal']} | {r['count']} | {cells} |")
+    return rows
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated subset")
@@ -846,7 +917,8 @@ def parse_args():
         default="",
         help="instead: per-layer conv table of this family (resnet18): forward and fwd+bwd ms "
         "of each distinct conv, oneDNN vs XLA (lax, dlkit fast) vs PyTorch; then each distinct "
-        "BatchNorm's fwd+bwd, dlkit's kernel vs XLA vs PyTorch",
+        "BatchNorm's fwd+bwd, dlkit's kernel vs XLA vs PyTorch; transformer_lm: each distinct "
+        "attention's fwd+bwd, dlkit's backends (cpu, xla, chunked) vs PyTorch's SDPA",
     )
     parser.add_argument("--profile", action="store_true", help="FLOP/s and top ops per family")
     parser.add_argument("--repeats", type=int, default=5, help="--profile: timed calls")

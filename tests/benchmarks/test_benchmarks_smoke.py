@@ -41,6 +41,8 @@ def test_cpu_suite(tmp_path):
     out = run("cpu_suite.py", "--smoke", "--layers=lenet5", f"--out={tmp_path}")
     assert "| (8, 14, 14, 6) | (5, 5, 6, 16) | 1 | 1 |" in out, out[-2000:]
     assert written(tmp_path, "cpu_layers")["layers"]
+    out = run("cpu_suite.py", "--smoke", "--layers=transformer_lm", f"--out={tmp_path / 'tlm'}")
+    assert "| (8, 128, 4, 32) | 4 | True | 4 |" in out, out[-2000:]
 
 
 def test_cpu_suite_profile(tmp_path):  # runs without torch too

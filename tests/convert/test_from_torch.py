@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
 
 import convert_cases as cc  # noqa: E402
+from tolerances import atol_for  # noqa: E402
 
 from dlkit import ConfigError, convert, models  # noqa: E402
 from dlkit.convert import torch_twins as tw  # noqa: E402
@@ -38,8 +39,10 @@ def test_matches_pytorch_eval_outputs(case):
     got, want = cc.run_case(case)
     assert got.shape == want.shape
     err = np.abs(got - want).max()
-    # float32 sums of a few hundred terms, differently ordered: ~1e-6 of the output scale
-    assert err <= 1e-5 * max(1.0, np.abs(want).max()), (case, err)
+    # float32 sums of up to ~2k terms (the widest layer), ordered by another library's kernels
+    # (oneDNN picks them per CPU: lenet5 differs by 1.1e-5 on an Intel Xeon, 96 eps); a layout
+    # bug in the conversion is O(1)
+    assert err <= atol_for(np.float32, n=2048, scale=max(1.0, np.abs(want).max())), (case, err)
 
 
 @pytest.mark.parametrize(
