@@ -6,15 +6,14 @@ CPU for float32 calls without mask arrays; vmap; and, in a 2-device subprocess, 
 device's half batch under a mesh, equal to the reference.
 """
 
-import os
 import pathlib
-import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fresh_process import run_python
 from tolerances import assert_trees_close
 
 import dlkit  # noqa: F401  (registers the kernel as the attention backend "cpu")
@@ -25,7 +24,6 @@ from dlkit.ops.attention import attention_reference
 from dlkit.ops.attention_dispatch import choose_implementation, dot_product_attention
 
 HERE = pathlib.Path(__file__).resolve()
-ROOT = HERE.parents[2]
 
 pytestmark = pytest.mark.skipif(
     not cpu.available(), reason=f"native CPU kernels unavailable: {cpu.why_unavailable()}"
@@ -123,18 +121,7 @@ def test_vmap_and_flops():
 
 def test_sharded_calls_run_per_device():
     """2 CPU devices: under a mesh each device's call takes half the batch; equals the reference."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
-        "NPROC": "4",  # 2 XLA threads per CPU device (see dlkit.platform)
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE.parents[1])]),
-    }
-    out = subprocess.run(
-        [sys.executable, str(HERE), "mesh"], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "mesh ok" in out.stdout
+    assert "mesh ok" in run_python([str(HERE), "mesh"], devices=2).stdout
 
 
 def _case_mesh():

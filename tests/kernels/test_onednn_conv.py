@@ -9,7 +9,6 @@ rtol_for(n) times the sum of their magnitudes (the same conv of |x| and |w|).
 """
 
 import functools
-import os
 import pathlib
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fresh_process import run_python
 from jax import lax
 from tolerances import assert_trees_close, rtol_for
 
@@ -25,7 +25,6 @@ from dlkit.kernels import cpu
 from dlkit.kernels.cpu import library
 
 HERE = pathlib.Path(__file__).resolve()
-ROOT = HERE.parents[2]
 DN = ("NHWC", "HWIO", "NHWC")
 
 needs_kernel = pytest.mark.skipif(
@@ -325,36 +324,9 @@ def test_vendored_ffi_headers_match_jaxlib():
     assert major(library.HERE / "include") == major(jax.ffi.include_dir())
 
 
-def _env(**extra):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", **extra}
-    paths = [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
-    return env
-
-
 def _python(code: str) -> subprocess.CompletedProcess:
-    """`python -c code` in a fresh process (the repo and tests/ on its path)."""
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-
-
-def _run_case(case: str, **env) -> str:
-    out = subprocess.run(
-        [sys.executable, str(HERE), case],
-        env=_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    return out.stdout
+    """`python -c code` in a fresh process (the repo and tests/ on its path), unchecked."""
+    return run_python(["-c", code], timeout=300, check=False)
 
 
 @needs_kernel
@@ -362,8 +334,7 @@ def test_shard_map_on_two_devices():
     """jit over a 2-device batch-sharded mesh: each device runs its half; grads equal lax's
     (and, in the same process, the oneDNN LSTM's equal the wavefront scan's, and the batch norm
     takes its reference)."""
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    out = _run_case("shard_map", XLA_FLAGS=flags, NPROC="4")
+    out = run_python([str(HERE), "shard_map"], devices=2).stdout
     assert "shard_map ok" in out and "lstm sharded ok" in out and "batch norm sharded ok" in out
 
 
@@ -372,7 +343,7 @@ def test_shard_map_on_two_devices():
 def test_with_torch_in_the_same_process(torch_first):
     """torch ships its own libgomp: both orders of loading run both libraries' convs."""
     pytest.importorskip("torch")
-    out = _run_case("torch_first" if torch_first else "torch_last")
+    out = run_python([str(HERE), "torch_first" if torch_first else "torch_last"]).stdout
     assert "torch ok" in out
 
 

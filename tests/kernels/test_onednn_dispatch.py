@@ -6,15 +6,14 @@ gradients under vmap; a vision model (impl auto vs reference) forward and gradie
 its states equal lax's and the compiled step runs the custom call on each device's half batch.
 """
 
-import os
 import pathlib
-import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fresh_process import run_python
 from tolerances import assert_trees_close
 
 import dlkit  # noqa: F401  (registers the oneDNN impl)
@@ -30,7 +29,6 @@ from dlkit.train.parallel import global_batch
 from dlkit.train.runner import Runner
 
 HERE = pathlib.Path(__file__).resolve()
-ROOT = HERE.parents[2]
 
 needs_kernel = pytest.mark.skipif(
     not cpu.available(), reason=f"oneDNN conv kernels unavailable: {cpu.why_unavailable()}"
@@ -139,17 +137,7 @@ def test_model_auto_matches_reference(name):
 @needs_kernel
 def test_sharded_runner_runs_onednn_per_device():
     """2 CPU devices, the Runner's mesh: equal to lax, custom call on B/2, ensemble too."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
-        "NPROC": "4",  # 2 XLA threads per CPU device, or the all-reduce may hang (platform)
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE.parents[1])]),
-    }
-    out = subprocess.run(
-        [sys.executable, str(HERE), "runner"], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    out = run_python([str(HERE), "runner"], devices=2, timeout=900)
     assert "runner ok" in out.stdout and "ensemble ok" in out.stdout
 
 

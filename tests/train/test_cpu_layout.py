@@ -1,15 +1,14 @@
 """dlkit.train.cpu_layout: the auto rule (pure), and a run on 2 CPU devices that splits its batch,
 prints the choice, and resumes bitwise equal to the uninterrupted run."""
 
-import os
 import pathlib
-import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fresh_process import run_python
 
 from dlkit import cli, models
 from dlkit.train import cpu_layout, create_train_state, make_optimizer
@@ -134,20 +133,7 @@ def split_case(tmp_path):
 
 
 def test_a_run_splits_over_two_cpu_devices_and_resumes_exactly(tmp_path):
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
-        "NPROC": "4",  # 2 XLA threads per CPU device, or the all-reduce may hang (platform)
-    }
-    out = subprocess.run(
-        [sys.executable, str(HERE), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    out = run_python([str(HERE), str(tmp_path)], devices=2)
     assert out.stdout.count("dlkit CPU layout: batch 32 split over 2 CPU devices") == 3
     assert "resume equal" in out.stdout
 

@@ -2,7 +2,6 @@
 the result matches a single-process run. Run as a script, this file is one of those processes."""
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -10,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+from fresh_process import cpu_env
 
 from dlkit import cli, data
 from dlkit.train import restore_latest, train_and_evaluate
@@ -43,13 +43,7 @@ def free_port() -> int:
 
 def launch_pair(workdir, stop: int, tfds_dir) -> list[str]:
     """Runs this file as processes 0 and 1 of one job; returns their stdouts."""
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
-        "NPROC": "4",  # 2 XLA threads per CPU device, or the all-reduce may hang (dlkit.platform)
-        "TFDS_DATA_DIR": str(tfds_dir),
-    }
+    env = cpu_env(devices=2, TFDS_DATA_DIR=str(tfds_dir))
     port = free_port()
     procs = [
         subprocess.Popen(

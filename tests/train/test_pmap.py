@@ -6,13 +6,12 @@ subprocess (XLA_FLAGS=--xla_force_host_platform_device_count=2) that writes what
 """
 
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from fresh_process import run_python
 from tolerances import rtol_for
 
 from dlkit.errors import ConfigError
@@ -86,21 +85,7 @@ def two_device_cases(out):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("pmap")
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
-        "NPROC": "4",  # 2 XLA threads per CPU device, or the all-reduce may hang (dlkit.cpu)
-        "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run(
-        [sys.executable, str(HERE), str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    run_python([str(HERE), str(out)], devices=2, timeout=900)
     return out, json.loads((out / "losses.json").read_text())
 
 
