@@ -125,7 +125,7 @@ def run_one(name, config, per_step, budget, workdir):
     """Trains one config for ~budget seconds; returns a row of the table."""
     steps = max(1, int(budget / per_step))
     config.num_train_steps = steps
-    config.eval_every_steps = config.checkpoint_every_steps = steps
+    config.eval_every_steps = config.checkpoint.every_steps = steps
     config.log_every_steps = max(1, steps // 5)
     start = time.perf_counter()
     metrics = train_and_evaluate(config, workdir)

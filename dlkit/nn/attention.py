@@ -10,7 +10,7 @@ from dlkit.nn.positional import apply_rotary, default_positions
 from dlkit.ops.attention import attention_reference
 from dlkit.ops.attention_dispatch import check_implementation, dot_product_attention
 
-MASKLESS = ("pallas", "cudnn")  # backends that take no mask array
+MASKLESS = ("pallas", "cudnn", "cpu")  # backends that take no mask array
 
 
 def check_cache_implementation(name: str) -> str:
@@ -48,8 +48,8 @@ class MultiHeadAttention(nn.Module):
 
     `num_kv_heads` < `num_heads` gives grouped-query attention; `rope` rotates q and k by position;
     `implementation` is the `dot_product_attention` backend without a cache. With a KV cache the
-    mask comes from the cache index, so `cache_implementation` is used instead: 'pallas' and
-    'cudnn' take no mask array and are refused there. Dropout is applied to the output (fused
+    mask comes from the cache index, so `cache_implementation` is used instead: 'pallas', 'cudnn'
+    and 'cpu' take no mask array and are refused there. Dropout is applied to the output (fused
     backends never form the weights). When the "intermediates" collection is mutable the weights
     are computed by the reference and sown as `attention_weights` (B, H, Tq, Tk).
     """

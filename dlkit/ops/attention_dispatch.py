@@ -136,6 +136,11 @@ def _cpu(q, k, v, *, mask, causal, segment_ids, kv_lengths, scale):
             "attention implementation 'cpu' takes causal but no mask, segment_ids or kv_lengths; "
             "use 'xla' or 'chunked' (or 'auto') for those"
         )
+    if jax.default_backend() != "cpu":
+        raise ValueError(
+            f"attention implementation 'cpu' runs on the CPU backend (backend is "
+            f"{jax.default_backend()!r}); use 'auto'"
+        )
     if "cpu" not in _KERNELS:
         raise ValueError("attention implementation 'cpu' needs dlkit.kernels (import dlkit)")
     return _KERNELS["cpu"][0](q, k, v, causal=causal, scale=scale)

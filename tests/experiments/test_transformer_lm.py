@@ -14,6 +14,7 @@ def run(script, *args):
         [sys.executable, str(EXP / script), *args], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "deprecated" not in out.stdout + out.stderr  # the binaries use today's config keys
     return out.stdout
 
 

@@ -108,6 +108,13 @@ def test_explicit_cpu_with_a_mask_is_one_line():
         attention(*(x.astype(jnp.bfloat16) for x in (q, k, v)))
 
 
+def test_explicit_cpu_off_the_cpu_backend_is_one_line(monkeypatch):
+    q, k, v = qkv(1, 4, 4, 2, 2, 8)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with pytest.raises(ValueError, match="'cpu' runs on the CPU backend .backend is 'gpu'.; use"):
+        dot_product_attention(q, k, v, implementation="cpu")
+
+
 def test_vmap_and_flops():
     q, k, v = qkv(2, 24, 24, 2, 1, 8)
     stacked = tuple(jnp.stack([x, x[::-1]]) for x in (q, k, v))

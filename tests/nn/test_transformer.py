@@ -216,8 +216,9 @@ def test_mha_kv_cache_uses_cache_implementation_explicitly():
     assert int(new[2]) == 3
     full = MultiHeadAttention(num_heads=2, implementation="pallas").apply(variables, x, causal=True)
     np.testing.assert_allclose(np.asarray(got), np.asarray(full), atol=1e-5)
-    bad = MultiHeadAttention(num_heads=2, cache_implementation="pallas")
-    with pytest.raises(dlkit.ConfigError, match="cache_implementation 'pallas' takes no mask"):
-        bad.apply(variables, x, cache=cache)
+    for maskless in ("pallas", "cpu"):
+        bad = MultiHeadAttention(num_heads=2, cache_implementation=maskless)
+        with pytest.raises(dlkit.ConfigError, match=f"cache_implementation '{maskless}' takes no"):
+            bad.apply(variables, x, cache=cache)
     with pytest.raises(dlkit.ConfigError, match="unknown attention implementation 'xl'"):
         MultiHeadAttention(num_heads=2, implementation="xl").apply(variables, x)

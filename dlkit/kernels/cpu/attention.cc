@@ -44,6 +44,7 @@ DLKIT_INLINE V16 Load(const float* p) {
 }
 DLKIT_INLINE void Store(float* p, V16 v) { std::memcpy(p, &v, 64); }
 DLKIT_INLINE V16 Splat(float x) { return V16{} + x; }
+
 // A row-major matrix view: element (i, j) at p[i * ri + j * rj].
 struct Mat {
   const float* p;
@@ -164,7 +165,7 @@ struct Dims {
   int64_t Ks() const { return hkv * d; }  // row stride of k, v, dk, dv
   // Keys visible to queries [i0, i1): [0, KeyEnd).
   int64_t KeyEnd(int64_t i1) const {
-    return causal ? std::clamp<int64_t>(i1 - 1 + offset + 1, 0, sk) : sk;
+    return causal ? std::clamp<int64_t>(i1 + offset, 0, sk) : sk;
   }
 };
 
