@@ -32,7 +32,6 @@ using dlkit_onednn::ThreadScope;
 constexpr int64_t kBq = 64, kBk = 64;  // query and key rows per block
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-#define DLKIT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #define DLKIT_INLINE inline __attribute__((always_inline))
 
 typedef float V16 __attribute__((vector_size(64), aligned(4)));  // 16 floats, unaligned access
@@ -196,12 +195,16 @@ DLKIT_INLINE void Scores(const Dims& g, const float* q, const float* kt, int64_t
   }
 }
 
-// Per-thread buffers of the forward and backward.
+// Per-thread buffers: the forward's (kt, s, acc, m, l), and the backward's (kt, vt, s, dp, delta).
 struct Work {
   std::vector<float> kt, vt, s, dp, acc, m, l, delta;
-  explicit Work(const Dims& g)
-      : kt(g.d * g.sk), vt(g.d * g.sk), s(kBq * kBk), dp(kBq * kBk), acc(kBq * g.d), m(kBq),
-        l(kBq), delta(kBq) {}
+  Work(const Dims& g, bool backward) : kt(g.d * g.sk), s(kBq * kBk) {
+    if (backward) {
+      vt.resize(g.d * g.sk), dp.resize(kBq * kBk), delta.resize(kBq);
+    } else {
+      acc.resize(kBq * g.d), m.resize(kBq), l.resize(kBq);
+    }
+  }
 };
 
 // Forward of one (batch, head): q, o rows of stride Qs, k, v rows of stride Ks, lse (sq,).
@@ -222,13 +225,13 @@ DLKIT_CLONES void FwdHead(const Dims& g, const float* q, const float* k, const f
         float* row = s + i * kBk;
         V16 x[kV], mv = Splat(m[i]);
 #pragma GCC unroll 4
-    for (int v = 0; v < kV; ++v) x[v] = Load(row + 16 * v), mv = x[v] > mv ? x[v] : mv;
+        for (int v = 0; v < kV; ++v) x[v] = Load(row + 16 * v), mv = x[v] > mv ? x[v] : mv;
         const float mx = Max(mv);
         if (mx == -kInf) continue;  // no visible key yet: the row's P is 0 (all -inf)
         const float alpha = Exp(m[i] - mx);
         V16 sum = Splat(0.f);
 #pragma GCC unroll 4
-    for (int v = 0; v < kV; ++v) {
+        for (int v = 0; v < kV; ++v) {
           const V16 p = Exp(x[v] - mx);
           Store(row + 16 * v, p);
           sum += p;
@@ -267,7 +270,7 @@ DLKIT_CLONES void BwdHead(const Dims& g, const float* q, const float* k, const f
         float* row = s + i * kBk;
         const V16 li = Splat(lse[i0 + i]);
 #pragma GCC unroll 4
-    for (int v = 0; v < kV; ++v) Store(row + 16 * v, Exp(Load(row + 16 * v) - li));
+        for (int v = 0; v < kV; ++v) Store(row + 16 * v, Exp(Load(row + 16 * v) - li));
       }
       // dV_j += P^T dO_i
       Gemm(nk, d, mq, Mat{s, 1, kBk}, dout + i0 * qs, qs, dv + j0 * ks, ks);
@@ -278,7 +281,7 @@ DLKIT_CLONES void BwdHead(const Dims& g, const float* q, const float* k, const f
         float *p = s + i * kBk, *r = dp + i * kBk;
         const V16 di = Splat(delta[i]);
 #pragma GCC unroll 4
-    for (int v = 0; v < kV; ++v)
+        for (int v = 0; v < kV; ++v)
           Store(r + 16 * v, Load(p + 16 * v) * (Load(r + 16 * v) - di) * g.scale);
       }
       // dQ_i += dS K_j;  dK_j += dS^T Q_i
@@ -304,12 +307,12 @@ ffi::Error GetDims(const F32& q, const F32& k, const F32& v, float scale, int64_
   return ffi::Error::Success();
 }
 
-// Runs body(task, work) for tasks [0, n) on the calling thread's OpenMP team.
+// Runs body(task, work) for tasks [0, n) on the calling thread's OpenMP team, a Work per thread.
 template <class Body>
-void ForTasks(const Dims& g, int64_t n, const Body& body) {
+void ForTasks(const Dims& g, bool backward, int64_t n, const Body& body) {
 #pragma omp parallel
   {
-    Work w(g);
+    Work w(g, backward);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < n; ++t) body(t, w);
   }
@@ -324,7 +327,7 @@ ffi::Error AttnFwdImpl(F32 q, F32 k, F32 v, OutF32 o, OutF32 lse, float scale, i
     const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
     float *op = o->typed_data(), *lp = lse->typed_data();
     const int64_t group = g.h / g.hkv;
-    ForTasks(g, g.b * g.h, [&](int64_t t, Work& w) {
+    ForTasks(g, /*backward=*/false, g.b * g.h, [&](int64_t t, Work& w) {
       const int64_t b = t / g.h, h = t % g.h, hk = h / group;
       const int64_t qoff = b * g.sq * g.Qs() + h * g.d, koff = b * g.sk * g.Ks() + hk * g.d;
       FwdHead(g, qp + qoff, kp + koff, vp + koff, op + qoff, lp + (b * g.h + h) * g.sq, w);
@@ -343,7 +346,7 @@ ffi::Error AttnBwdImpl(F32 q, F32 k, F32 v, F32 o, F32 lse, F32 dout, OutF32 dq,
     const float *op = o.typed_data(), *lp = lse.typed_data(), *gp = dout.typed_data();
     float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
     const int64_t group = g.h / g.hkv;
-    ForTasks(g, g.b * g.hkv, [&](int64_t t, Work& w) {  // one task per (batch, kv head)
+    ForTasks(g, /*backward=*/true, g.b * g.hkv, [&](int64_t t, Work& w) {  // per (batch, kv head)
       const int64_t b = t / g.hkv, hk = t % g.hkv, koff = b * g.sk * g.Ks() + hk * g.d;
       for (int64_t j = 0; j < g.sk; ++j) {
         std::fill(dkp + koff + j * g.Ks(), dkp + koff + j * g.Ks() + g.d, 0.f);

@@ -34,8 +34,6 @@ using dlkit_onednn::ThreadScope;
 
 constexpr int64_t kBlock = 64;  // rows summed in float before adding into double
 
-// Channel loops are compiled for AVX-512, AVX2 and baseline x86-64; the loader picks one.
-#define DLKIT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 // Per-channel sums over rows [r0, r1) of (x - k) and (x - k)^2 into s1, s2 (double, added to).
 DLKIT_CLONES void StatSums(const float* x, const float* __restrict k, int64_t r0, int64_t r1,

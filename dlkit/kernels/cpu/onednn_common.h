@@ -1,6 +1,6 @@
-// Shared by dlkit's native FFI handlers (onednn_conv.cc, onednn_lstm.cc, batch_norm.cc): the
-// engine, per-thread streams and scratchpads, the OpenMP team size per call, the admission of
-// concurrent calls, and fresh outputs mapped ahead (Prefault).
+// Shared by dlkit's native FFI handlers (onednn_conv.cc, onednn_lstm.cc, batch_norm.cc,
+// attention.cc): the engine, per-thread streams and scratchpads, the OpenMP team size per call,
+// the admission of concurrent calls, fresh outputs mapped ahead (Prefault), the ISA clones.
 // Inline functions: their statics (engine, admission) are one per library, shared by every handler.
 //
 // Thread safety: XLA calls a handler from several threads at once. Primitives are cached behind a
@@ -161,6 +161,10 @@ class ThreadScope {
   int64_t n_;
   OmpThreads team_;
 };
+
+// A loop-heavy function compiled for AVX-512, AVX2 and baseline x86-64; the loader picks one
+// (batch_norm.cc's channel loops, attention.cc's blocks).
+#define DLKIT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23  // Linux 5.14
