@@ -581,6 +581,13 @@ def profile_families(names, args, info) -> dict:
 LAYER_IMPLS = ("onednn", "reference", "fast")  # dlkit.ops.conv2d impls timed per layer
 
 
+def layer_ms(runs: dict, args) -> dict:
+    """{key: median wall ms} of one layer's closures, in turn (--rounds, default 10; 2 warm-up)."""
+    from dlkit.extras.profile import time_round_robin
+
+    return {k: 1e3 * v[0] for k, v in time_round_robin(runs, args.rounds or 10, warmup=2).items()}
+
+
 def module_calls(config, x, cls, key) -> collections.Counter:
     """{key(module, args, kwargs): count} over the outermost `cls.__call__` calls of the config's
     model (a call inside another of the same module, e.g. flax's own __call__ under dlkit's
@@ -672,7 +679,6 @@ def layer_runs(xs, ws, stride, pads) -> dict:
 
 def layer_table(family: str, args, info) -> dict:
     """Per distinct conv of the family's model: ms of forward and fwd+bwd per impl, a table."""
-    from dlkit.extras.profile import time_round_robin
 
     if family not in (*CONV_FAMILIES, "transformer_lm"):
         choices = ", ".join((*CONV_FAMILIES, "transformer_lm"))
@@ -687,11 +693,11 @@ def layer_table(family: str, args, info) -> dict:
     rows, load_before = [], os.getloadavg()
     for (xs, ws, stride, pads), count in conv_layers(config, x[:1]).items():
         xs = (config.batch_size, *xs[1:])
-        timed = time_round_robin(layer_runs(xs, ws, stride, pads), args.rounds or 10, warmup=2)
+        timed = layer_ms(layer_runs(xs, ws, stride, pads), args)
         ho = (xs[1] + sum(pads[0]) - ws[0]) // stride[0] + 1
         wo = (xs[2] + sum(pads[1]) - ws[1]) // stride[1] + 1
         gflop = 2 * xs[0] * ho * wo * ws[0] * ws[1] * ws[2] * ws[3] / 1e9
-        ms = {f"{i} {p}": 1e3 * timed[(i, p)][0] for i in impls for p in ("fwd", "fwd+bwd")}
+        ms = {f"{i} {p}": timed[(i, p)] for i in impls for p in ("fwd", "fwd+bwd")}
         rows.append(
             {
                 "x": xs,
@@ -776,13 +782,11 @@ def norm_runs(xs, relu: bool, residual: bool) -> dict:
 
 def norm_table(config, x, args) -> list:
     """Per distinct BatchNorm of the model: fwd+bwd ms per impl, a table (none without one)."""
-    from dlkit.extras.profile import time_round_robin
 
     rows = []
     for (xs, relu, residual), count in norm_layers(config, x[:1]).items():
         xs = (config.batch_size, *xs[1:])
-        timed = time_round_robin(norm_runs(xs, relu, residual), args.rounds or 10, warmup=2)
-        ms = {k: 1e3 * v[0] for k, v in timed.items()}
+        ms = layer_ms(norm_runs(xs, relu, residual), args)
         rows.append({"x": xs, "relu": relu, "residual": residual, "count": count, "ms": ms})
     if rows:
         print("\nBatchNorm fwd+bwd per layer, median ms (dlkit kernel, XLA reference, torch)")
@@ -846,13 +850,11 @@ def attention_runs(qs, kv_heads: int, causal: bool) -> dict:
 
 def attention_table(config, x, args) -> list:
     """Per distinct attention of the model: fwd+bwd ms per backend and PyTorch's SDPA, a table."""
-    from dlkit.extras.profile import time_round_robin
 
     rows = []
     for (qs, kv_heads, causal), count in attention_layers(config, x[:1]).items():
         qs = (config.batch_size, *qs[1:])
-        timed = time_round_robin(attention_runs(qs, kv_heads, causal), args.rounds or 10, 2)
-        ms = {k: 1e3 * v[0] for k, v in timed.items()}
+        ms = layer_ms(attention_runs(qs, kv_heads, causal), args)
         rows.append({"q": qs, "kv_heads": kv_heads, "causal": causal, "count": count, "ms": ms})
     impls = (*ATTENTION_IMPLS, "torch")
     print("\nattention fwd+bwd per layer, median ms (dlkit backends, PyTorch SDPA)")

@@ -23,9 +23,8 @@ def dropout(x, rate: float, key, broadcast_dims=()):
         return jnp.zeros_like(x)
     if t == 2**BITS:
         return x
-    shape = tuple(
-        1 if d in {a % x.ndim for a in broadcast_dims} else n for d, n in enumerate(x.shape)
-    )
+    shared = {a % x.ndim for a in broadcast_dims}
+    shape = tuple(1 if d in shared else n for d, n in enumerate(x.shape))  # the mask's shape
     n = math.prod(shape)
     words = jax.random.bits(key, ((n + 1) // 2,), jnp.uint32)
     halves = jnp.concatenate([words & 0xFFFF, words >> 16])[:n].reshape(shape)

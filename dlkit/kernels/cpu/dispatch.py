@@ -193,8 +193,11 @@ def _attention_call_flops(kind: str, ins, outs) -> float:
     return 2.0 * b * h * sq * sk * d * (2 if kind == "fwd" else 5)
 
 
-_FLOPS = {"onednn_conv": _conv_call_flops, "onednn_lstm": _lstm_call_flops}
-_FLOPS["cpu_attn"] = _attention_call_flops
+_FLOPS = {  # custom-call family (the target's middle) -> its FLOP count
+    "onednn_conv": _conv_call_flops,
+    "onednn_lstm": _lstm_call_flops,
+    "cpu_attn": _attention_call_flops,
+}
 
 
 def native_flops(module_text: str) -> float:
