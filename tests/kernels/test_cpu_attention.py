@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from attention_cases import loss_and_grads, qkv
 from fresh_process import run_python
 from tolerances import assert_trees_close
 
@@ -30,21 +31,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def qkv(b, sq, sk, h, hkv, d, seed=0):
-    r = np.random.default_rng(seed)
-    q = r.standard_normal((b, sq, h, d), np.float32)
-    k, v = r.standard_normal((2, b, sk, hkv, d), np.float32)
-    return tuple(jnp.asarray(x) for x in (q, k, v))
-
-
-def value_and_grads(fn, q, k, v):
-    """(out, (dq, dk, dv)) of sum(out * w) for a fixed, non-uniform w."""
-    w = jnp.cos(jnp.arange(q.size, dtype=jnp.float32)).reshape(q.shape)
-    loss = lambda q, k, v: (jnp.sum(fn(q, k, v) * w), fn(q, k, v))  # noqa: E731
-    (_, out), grads = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(q, k, v)
-    return out, grads
-
-
 # (B, Sq, Sk, H, Hkv, D): the block size (64) cut both ways, Sq != Sk, GQA and MQA, D not a
 # multiple of 16, two rows.
 SHAPES = [
@@ -60,14 +46,14 @@ SHAPES = [
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_matches_the_reference(shape, causal):
     q, k, v = qkv(*shape)
-    got = value_and_grads(lambda *a: attention(*a, causal=causal, threads=2), q, k, v)
-    want = value_and_grads(lambda *a: attention_reference(*a, causal=causal), q, k, v)
+    got = loss_and_grads(lambda *a: attention(*a, causal=causal, threads=2), q, k, v)
+    want = loss_and_grads(lambda *a: attention_reference(*a, causal=causal), q, k, v)
     assert_trees_close(got, want, n=shape[2] * shape[5])
 
 
 def test_rows_without_keys_are_zero_with_zero_gradients():
     q, k, v = qkv(1, 130, 50, 2, 1, 16)  # bottom-right: the first 80 queries see no key
-    out, (dq, _, _) = value_and_grads(lambda *a: attention(*a, causal="bottom_right"), q, k, v)
+    out, (dq, _, _) = loss_and_grads(lambda *a: attention(*a, causal="bottom_right"), q, k, v)
     assert np.isfinite(np.asarray(out)).all() and np.isfinite(np.asarray(dq)).all()
     np.testing.assert_array_equal(np.asarray(out[:, :80]), 0.0)
     np.testing.assert_array_equal(np.asarray(dq[:, :80]), 0.0)
@@ -77,7 +63,7 @@ def test_rows_without_keys_are_zero_with_zero_gradients():
 def test_threads_and_reruns_are_bitwise_equal():
     q, k, v = qkv(4, 96, 96, 4, 2, 32)
     runs = [
-        value_and_grads(lambda *a, t=t: attention(*a, causal=True, threads=t), q, k, v)
+        loss_and_grads(lambda *a, t=t: attention(*a, causal=True, threads=t), q, k, v)
         for t in (1, 2, 1)
     ]
     for run in runs[1:]:
@@ -139,9 +125,9 @@ def _case_mesh():
     q, k, v = (jax.device_put(x, batch) for x in (q, k, v))
     fn = lambda *a: dot_product_attention(*a, causal=True)  # noqa: E731
     with jax.set_mesh(mesh):
-        got = value_and_grads(fn, q, k, v)
+        got = loss_and_grads(fn, q, k, v)
         hlo = jax.jit(fn).lower(q, k, v).compile().as_text()
-    want = value_and_grads(lambda *a: attention_reference(*a, causal=True), q, k, v)
+    want = loss_and_grads(lambda *a: attention_reference(*a, causal=True), q, k, v)
     assert_trees_close(got, want, n=32 * 8)
     calls = [line for line in hlo.splitlines() if '"dlkit_cpu_attn_fwd"' in line]
     assert calls and all("f32[2,32,2,8]" in line for line in calls), calls

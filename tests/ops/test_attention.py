@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from attention_cases import loss_and_grads, qkv
 
 from dlkit.errors import ConfigError
 from dlkit.kernels import cpu as cpu_kernels
@@ -19,13 +20,6 @@ from dlkit.ops.attention_dispatch import (
 from dlkit.ops.chunked_attention import chunked_attention
 
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
-
-
-def qkv(b, sq, sk, h, hkv, d, dtype=jnp.float32, seed=0):
-    r = np.random.default_rng(seed)
-    q = r.normal(size=(b, sq, h, d))
-    k, v = r.normal(size=(2, b, sk, hkv, d))
-    return tuple(jnp.asarray(x, dtype) for x in (q, k, v))
 
 
 def masks(kind, b, sq, sk, h, seed=1):
@@ -53,18 +47,6 @@ BACKENDS = ["xla", "chunked", "pallas"]
 def needs(backend):
     if backend == "pallas" and not pallas_available():
         pytest.skip("dlkit.kernels.flash_attention cannot be imported in this install")
-
-
-def loss_and_grads(fn, q, k, v):
-    """Value and (dq, dk, dv) of sum(out * w) with a fixed, non-uniform w."""
-    w = jnp.cos(jnp.arange(q.size, dtype=jnp.float32)).reshape(q.shape)
-
-    def loss(q, k, v):
-        out = fn(q, k, v)
-        return jnp.sum(out.astype(jnp.float32) * w), out
-
-    (_, out), grads = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(q, k, v)
-    return out, grads
 
 
 def assert_close(got, want, tol):
