@@ -12,7 +12,7 @@ from dlkit.ops import conv as _conv
 from dlkit.ops.batch_norm import register_impl as _register_batch_norm
 from dlkit.ops.lstm_stack import register_impl as _register_lstm
 
-_conv.register_impl("onednn", dispatch.conv2d, available=dispatch.accepts)
+_conv.register_impl("onednn", dispatch.conv2d, available=dispatch.accepts, fused=True)
 _register_lstm("onednn", dispatch.lstm_stack, available=dispatch.lstm_accepts)
 _register_batch_norm("onednn", dispatch.batch_norm, available=dispatch.batch_norm_accepts)
 _attention.register_kernel("cpu", dispatch.attention, accepts=dispatch.attention_accepts)

@@ -40,7 +40,7 @@ class AlexNet(nn.Module):
             (f[4], 3, 1, 1, True),
         ]  # width, kernel, stride, pad, pool
         for i, (width, k, s, p, pool) in enumerate(layers):
-            x = nn.relu(Conv2D(width, (k, k), (s, s), p, impl=self.impl, name=f"conv_{i}")(x))
+            x = Conv2D(width, (k, k), (s, s), p, impl=self.impl, relu=True, name=f"conv_{i}")(x)
             if pool:
                 x = MaxPool((3, 3), (2, 2), impl=self.impl, name=f"pool_{i}")(x)
         x = adaptive_avg_pool(x, self.pool_size).reshape(x.shape[0], -1)  # (B, 6*6*C)

@@ -22,7 +22,9 @@ Padding = str | int | Sequence[tuple[int, int]]
 
 
 class Conv2D(nn.Module):
-    """y = conv(x, W) + b; x (B, H, W, Ci) -> (B, Ho, Wo, features); impl auto|fast|reference."""
+    """y = relu?(conv(x, W) + b); x (B, H, W, Ci) -> (B, Ho, Wo, features); impl auto|fast|...
+
+    With oneDNN (CPU, "auto") the bias and `relu` run inside its call."""
 
     features: int
     kernel_size: tuple[int, int] = (3, 3)
@@ -30,6 +32,7 @@ class Conv2D(nn.Module):
     padding: Padding = "SAME"
     use_bias: bool = True
     impl: str = "auto"
+    relu: bool = False
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
 
     @nn.compact
@@ -40,7 +43,7 @@ class Conv2D(nn.Module):
         bias = (
             self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
         )
-        return conv2d(x, kernel, bias, self.strides, self.padding, impl=self.impl)
+        return conv2d(x, kernel, bias, self.strides, self.padding, self.impl, relu=self.relu)
 
 
 class MaxPool(nn.Module):
@@ -109,10 +112,12 @@ class CNN(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"{type(self).__name__} expects images (B, H, W, C), got {x.shape}")
         act = get_activation(self.activation)
+        relu = self.activation == "relu"  # fused into the conv
         pads = _per_layer(self.padding, len(self.features))
         k = (self.kernel_size, self.kernel_size)
         for i, (width, pad) in enumerate(zip(self.features, pads, strict=True)):
-            x = act(Conv2D(width, k, padding=pad, impl=self.impl, name=f"conv_{i}")(x))
+            x = Conv2D(width, k, padding=pad, impl=self.impl, relu=relu, name=f"conv_{i}")(x)
+            x = x if relu else act(x)
             x = pool_layer(self.pool, self.pool_window, self.impl, name=f"pool_{i}")(x)
         x = x.reshape(x.shape[0], -1)  # (B, H' W' C')
         for i, width in enumerate(self.hidden):

@@ -35,8 +35,9 @@ class VGG(nn.Module):
             raise ValueError(f"VGG expects images (B, H, W, C), got {x.shape}")
         for s, (depth, width) in enumerate(zip(self.depths, self.widths, strict=True)):
             for i in range(depth):
-                x = Conv2D(width, (3, 3), padding="SAME", impl=self.impl, name=f"conv_{s}_{i}")(x)
-                if self.batch_norm:  # BatchNorm then ReLU, fused
+                relu = not self.batch_norm  # else BatchNorm then ReLU, fused
+                x = Conv2D(width, (3, 3), impl=self.impl, relu=relu, name=f"conv_{s}_{i}")(x)
+                if self.batch_norm:
                     x = BatchNorm(
                         use_running_average=not train,
                         momentum=0.9,
@@ -45,8 +46,6 @@ class VGG(nn.Module):
                         impl=self.norm_impl,
                         name=f"bn_{s}_{i}",
                     )(x)
-                else:
-                    x = nn.relu(x)
             x = MaxPool((2, 2), impl=self.impl, name=f"pool_{s}")(x)
         x = adaptive_avg_pool(x, self.pool_size).reshape(x.shape[0], -1)
         for i in range(2):

@@ -4,7 +4,8 @@
 below), a backend registered with `register_impl`, or "auto" (the default): on CPU the first
 registered backend whose `available(...)` accepts the call, else "fast"; elsewhere "reference".
 The platform is that of the input if it is a concrete array, else (under jit) jax's default
-backend at trace time, as `dlkit.ops.attention_dispatch` does.
+backend at trace time, as `dlkit.ops.attention_dispatch` does. `conv2d(..., b, relu=True)` is
+relu(conv + b); a backend registered with `fused=True` (oneDNN) computes both inside its call.
 
 The fast path computes the same math with cheaper gradients on XLA:CPU:
 - `max_pool_fast`: non-overlapping k x k windows (stride k) as k*k strided slices and a max; the
@@ -293,11 +294,17 @@ BUILTIN = {
 _REGISTERED: dict = {"conv2d": {}, "max_pool2d": {}}
 
 
-def register_impl(name: str, fn, *, available=None, op: str = "conv2d") -> None:
+# conv2d impls that take the bias and ReLU themselves: fn(x, w, stride, padding, b, relu)
+_FUSED: set = set()
+
+
+def register_impl(name: str, fn, *, available=None, op: str = "conv2d", fused=False) -> None:
     """Makes fn(x, w, stride, padding) (op "max_pool2d": fn(x, window, stride, padding)) the
-    CPU impl `name`; "auto" prefers it to "fast" where available(same arguments) is true."""
+    CPU impl `name`; "auto" prefers it to "fast" where available(same arguments) is true. A
+    conv2d impl with `fused` takes (x, w, stride, padding, b, relu) and returns relu?(conv + b)."""
     table = errors.choose(_REGISTERED, op, "op")
     register_backend(table, name, fn, available, BUILTIN[op], op)
+    (_FUSED.add if fused and op == "conv2d" else _FUSED.discard)(name)
 
 
 def _impls(op: str) -> dict:
@@ -313,22 +320,29 @@ def choose_impl(op: str, x, *args, platform: str | None = None) -> str:
     return registered_choice(errors.choose(_REGISTERED, op, "op"), (x, *args), platform) or "fast"
 
 
-def _resolve(op: str, impl: str, x, *args):
-    names = {"auto": None, **_impls(op)}
-    fn = errors.choose(names, impl, f"{op} implementation")
-    return fn or _impls(op)[choose_impl(op, x, *args)]
+def _resolve(op: str, impl: str, x, *args) -> str:
+    """The impl name `impl` stands for ("auto": choose_impl's pick)."""
+    errors.choose({"auto": None, **_impls(op)}, impl, f"{op} implementation")
+    return choose_impl(op, x, *args) if impl == "auto" else impl
 
 
-def conv2d(x, w, b=None, stride=1, padding="SAME", impl="auto"):
-    """y = conv(x, w) + b; x (B, H, W, Ci), w (kh, kw, Ci, Co), b (Co,); impl auto|reference|fast
-    or a registered one."""
-    y = _resolve("conv2d", impl, x, w, stride, padding)(x, w, stride, padding)
-    return y if b is None else y + b
+def conv2d(x, w, b=None, stride=1, padding="SAME", impl="auto", *, relu=False):
+    """y = relu?(conv(x, w) + b); x (B, H, W, Ci), w (kh, kw, Ci, Co), b (Co,).
+
+    impl: auto | reference | fast | a registered one; oneDNN takes the bias and ReLU into its call.
+    The ReLU's gradient at 0 is 0 (jax.nn.relu's and a fused kernel's)."""
+    name = _resolve("conv2d", impl, x, w, stride, padding)
+    if name in _FUSED:
+        return _impls("conv2d")[name](x, w, stride, padding, b, relu)
+    y = _impls("conv2d")[name](x, w, stride, padding)
+    y = y if b is None else y + b
+    return jax.nn.relu(y) if relu else y
 
 
 def max_pool2d(x, window=2, stride=None, padding="VALID", impl="auto"):
     """Max pooling over NHWC windows; impl auto|reference|fast (same values and gradients)."""
-    return _resolve("max_pool2d", impl, x, window, stride, padding)(x, window, stride, padding)
+    name = _resolve("max_pool2d", impl, x, window, stride, padding)
+    return _impls("max_pool2d")[name](x, window, stride, padding)
 
 
 def adaptive_avg_pool(x, output_size):

@@ -76,13 +76,14 @@ CASES = {  # name: (x shape, w shape, stride, padding)
 
 
 @needs_kernel
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_ops_conv2d_onednn_matches_reference(name):
+def test_ops_conv2d_onednn_matches_reference(name, relu):
     xs, ws, stride, padding = CASES[name]
     x, w, b = _random(xs, 0), _random(ws, 1), _random(ws[3:], 2)
 
     def run(impl):
-        f = lambda x, w, b: (conv.conv2d(x, w, b, stride, padding, impl=impl) ** 2).sum()
+        f = lambda x, w, b: (conv.conv2d(x, w, b, stride, padding, impl, relu=relu) ** 2).sum()
         return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(x, w, b)
 
     n = ws[0] * ws[1] * max(ws[2], ws[3]) * xs[0] * xs[1] * xs[2]
@@ -90,15 +91,35 @@ def test_ops_conv2d_onednn_matches_reference(name):
 
 
 @needs_kernel
+def test_bias_and_relu_are_fused_into_the_calls():
+    """relu(conv + b) is one forward call, its gradients the two backward calls: no XLA add,
+    max or bias reduction around them."""
+    x, w, b = _random((2, 8, 8, 3), 0), _random((3, 3, 3, 4), 1), _random((4,), 2)
+    f = lambda x, w, b: conv.conv2d(x, w, b, 1, "SAME", "onednn", relu=True)
+    text = jax.jit(f).lower(x, w, b).as_text()
+    assert text.count("stablehlo.custom_call @dlkit_onednn_conv") == 1
+    assert "stablehlo.add" not in text and "stablehlo.maximum" not in text
+    grads = jax.grad(lambda *a: f(*a).sum(), argnums=(0, 1, 2))
+    text = jax.jit(grads).lower(x, w, b).as_text()
+    assert text.count("stablehlo.custom_call @dlkit_onednn_conv") == 3
+    assert "stablehlo.maximum" not in text
+    assert "stablehlo.reduce" not in text.split("@dlkit_onednn_conv_bwd_weights")[1]  # no bias sum
+
+
+@needs_kernel
 def test_per_example_gradients_through_ops():
     x, w = _random((5, 8, 8, 3), 0), _random((3, 3, 3, 4), 1)
 
+    b = _random((4,), 2)
+
     def grads(impl):
-        loss = lambda w, xi: (conv.conv2d(xi[None], w, None, 1, "SAME", impl=impl) ** 2).sum()
-        return jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(w, x)
+        def loss(w, b, xi):
+            return (conv.conv2d(xi[None], w, b, 1, "SAME", impl, relu=True) ** 2).sum()
+
+        return jax.jit(jax.vmap(jax.grad(loss, (0, 1)), in_axes=(None, None, 0)))(w, b, x)
 
     got = grads("onednn")
-    assert got.shape == (5, 3, 3, 3, 4)
+    assert got[0].shape == (5, 3, 3, 3, 4) and got[1].shape == (5, 4)
     assert_trees_close(got, grads("reference"), 64 * 27)
 
 

@@ -197,6 +197,7 @@ def test_platform_of_a_traced_array_is_the_default_backend(monkeypatch):
 
 def test_registered_impl_is_auto_on_cpu_where_available(monkeypatch):
     monkeypatch.setattr(conv, "_REGISTERED", {"conv2d": {}, "max_pool2d": {}})
+    monkeypatch.setattr(conv, "_FUSED", set())
     calls = []
 
     def native(x, w, stride, padding):
@@ -217,3 +218,36 @@ def test_registered_impl_is_auto_on_cpu_where_available(monkeypatch):
         conv.register_impl("fast", native)
     with pytest.raises(ConfigError, match="choose one of: auto, reference, fast, native"):
         conv2d(x3, w3, impl="onednn")
+
+
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+def test_relu_is_relu_of_conv_plus_bias_with_no_gradient_at_zero(impl):
+    """conv2d(..., relu=True) = max(conv + b, 0); where conv + b is exactly 0 (a zero patch and a
+    zero bias) the gradient is 0, as in a fused kernel and PyTorch (jnp.maximum would give half)."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 6, 6, 3)), jnp.float32)
+    x = x.at[:, :3, :3].set(0.0)  # zero patches: conv + b == 0 there
+    w = jnp.asarray(np.random.default_rng(1).standard_normal((3, 3, 3, 4)), jnp.float32)
+    b = jnp.zeros((4,), jnp.float32)
+    y = conv2d(x, w, b, 1, "VALID", impl, relu=True)
+    np.testing.assert_allclose(y, jnp.maximum(conv2d_reference(x, w, 1, "VALID") + b, 0), atol=1e-5)
+    db = jax.grad(lambda b: conv2d(x, w, b, 1, "VALID", impl, relu=True).sum())(b)
+    want = (conv2d_reference(x, w, 1, "VALID") > 0).sum((0, 1, 2)).astype(jnp.float32)
+    np.testing.assert_array_equal(db, want)
+
+
+def test_a_fused_impl_gets_the_bias_and_relu(monkeypatch):
+    monkeypatch.setattr(conv, "_REGISTERED", {"conv2d": {}, "max_pool2d": {}})
+    monkeypatch.setattr(conv, "_FUSED", set())
+    calls = []
+
+    def fused(x, w, stride, padding, b, relu):
+        calls.append((b is not None, relu))
+        y = conv2d_reference(x, w, stride, padding) + (0 if b is None else b)
+        return jnp.maximum(y, 0) if relu else y
+
+    conv.register_impl("fused", fused, fused=True)
+    x, w, b = jnp.ones((1, 5, 5, 3)), -jnp.ones((3, 3, 3, 4)), jnp.arange(4.0)
+    np.testing.assert_array_equal(
+        conv2d(x, w, b, relu=True, impl="fused"), conv2d(x, w, b, relu=True, impl="reference")
+    )
+    assert calls == [(True, True)]

@@ -88,18 +88,23 @@ def _per_shard(f, axes, in_specs, out_specs):
     )
 
 
-def conv2d(x, w, stride=1, padding="SAME"):
-    """conv(x, w) (B, Ho, Wo, C_out) through oneDNN, per batch shard under a context mesh."""
+def conv2d(x, w, stride=1, padding="SAME", b=None, relu=False):
+    """relu?(conv(x, w) + b) (B, Ho, Wo, C_out) through oneDNN (bias and ReLU fused into the
+    call), per batch shard under a context mesh."""
+    if b is not None and jnp.dtype(b.dtype) != jnp.float32:  # the kernel's bias is float32
+        y = conv2d(x, w, stride, padding) + b
+        return jax.nn.relu(y) if relu else y
     axes, threads = _layout(x.shape[0])
     if not axes:
-        return conv.conv2d(x, w, None, stride, padding, threads=threads)
+        return conv.conv2d(x, w, b, stride, padding, relu, threads=threads)
     pads = conv.explicit_padding(padding, w.shape[:2], stride, x.shape[1:3])
 
-    def one(xs, ws):
-        return conv.conv2d(xs, ws, None, stride, pads, threads=threads)
+    def one(xs, ws, *bs):
+        return conv.conv2d(xs, ws, *bs or (None,), stride, pads, relu, threads=threads)
 
-    batch = PartitionSpec(axes)
-    return _per_shard(one, axes, (batch, PartitionSpec()), batch)(x, w)
+    batch, rep = PartitionSpec(axes), PartitionSpec()
+    operands = (x, w) if b is None else (x, w, b)
+    return _per_shard(one, axes, (batch, rep, rep)[: len(operands)], batch)(*operands)
 
 
 def _float32_arrays(*arrays) -> bool:
