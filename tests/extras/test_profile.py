@@ -78,7 +78,8 @@ def test_cnn_layers_conv_and_pooling():
     kinds = [k.name.split(" ")[1] for k in costs]
     assert kinds == ["(Conv2D)", "(MaxPool)", "(Dense)"]
     conv, pool = costs[0], costs[1]
-    # VALID 3x3 on 8x8: 6x6 outputs, each 9 multiply-adds per (C_in=2, C_out=4), plus the bias.
-    assert conv.flops == 2 * 2 * 6 * 6 * 9 * 2 * 4 + 2 * 6 * 6 * 4
+    # VALID 3x3 on 8x8: 6x6 outputs, each 9 multiply-adds per (C_in=2, C_out=4), plus the bias
+    # and the ReLU (the CNN's activation runs inside its Conv2D: relu=True), one op per output.
+    assert conv.flops == 2 * 2 * 6 * 6 * 9 * 2 * 4 + 2 * (2 * 6 * 6 * 4)
     assert pool.flops == 2 * 3 * 3 * 4 * 3  # B Ho Wo C outputs, 3 comparisons per 2x2 window
     assert pool.intensity < conv.intensity
