@@ -188,7 +188,7 @@ platform.configure(1, features={TWO_CORES}, sync_dispatch=os.environ["SYNC"] == 
 w = jnp.ones((4096, 8))
 f = jax.jit(lambda x: jnp.sum(jnp.sin(x) @ w))  # sin(x): a 96 MiB temp, the dot's operand
 x = jnp.ones((6144, 4096))
-for _ in range(7):  # 2 warm-up calls, then the median of 5 calls' minor faults
+for _ in range(15):  # 2 warm-up calls, then the median of 13 calls' minor faults
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     f(x).block_until_ready()
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -198,11 +198,14 @@ for _ in range(7):  # 2 warm-up calls, then the median of 5 calls' minor faults
 def test_a_big_temp_is_not_faulted_afresh_in_each_dispatch():
     """keep-arena reaches the main thread's arena only; XLA's dispatch thread has its own, whose
     heap glibc caps at 64 MiB, so a bigger temp was mmapped and page-faulted every call until
-    configure made one-device dispatches run on the caller's thread (the control shows it)."""
+    configure made one-device dispatches run on the caller's thread (the control shows it).
+    Reuse is glibc's best effort: now and then a call still faults the whole temp (beside 3 CPU
+    hogs 10 of 260 calls in 20 processes, at most 3 of 13 in one; once 3 of 5 in a row), so the
+    median of 13 calls judges it."""
     pages = (96 << 20) // resource.getpagesize()
 
-    def faults(**env) -> float:  # a call's minor faults, median of 5 after 2 warm-up calls
-        return statistics.median(map(int, run_fresh(BIG_TEMP, **env).stdout.split()[-5:]))
+    def faults(**env) -> float:  # a call's minor faults, median of 13 after 2 warm-up calls
+        return statistics.median(map(int, run_fresh(BIG_TEMP, **env).stdout.split()[-13:]))
 
     assert faults(SYNC="off") > pages / 2  # the premise: dispatched on XLA's thread it faults
     assert faults(SYNC="on") < pages / 10
