@@ -304,7 +304,10 @@ def register_impl(name: str, fn, *, available=None, op: str = "conv2d", fused=Fa
     conv2d impl with `fused` takes (x, w, stride, padding, b, relu) and returns relu?(conv + b)."""
     table = errors.choose(_REGISTERED, op, "op")
     register_backend(table, name, fn, available, BUILTIN[op], op)
-    (_FUSED.add if fused and op == "conv2d" else _FUSED.discard)(name)
+    if fused and op == "conv2d":
+        _FUSED.add(name)
+    else:
+        _FUSED.discard(name)
 
 
 def _impls(op: str) -> dict:
@@ -334,7 +337,11 @@ def conv2d(x, w, b=None, stride=1, padding="SAME", impl="auto", *, relu=False):
     name = _resolve("conv2d", impl, x, w, stride, padding)
     if name in _FUSED:
         return _impls("conv2d")[name](x, w, stride, padding, b, relu)
-    y = _impls("conv2d")[name](x, w, stride, padding)
+    return bias_relu(_impls("conv2d")[name](x, w, stride, padding), b, relu)
+
+
+def bias_relu(y, b=None, relu=False):
+    """relu?(y + b): what a fused conv2d impl computes after its convolution."""
     y = y if b is None else y + b
     return jax.nn.relu(y) if relu else y
 

@@ -91,6 +91,16 @@ def test_ops_conv2d_onednn_matches_reference(name, relu):
 
 
 @needs_kernel
+def test_a_bias_that_is_not_float32_is_added_after_the_call():
+    x, w = _random((2, 8, 8, 3), 0), _random((3, 3, 3, 4), 1)
+    b = _random((4,), 2, jnp.bfloat16)
+    got = conv.conv2d(x, w, b, 1, "SAME", "onednn", relu=True)
+    want = conv.conv2d(x, w, b, 1, "SAME", "reference", relu=True)
+    assert got.dtype == want.dtype == jnp.float32
+    assert_trees_close(got, want, 27)
+
+
+@needs_kernel
 def test_bias_and_relu_are_fused_into_the_calls():
     """relu(conv + b) is one forward call, its gradients the two backward calls: no XLA add,
     max or bias reduction around them."""

@@ -28,6 +28,7 @@ from jax.sharding import PartitionSpec
 
 from dlkit.kernels.cpu import conv, library, lstm, norm
 from dlkit.kernels.cpu.attention import attention as native_attention
+from dlkit.ops.conv import bias_relu
 
 
 def accepts(x, w, stride=1, padding="SAME") -> bool:
@@ -92,8 +93,7 @@ def conv2d(x, w, stride=1, padding="SAME", b=None, relu=False):
     """relu?(conv(x, w) + b) (B, Ho, Wo, C_out) through oneDNN (bias and ReLU fused into the
     call), per batch shard under a context mesh."""
     if b is not None and jnp.dtype(b.dtype) != jnp.float32:  # the kernel's bias is float32
-        y = conv2d(x, w, stride, padding) + b
-        return jax.nn.relu(y) if relu else y
+        return bias_relu(conv2d(x, w, stride, padding), b, relu)
     axes, threads = _layout(x.shape[0])
     if not axes:
         return conv.conv2d(x, w, b, stride, padding, relu, threads=threads)
