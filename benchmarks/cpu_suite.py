@@ -24,7 +24,7 @@ timer: dlkit.extras.profile.time_round_robin. --smoke: tiny and seconds (CI).
         [--rounds 0 (auto: --budget_s per family, 5..30 rounds)] [--compile goal|all|none]
         [--threads 1] [--set step.mixed_precision=True] [--peer process|inline]
         [--platform on|off|no_malloc|no_split|async_dispatch|omp_default] [--variants xla,1dev,2dev]
-        [--layers resnet18|transformer_lm] [--profile] [--smoke]
+        [--layers resnet18|vgg_small|transformer_lm] [--profile] [--smoke]
 """
 
 import argparse
@@ -724,13 +724,14 @@ def layer_table(family: str, args, info) -> dict:
     total = {k: sum(r["ms"][k] * r["count"] for r in rows) for k in rows[0]["ms"]}
     cells = " | ".join(f"{total[f'{i} {p}']:.1f}" for p in ("fwd", "fwd+bwd") for i in impls)
     print(f"| all (x n) | | | | | {cells} |")
-    norms = norm_table(config, x, args)
+    norms, pools = norm_table(config, x, args), pool_table(config, x, args)
     return {
         "machine": info,
         "family": family,
         "layers": rows,
         "total_ms": total,
         "norm_layers": norms,
+        "pool_layers": pools,
         "load": load,
     }
 
@@ -798,6 +799,80 @@ def norm_table(config, x, args) -> list:
         total = {k: sum(r["ms"][k] * r["count"] for r in rows) for k in rows[0]["ms"]}
         cells = " | ".join(f"{total[k]:.1f}" for k in ("onednn", "reference", "torch"))
         print(f"| all (x n) | | | | {cells} |")
+    return rows
+
+
+POOL_IMPLS = ("fast", "reference", "torch", "torch_onednn")  # pooling rows per layer
+
+
+def pool_layers(config, x) -> collections.Counter:
+    """{(kind, x shape, window, strides, padding): count} of every MaxPool / AvgPool call."""
+    from dlkit.nn.cnn import AvgPool, MaxPool
+
+    def key(m, args, kwargs):
+        window = tuple(m.window_shape)
+        kind = "max" if isinstance(m, MaxPool) else "avg"
+        return kind, tuple(args[0].shape), window, tuple(m.strides or window), m.padding
+
+    return module_calls(config, x, (MaxPool, AvgPool), key)
+
+
+def pool_runs(kind, xs, window, strides, padding) -> dict:
+    """{impl: closure} for one pooling's forward + backward (cotangent y): dlkit's impls (max:
+    ops.max_pool2d's fast and reference; avg: ops.avg_pool as "reference"), PyTorch's own
+    kernel (NCHW, as its twins run) and oneDNN's (PyTorch's oneDNN 3.12 via mkldnn tensors,
+    channels-last)."""
+    import jax
+    import torch
+
+    from dlkit.ops import conv, pooling
+
+    if padding != "VALID":
+        raise SystemExit(f"--layers: pooling padding {padding!r} has no PyTorch row (VALID only)")
+    x = np.random.default_rng(0).standard_normal(xs, np.float32)
+    fns = {"reference": functools.partial(pooling.avg_pool, window=window, stride=strides)}
+    if kind == "max":
+        fns = {
+            i: functools.partial(conv.max_pool2d, window=window, stride=strides, impl=i)
+            for i in POOL_IMPLS[:2]
+        }
+    runs = {}
+    for impl, f in fns.items():
+        both = jax.jit(lambda x, f=f: jax.vjp(f, x)[1](f(x)))
+        xj = jax.device_put(x)
+        runs[impl] = lambda both=both, xj=xj: jax.block_until_ready(both(xj))
+    tf = getattr(torch.nn.functional, f"{kind}_pool2d")
+    nchw = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    last = nchw.contiguous(memory_format=torch.channels_last).to_mkldnn()
+    for impl, xt in (("torch", nchw), ("torch_onednn", last)):
+        xt.requires_grad_()
+
+        def tboth(xt=xt):
+            xt.grad = None
+            y = tf(xt, window, strides)
+            y.backward(y.detach())
+
+        runs[impl] = tboth
+    return runs
+
+
+def pool_table(config, x, args) -> list:
+    """Per distinct pooling of the model: fwd+bwd ms per impl, a table (none without one)."""
+
+    rows = []
+    for (kind, xs, window, strides, padding), count in pool_layers(config, x[:1]).items():
+        xs = (config.batch_size, *xs[1:])
+        ms = layer_ms(pool_runs(kind, xs, window, strides, padding), args)
+        row = {"kind": kind, "x": xs, "window": window, "strides": strides, "count": count}
+        rows.append({**row, "ms": ms})
+    if rows:
+        print("\npooling fwd+bwd per layer, median ms (dlkit impls; PyTorch's kernel and oneDNN)")
+        print("| pool | x (B,H,W,C) | window | stride | n | " + " | ".join(POOL_IMPLS) + " |")
+        print("|---|---|---|---|---:|" + "---:|" * len(POOL_IMPLS))
+        for r in rows:
+            cells = " | ".join(f"{r['ms'][k]:.3f}" if k in r["ms"] else "-" for k in POOL_IMPLS)
+            head = f"| {r['kind']} | {r['x']} | {r['window']} | {r['strides']} | {r['count']} |"
+            print(f"{head} {cells} |")
     return rows
 
 
@@ -919,7 +994,8 @@ def parse_args():
         default="",
         help="instead: per-layer conv table of this family (resnet18): forward and fwd+bwd ms "
         "of each distinct conv, oneDNN vs XLA (lax, dlkit fast) vs PyTorch; then each distinct "
-        "BatchNorm's fwd+bwd, dlkit's kernel vs XLA vs PyTorch; transformer_lm: each distinct "
+        "BatchNorm's fwd+bwd, dlkit's kernel vs XLA vs PyTorch, and each distinct pooling's, "
+        "dlkit's impls vs PyTorch's kernel and oneDNN's; transformer_lm: each distinct "
         "attention's fwd+bwd, dlkit's backends (cpu, xla, chunked) vs PyTorch's SDPA",
     )
     parser.add_argument("--profile", action="store_true", help="FLOP/s and top ops per family")

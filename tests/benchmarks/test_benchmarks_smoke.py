@@ -40,7 +40,9 @@ def test_cpu_suite(tmp_path):
     assert family["peer"] == "process" and family["ms_per_step"]["torch_eager"] > 0
     out = run("cpu_suite.py", "--smoke", "--layers=lenet5", f"--out={tmp_path}")
     assert "| (8, 14, 14, 6) | (5, 5, 6, 16) | 1 | 1 |" in out, out[-2000:]
-    assert written(tmp_path, "cpu_layers")["layers"]
+    assert "| avg | (8, 10, 10, 16) | (2, 2) | (2, 2) | 1 | - |" in out, out[-2000:]
+    layers = written(tmp_path, "cpu_layers")
+    assert layers["layers"] and [p["kind"] for p in layers["pool_layers"]] == ["avg", "avg"]
     out = run("cpu_suite.py", "--smoke", "--layers=transformer_lm", f"--out={tmp_path / 'tlm'}")
     assert "| (8, 128, 4, 32) | 4 | True | 4 |" in out, out[-2000:]
 
