@@ -630,11 +630,11 @@ def conv_layers(config, x) -> collections.Counter:
     return module_calls(config, x, Conv2D, key)
 
 
-def _fwd_bwd(f, x, w):
-    """(dx, dw) of f at (x, w) for the cotangent f(x, w) (one forward)."""
+def _fwd_bwd(f, *args):
+    """The gradients of f at args for the cotangent f(*args) (one forward)."""
     import jax
 
-    y, vjp = jax.vjp(f, x, w)
+    y, vjp = jax.vjp(f, *args)
     return vjp(y)
 
 
@@ -763,7 +763,7 @@ def norm_runs(xs, relu: bool, residual: bool) -> dict:
         def f(x, s, b, r, impl=impl):
             return batch_norm(x, s, b, 1e-5, relu, r if residual else None, impl=impl)[0]
 
-        both = jax.jit(lambda *a, f=f: jax.vjp(f, *a)[1](f(*a)))
+        both = jax.jit(functools.partial(_fwd_bwd, f))
         args = [jax.device_put(a) for a in (x, c, c * 0, r)]
         runs[impl] = lambda both=both, args=args: jax.block_until_ready(both(*args))
     t = [torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in (x, r)]
@@ -838,7 +838,7 @@ def pool_runs(kind, xs, window, strides, padding) -> dict:
         }
     runs = {}
     for impl, f in fns.items():
-        both = jax.jit(lambda x, f=f: jax.vjp(f, x)[1](f(x)))
+        both = jax.jit(functools.partial(_fwd_bwd, f))
         xj = jax.device_put(x)
         runs[impl] = lambda both=both, xj=xj: jax.block_until_ready(both(xj))
     tf = getattr(torch.nn.functional, f"{kind}_pool2d")
@@ -908,7 +908,7 @@ def attention_runs(qs, kv_heads: int, causal: bool) -> dict:
         def f(q, k, v, impl=impl):
             return dot_product_attention(q, k, v, causal=causal, implementation=impl)
 
-        both = jax.jit(lambda *a, f=f: jax.vjp(f, *a)[1](f(*a)))
+        both = jax.jit(functools.partial(_fwd_bwd, f))
         args = [jax.device_put(a) for a in (q, k, v)]
         runs[impl] = lambda both=both, args=args: jax.block_until_ready(both(*args))
     qt, kt, vt = (torch.from_numpy(a.transpose(0, 2, 1, 3).copy()) for a in (q, k, v))
