@@ -1,9 +1,9 @@
 """dlkit.kernels.cpu.attention (the native CPU flash attention) against the reference.
 
 Outputs and gradients over causal alignments, grouped-query heads, lengths that cut the kernel's
-blocks and rows without keys; bitwise equal for 1 and 2 threads and on reruns; "auto" takes it on
-CPU for float32 calls without mask arrays; vmap; and, in a 2-device subprocess, one call per
-device's half batch under a mesh, equal to the reference.
+blocks and rows without keys, at every vector width the CPU runs; bitwise equal for 1 and 2
+threads and on reruns; "auto" takes it on CPU for float32 calls without mask arrays; vmap; and, in
+a 2-device subprocess, one call per device's half batch under a mesh, equal to the reference.
 """
 
 import pathlib
@@ -20,7 +20,7 @@ from tolerances import assert_trees_close
 import dlkit  # noqa: F401  (registers the kernel as the attention backend "cpu")
 from dlkit.kernels import cpu
 from dlkit.kernels.cpu import dispatch
-from dlkit.kernels.cpu.attention import attention
+from dlkit.kernels.cpu.attention import attention, widest_vector
 from dlkit.ops.attention import attention_reference
 from dlkit.ops.attention_dispatch import choose_implementation, dot_product_attention
 
@@ -49,6 +49,25 @@ def test_matches_the_reference(shape, causal):
     got = loss_and_grads(lambda *a: attention(*a, causal=causal, threads=2), q, k, v)
     want = loss_and_grads(lambda *a: attention_reference(*a, causal=causal), q, k, v)
     assert_trees_close(got, want, n=shape[2] * shape[5])
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+@pytest.mark.parametrize("shape", SHAPES[:4], ids=lambda s: "x".join(map(str, s)))
+def test_every_vector_width_matches_the_reference(shape, width):
+    """Each build of the kernels (AVX-512F, AVX2 + FMA, baseline) that this CPU runs."""
+    if width > widest_vector():
+        pytest.skip(f"this CPU runs vectors of up to {widest_vector()} floats")
+    q, k, v = qkv(*shape)
+    got = loss_and_grads(lambda *a: attention(*a, causal=True, vector_width=width), q, k, v)
+    want = loss_and_grads(lambda *a: attention_reference(*a, causal=True), q, k, v)
+    assert_trees_close(got, want, n=shape[2] * shape[5])
+
+
+def test_a_width_the_cpu_lacks_is_one_line():
+    q, k, v = qkv(1, 8, 8, 1, 1, 8)
+    for width in (32, 3, 2 * widest_vector()):
+        with pytest.raises(ValueError, match="not one this CPU runs"):
+            attention(q, k, v, vector_width=width)
 
 
 def test_rows_without_keys_are_zero_with_zero_gradients():

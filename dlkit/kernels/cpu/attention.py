@@ -8,6 +8,7 @@ bitwise equal for any thread count (one thread per (batch, head) task). Under `j
 calls run once per example (vmap_method="sequential").
 """
 
+import ctypes
 import functools
 
 import jax
@@ -19,13 +20,18 @@ from dlkit.ops.attention import causal_offset, check_qkv
 
 
 def _call(target: str, results, cfg, *args):
-    offset, scale, threads = cfg
+    offset, scale, threads, width = cfg
     library.load()  # registers the targets (idempotent)
     call = jax.ffi.ffi_call(target, results, vmap_method="sequential")
     causal = np.int64(offset is not None)
     offset = np.int64(offset or 0)
     return call(
-        *args, scale=np.float32(scale), causal=causal, offset=offset, threads=np.int64(threads)
+        *args,
+        scale=np.float32(scale),
+        causal=causal,
+        offset=offset,
+        threads=np.int64(threads),
+        vector_width=np.int64(width),
     )
 
 
@@ -57,16 +63,32 @@ def _attention_bwd(cfg, saved, g):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def attention(q, k, v, *, causal=False, scale=None, threads: int = 1):
-    """softmax(q k^T * scale, causal?) v (B, Sq, H, D) for float32 q (B, Sq, H, D), k and v
-    (B, Sk, Hkv, D); scale defaults to 1/sqrt(D); `threads` (batch, head) tasks at once."""
-    if not library.available():
+def widest_vector() -> int:
+    """The widest vectors (floats) the kernels run on this CPU: 16 (AVX-512F), 8 (AVX2 + FMA)
+    or 4 (baseline x86-64); what vector_width=0 picks."""
+    lib = library.load()
+    if lib is None:
         raise RuntimeError(
             f"dlkit.kernels.cpu.attention is unavailable: {library.why_unavailable()}"
+        )
+    fn = lib.DlkitCpuAttnVectorWidth
+    fn.restype, fn.argtypes = ctypes.c_int64, []
+    return int(fn())
+
+
+def attention(q, k, v, *, causal=False, scale=None, threads: int = 1, vector_width: int = 0):
+    """softmax(q k^T * scale, causal?) v (B, Sq, H, D) for float32 q (B, Sq, H, D), k and v
+    (B, Sk, Hkv, D); scale defaults to 1/sqrt(D); `threads` (batch, head) tasks at once;
+    `vector_width` 16, 8 or 4 floats picks a kernel build (tests), 0 the widest the CPU runs."""
+    widest = widest_vector()
+    if vector_width not in (0, 4, 8, 16) or vector_width > widest:
+        raise ValueError(
+            f"cpu attention: vector_width={vector_width} is not one this CPU runs (4, 8 or 16 "
+            f"up to {widest}; 0 picks the widest)"
         )
     check_qkv(q, k, v)
     if q.dtype != jnp.float32:
         raise ValueError(f"cpu attention needs float32 q, k, v; got {q.dtype} (cast, or use 'xla')")
     offset = causal_offset(causal, q.shape[1], k.shape[1])
     scale = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
-    return _attention(q, k, v, (offset, scale, int(threads)))
+    return _attention(q, k, v, (offset, scale, int(threads), int(vector_width)))
