@@ -1,11 +1,11 @@
 """The oneDNN conv kernels (dlkit.kernels.cpu) against lax.conv_general_dilated.
 
-Forward, input gradient and weight/bias gradients for each shape class dlkit's models use
-(3x3 stride 1 and 2, asymmetric and VALID padding, 1x1 shortcuts, 1- and 3-channel first layers, a
-map smaller than the kernel), fused bias + ReLU, jit, vmap (per-example gradients, ensembles),
-2-device shard_map (a subprocess), bitwise determinism, torch's libgomp in the same process, and
-the unavailable path. Each compared value is a sum of n products; the tolerance is
-rtol_for(n) times the sum of their magnitudes (the same conv of |x| and |w|).
+Forward, input gradient and weight/bias gradients (oneDNN's and the im2col dot) for each shape
+class dlkit's models use (3x3 stride 1 and 2, asymmetric and VALID padding, 1x1 shortcuts, 1- and
+3-channel first layers, a map smaller than the kernel), fused bias + ReLU, jit, vmap (per-example
+gradients, ensembles), 2-device shard_map (a subprocess), bitwise determinism, torch's libgomp
+in the same process, and the unavailable path. Each compared value is a sum of n products; the
+tolerance is rtol_for(n) times the sum of their magnitudes (the same conv of |x| and |w|).
 """
 
 import functools
@@ -45,8 +45,13 @@ def _random(shape, seed):
 
 @functools.partial(jax.jit, static_argnames=("fn", "stride", "pads", "relu"))
 def _run(x, w, b, g, *, fn, stride, pads, relu):
-    """(y, dx, dw, db) of fn ('onednn' or 'lax') for cotangent g, in one compiled call."""
-    f = cpu.conv2d if fn == "onednn" else ref_conv
+    """(y, dx, dw, db) of fn ('onednn', 'onednn/im2col' or 'lax') for cotangent g, in one
+    compiled call."""
+    if fn == "lax":
+        f = ref_conv
+    else:
+        weight_grad = fn.partition("/")[2] or "onednn"
+        f = functools.partial(cpu.conv2d, weight_grad=weight_grad)
     y, vjp = jax.vjp(lambda x, w, b: f(x, w, b, stride, pads, relu), x, w, b)
     return (y, *vjp(g))
 
@@ -60,14 +65,14 @@ def _magnitudes(x, w, b, g, *, stride, pads):
     return y + jnp.abs(b), dx, dw, ag.sum((0, 1, 2))
 
 
-def _check(b_, h, w_, ci, co, k, stride, pads, relu=False, bias=True, seed=0):
+def _check(b_, h, w_, ci, co, k, stride, pads, relu=False, bias=True, seed=0, fn="onednn"):
     x, w = _random((b_, h, w_, ci), seed), _random((k, k, ci, co), seed + 1)
     b = _random((co,), seed + 2) if bias else None
     ho = (h + sum(pads[0]) - k) // stride[0] + 1
     wo = (w_ + sum(pads[1]) - k) // stride[1] + 1
     g = _random((b_, ho, wo, co), seed + 3)
     kw = {"stride": stride, "pads": pads, "relu": relu}
-    got = _run(x, w, b, g, fn="onednn", **kw)
+    got = _run(x, w, b, g, fn=fn, **kw)
     want = _run(x, w, b, g, fn="lax", **kw)
     scale = _magnitudes(x, w, b if bias else jnp.zeros(co), g, stride=stride, pads=pads)
     terms = {"y": k * k * ci + 1, "dx": k * k * co, "dw": b_ * ho * wo, "db": b_ * ho * wo}
@@ -98,10 +103,28 @@ SHAPES = {  # name: (B, H, W, C_in, C_out, k, stride, pads)
 
 
 @needs_kernel
+@pytest.mark.parametrize("weight_grad", ["onednn", "im2col"])
 @pytest.mark.parametrize("name", sorted(SHAPES))
-def test_matches_lax(name):
+def test_matches_lax(name, weight_grad):
     b, h, w, ci, co, k, stride, pads = SHAPES[name]
-    _check(b, h, w, ci, co, k, stride, pads)
+    _check(b, h, w, ci, co, k, stride, pads, fn=f"onednn/{weight_grad}")
+
+
+def test_auto_weight_grad_takes_im2col_for_small_maps_without_avx512():
+    from dlkit.kernels.cpu.conv import weight_grad_impl
+
+    assert weight_grad_impl((4, 4), (3, 3), 8) == "im2col"
+    assert weight_grad_impl((2, 2), (3, 3), 4) == "im2col"
+    assert weight_grad_impl((4, 4), (3, 3), 16) == "onednn"  # AVX-512: oneDNN's own
+    assert weight_grad_impl((8, 8), (3, 3), 8) == "onednn"  # a bigger map
+    assert weight_grad_impl((4, 4), (1, 1), 8) == "onednn"  # a 1x1 kernel
+
+
+@needs_kernel
+def test_bad_weight_grad_is_one_line():
+    x, w = _random((1, 4, 4, 2), 0), _random((3, 3, 2, 2), 1)
+    with pytest.raises(ValueError, match="weight_grad='dot'; use one of"):
+        cpu.conv2d(x, w, weight_grad="dot")
 
 
 @needs_kernel
@@ -142,20 +165,24 @@ def _params(seed=0):
 
 
 @needs_kernel
-def test_per_example_gradients_under_vmap():
+@pytest.mark.parametrize("weight_grad", ["onednn", "im2col"])  # both convs' outputs are 4x4
+def test_per_example_gradients_under_vmap(weight_grad):
     params, x = _params(), _random((6, 8, 8, 3), 9)
+    conv = functools.partial(cpu.conv2d, weight_grad=weight_grad)
 
     def per_example(conv):
         loss = lambda p, xi: (_net(conv, p, xi[None]) ** 2).sum()
         return jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(params, x)
 
-    got, want = per_example(cpu.conv2d), per_example(ref_conv)
+    got, want = per_example(conv), per_example(ref_conv)
     assert got["w1"].shape == (6, 3, 3, 3, 8)
     assert_trees_close(got, want, n=9 * 8 * 16)
 
 
 @needs_kernel
-def test_ensemble_vmap_over_weights_and_inputs():
+@pytest.mark.parametrize("weight_grad", ["onednn", "im2col"])
+def test_ensemble_vmap_over_weights_and_inputs(weight_grad):
+    conv = functools.partial(cpu.conv2d, weight_grad=weight_grad)
     ens = jax.tree.map(lambda *a: jnp.stack(a), *[_params(10 * i) for i in range(3)])
     x = _random((3, 4, 8, 8, 3), 7)
 
@@ -166,7 +193,7 @@ def test_ensemble_vmap_over_weights_and_inputs():
         )
 
     for in_axes in ((0, 0), (0, None)):
-        got, want = grads(cpu.conv2d, in_axes), grads(ref_conv, in_axes)
+        got, want = grads(conv, in_axes), grads(ref_conv, in_axes)
         assert_trees_close(got, want, n=4 * 9 * 8 * 16)
 
 

@@ -506,7 +506,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DlkitCpuAttnBwd, AttnBwdImpl,
                                   .Attr<int64_t>("threads")
                                   .Attr<int64_t>("vector_width"));
 
-// The widest vector width (floats) the attention kernels run on this CPU, for dlkit's tests.
-extern "C" int64_t DlkitCpuAttnVectorWidth() { return KernelsOf(0)->width; }
+// The widest vector width (floats) this CPU runs: 16 (AVX-512F), 8 (AVX2 and FMA) or 4; the
+// attention kernels' default and what dlkit.kernels.cpu.library.vector_width() reports.
+extern "C" int64_t DlkitCpuVectorWidth() { return KernelsOf(0)->width; }
 
 #pragma GCC visibility pop

@@ -8,7 +8,6 @@ bitwise equal for any thread count (one thread per (batch, head) task). Under `j
 calls run once per example (vmap_method="sequential").
 """
 
-import ctypes
 import functools
 
 import jax
@@ -66,14 +65,11 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 def widest_vector() -> int:
     """The widest vectors (floats) the kernels run on this CPU: 16 (AVX-512F), 8 (AVX2 + FMA)
     or 4 (baseline x86-64); what vector_width=0 picks."""
-    lib = library.load()
-    if lib is None:
+    if not library.available():
         raise RuntimeError(
             f"dlkit.kernels.cpu.attention is unavailable: {library.why_unavailable()}"
         )
-    fn = lib.DlkitCpuAttnVectorWidth
-    fn.restype, fn.argtypes = ctypes.c_int64, []
-    return int(fn())
+    return library.vector_width()
 
 
 def attention(q, k, v, *, causal=False, scale=None, threads: int = 1, vector_width: int = 0):

@@ -3,7 +3,9 @@
 `conv2d(x, w, b, stride, padding, relu)` computes relu?(conv(x, w) + b) for x (B, H, W, C_in)
 NHWC float32 and w (kh, kw, C_in, C_out) HWIO, the same math as `dlkit.ops.conv.conv2d_reference`
 (lax.conv_general_dilated), which it is tested against. Gradients: backward-data and
-backward-weights (+ bias) custom calls. Under `jax.vmap` each custom call gets its operands with
+backward-weights (+ bias) custom calls; on CPUs without AVX-512 a spatial kernel over an output
+map of at most 16 pixels takes its weight gradient from one XLA dot over im2col patches
+(`weight_grad`, weight_grad_impl). Under `jax.vmap` each custom call gets its operands with
 a leading vmap dim (vmap_method="expand_dims"): batched activations with shared weights fold into
 the conv's batch (one call; per-example gradients), batched weights (ensembles) loop in C++.
 XLA does not partition a custom call: give `mesh` (and `batch_axis`) to run it per batch shard
@@ -21,6 +23,12 @@ from jax.sharding import PartitionSpec
 from dlkit.kernels.cpu import library
 from dlkit.ops.conv import explicit_padding
 
+# Output maps of at most this many pixels (4x4) take their weight gradient from im2col and XLA's
+# dot on CPUs without AVX-512: there oneDNN 3.2's backward-weights is its old jit:avx2 kernel,
+# 2x slower than the dot on ResNet-18's 4x4x512 layers (BUILD_NOTES, "oneDNN convs").
+SMALL_MAP_PIXELS = 16
+WEIGHT_GRADS = ("auto", "onednn", "im2col")
+
 
 class ConvConfig(NamedTuple):
     """The static attributes of one conv (hashable: a custom_vjp nondiff argument)."""
@@ -30,6 +38,7 @@ class ConvConfig(NamedTuple):
     relu: bool
     bias: bool
     threads: int
+    weight_grad: str = "onednn"  # "onednn" (the backward-weights call) or "im2col"
 
     def attrs(self) -> dict:
         (pt, pb), (pl, pr) = self.padding
@@ -46,6 +55,13 @@ class ConvConfig(NamedTuple):
     def out_hw(self, h: int, w: int, kh: int, kw: int) -> tuple[int, int]:
         (pt, pb), (pl, pr) = self.padding
         return (h + pt + pb - kh) // self.stride[0] + 1, (w + pl + pr - kw) // self.stride[1] + 1
+
+
+def weight_grad_impl(out_hw, kernel_hw, vector_width: int) -> str:
+    """weight_grad="auto" (pure): "im2col" for a spatial kernel over an output map of at most
+    SMALL_MAP_PIXELS on a CPU without AVX-512 (vector_width < 16), else "onednn"."""
+    small = out_hw[0] * out_hw[1] <= SMALL_MAP_PIXELS and kernel_hw[0] * kernel_hw[1] > 1
+    return "im2col" if small and vector_width < 16 else "onednn"
 
 
 def default_threads() -> int:
@@ -85,12 +101,33 @@ def _conv_fwd(x, w, b, cfg: ConvConfig):
     return y, (x, w, y if cfg.relu else None)
 
 
+def _im2col_weight_grad(x, g, w_shape, cfg: ConvConfig):
+    """(dw (kh, kw, C_in, C_out), db) as one XLA dot: the (B*Ho*Wo, kh*kw*C_in) patches of x
+    (NHWC) against g (B*Ho*Wo, C_out)."""
+    kh, kw, ci, co = w_shape
+    _, ho, wo, _ = g.shape
+    (sh, sw), (pt_pb, pl_pr) = cfg.stride, cfg.padding
+    xp = jnp.pad(x, ((0, 0), pt_pb, pl_pr, (0, 0)))
+    taps = [
+        xp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patches = jnp.concatenate(taps, axis=-1).reshape(-1, kh * kw * ci)  # (B*Ho*Wo, kh*kw*C_in)
+    g2 = g.reshape(-1, co)  # (B*Ho*Wo, C_out)
+    dw = jnp.dot(patches.T, g2, precision=jax.lax.Precision.HIGHEST)
+    return dw.reshape(kh, kw, ci, co), g2.sum(0)
+
+
 def _conv_bwd(cfg: ConvConfig, residuals, g):
     x, w, y = residuals
     if cfg.relu:
         g = jnp.where(y > 0, g, jnp.zeros_like(g))
     dx = _backward_data(g, w, x.shape, cfg)
-    dw, db = _backward_weights(x, g, w.shape, cfg)
+    if cfg.weight_grad == "im2col":
+        dw, db = _im2col_weight_grad(x, g, w.shape, cfg)
+    else:
+        dw, db = _backward_weights(x, g, w.shape, cfg)
     return dx, dw, db if cfg.bias else jnp.zeros_like(db)
 
 
@@ -134,16 +171,23 @@ def conv2d(
     threads: int | None = None,  # oneDNN threads per call; default: default_threads()
     mesh=None,  # a jax Mesh: run per shard of x's batch along `batch_axis`
     batch_axis="data",
+    weight_grad: str = "auto",  # "onednn", "im2col" or "auto" (weight_grad_impl)
 ):
     """relu?(conv(x, w) + b) (B, Ho, Wo, C_out) through oneDNN; differentiable, vmappable."""
     if not library.available():
         raise RuntimeError(f"dlkit.kernels.cpu.conv2d is unavailable: {library.why_unavailable()}")
+    if weight_grad not in WEIGHT_GRADS:
+        raise ValueError(f"onednn conv2d: weight_grad={weight_grad!r}; use one of {WEIGHT_GRADS}")
     x, w = jnp.asarray(x), jnp.asarray(w)
     stride = (int(stride), int(stride)) if isinstance(stride, int) else tuple(map(int, stride))
     pads = explicit_padding(padding, w.shape[:2], stride, x.shape[1:3])
     cfg = ConvConfig(stride, pads, bool(relu), b is not None, int(threads or default_threads()))
     b = jnp.asarray(b) if b is not None else None
     _check(x, w, b, cfg)
+    if weight_grad == "auto":
+        out_hw = cfg.out_hw(x.shape[1], x.shape[2], w.shape[0], w.shape[1])
+        weight_grad = weight_grad_impl(out_hw, w.shape[:2], library.vector_width())
+    cfg = cfg._replace(weight_grad=weight_grad)
     bias = b if b is not None else jnp.zeros((w.shape[3],), jnp.float32)
     if mesh is None:
         return _conv(x, w, bias, cfg)

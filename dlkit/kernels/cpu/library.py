@@ -124,6 +124,15 @@ def why_unavailable() -> str | None:
     return _state()[1]
 
 
+@functools.cache
+def vector_width() -> int:
+    """The widest vectors (floats) this CPU runs, as the native kernels pick their builds: 16
+    (AVX-512F), 8 (AVX2 and FMA) or 4 (baseline x86-64). Needs the library (available())."""
+    fn = load().DlkitCpuVectorWidth
+    fn.restype, fn.argtypes = ctypes.c_int64, []
+    return int(fn())
+
+
 def lstm_workspace_bytes(
     steps: int, batch: int, features: int, hidden: int, threads: int = 1, split: bool = False
 ) -> int:
