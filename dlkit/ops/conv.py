@@ -77,14 +77,22 @@ def conv2d_reference(x, w, stride=1, padding="SAME"):
     return lax.conv_general_dilated(x, w, _pair(stride), pads, dimension_numbers=DIMENSION_NUMBERS)
 
 
-def im2col(x, kernel, padding) -> jax.Array:
-    """Stride-1 patches (B, Ho, Wo, kh*kw*C), ordered (p, q, c) to match w.reshape(-1, Co)."""
+def im2col(x, kernel, padding, stride=(1, 1)) -> jax.Array:
+    """Patches (B, Ho, Wo, kh*kw*C), ordered (p, q, c) to match w.reshape(-1, Co)."""
     kh, kw = kernel
     (pt, pb), (pl, pr) = padding
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
-    cols = [xp[:, p : p + ho, q : q + wo, :] for p in range(kh) for q in range(kw)]
-    return jnp.concatenate(cols, axis=-1)
+    ho, wo = (xp.shape[1] - kh) // stride[0] + 1, (xp.shape[2] - kw) // stride[1] + 1
+    return jnp.concatenate(_taps(xp, kh, kw, ho, wo, stride), axis=-1)
+
+
+def im2col_weight_grad(x, gy, kernel, padding, stride=(1, 1)) -> jax.Array:
+    """The weight gradient (kh, kw, C_in, C_out) of a conv of x for its output gradient gy
+    (B, Ho, Wo, C_out): one matmul of im2col patches (B*Ho*Wo, kh*kw*C_in) with gy."""
+    kh, kw = kernel
+    ci, co = x.shape[-1], gy.shape[-1]
+    cols = im2col(x, kernel, padding, stride).reshape(-1, kh * kw * ci)  # (B*Ho*Wo, kh*kw*Ci)
+    return (cols.T @ gy.reshape(-1, co)).reshape(kh, kw, ci, co)
 
 
 def _conv2d_s1_plain(x, w, pads):
@@ -107,17 +115,21 @@ def _conv2d_s1_bwd(pads, res, gy):
     ref = functools.partial(_conv2d_s1_plain, pads=pads)
     gx, gw = jax.vjp(ref, x, w)[1](gy)  # XLA drops whichever is unused
     if kh * kw * ci <= IM2COL_MAX_PATCH:
-        cols = im2col(x, (kh, kw), pads).reshape(-1, kh * kw * ci)  # (B*Ho*Wo, kh*kw*Ci)
-        gw = (cols.T @ gy.reshape(-1, co)).reshape(kh, kw, ci, co)
+        gw = im2col_weight_grad(x, gy, (kh, kw), pads)
     return gx, gw
 
 
 _conv2d_s1.defvjp(_conv2d_s1_fwd, _conv2d_s1_bwd)
 
 
-def _taps(xp, kh, kw, ho, wo) -> list:
-    """The kh*kw shifted views xp[:, p:p+ho, q:q+wo, :] of a padded map, row-major in (p, q)."""
-    return [xp[:, p : p + ho, q : q + wo, :] for p in range(kh) for q in range(kw)]
+def _taps(xp, kh, kw, ho, wo, stride=(1, 1)) -> list:
+    """The kh*kw shifted (ho, wo) views of a padded map at `stride`, row-major in (p, q)."""
+    sh, sw = stride
+    return [
+        xp[:, p : p + sh * (ho - 1) + 1 : sh, q : q + sw * (wo - 1) + 1 : sw, :]
+        for p in range(kh)
+        for q in range(kw)
+    ]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

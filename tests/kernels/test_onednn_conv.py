@@ -23,6 +23,7 @@ from tolerances import assert_trees_close, rtol_for
 
 from dlkit.kernels import cpu
 from dlkit.kernels.cpu import library
+from dlkit.kernels.cpu.conv import weight_grad_impl
 
 HERE = pathlib.Path(__file__).resolve()
 DN = ("NHWC", "HWIO", "NHWC")
@@ -111,8 +112,6 @@ def test_matches_lax(name, weight_grad):
 
 
 def test_auto_weight_grad_takes_im2col_for_small_maps_without_avx512():
-    from dlkit.kernels.cpu.conv import weight_grad_impl
-
     assert weight_grad_impl((4, 4), (3, 3), 8) == "im2col"
     assert weight_grad_impl((2, 2), (3, 3), 4) == "im2col"
     assert weight_grad_impl((4, 4), (3, 3), 16) == "onednn"  # AVX-512: oneDNN's own

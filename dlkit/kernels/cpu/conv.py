@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from dlkit.kernels.cpu import library
-from dlkit.ops.conv import explicit_padding
+from dlkit.ops.conv import explicit_padding, im2col_weight_grad
 
 # Output maps of at most this many pixels (4x4) take their weight gradient from im2col and XLA's
 # dot on CPUs without AVX-512: there oneDNN 3.2's backward-weights is its old jit:avx2 kernel,
@@ -101,31 +101,14 @@ def _conv_fwd(x, w, b, cfg: ConvConfig):
     return y, (x, w, y if cfg.relu else None)
 
 
-def _im2col_weight_grad(x, g, w_shape, cfg: ConvConfig):
-    """(dw (kh, kw, C_in, C_out), db) as one XLA dot: the (B*Ho*Wo, kh*kw*C_in) patches of x
-    (NHWC) against g (B*Ho*Wo, C_out)."""
-    kh, kw, ci, co = w_shape
-    _, ho, wo, _ = g.shape
-    (sh, sw), (pt_pb, pl_pr) = cfg.stride, cfg.padding
-    xp = jnp.pad(x, ((0, 0), pt_pb, pl_pr, (0, 0)))
-    taps = [
-        xp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    patches = jnp.concatenate(taps, axis=-1).reshape(-1, kh * kw * ci)  # (B*Ho*Wo, kh*kw*C_in)
-    g2 = g.reshape(-1, co)  # (B*Ho*Wo, C_out)
-    dw = jnp.dot(patches.T, g2, precision=jax.lax.Precision.HIGHEST)
-    return dw.reshape(kh, kw, ci, co), g2.sum(0)
-
-
 def _conv_bwd(cfg: ConvConfig, residuals, g):
     x, w, y = residuals
     if cfg.relu:
         g = jnp.where(y > 0, g, jnp.zeros_like(g))
     dx = _backward_data(g, w, x.shape, cfg)
-    if cfg.weight_grad == "im2col":
-        dw, db = _im2col_weight_grad(x, g, w.shape, cfg)
+    if cfg.weight_grad == "im2col":  # one XLA dot of x's patches with g
+        dw = im2col_weight_grad(x, g, w.shape[:2], cfg.padding, cfg.stride)
+        db = g.sum((0, 1, 2))
     else:
         dw, db = _backward_weights(x, g, w.shape, cfg)
     return dx, dw, db if cfg.bias else jnp.zeros_like(db)
