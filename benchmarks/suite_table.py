@@ -31,8 +31,20 @@ def cell(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
+def load(path: str) -> dict:
+    """One cpu_suite.py record; a missing or foreign file is a one-line exit."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"suite_table: cannot read {path}: {e}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("families"), list):
+        raise SystemExit(f"suite_table: {path} is not a cpu_suite.py record (no 'families')")
+    return record
+
+
 def main(paths: list[str]) -> None:
-    runs = [json.load(open(p)) for p in paths]
+    runs = [load(p) for p in paths]
     order = [f["family"] for f in runs[0]["families"]]
     print(f"{len(runs)} runs: " + ", ".join(p.rsplit("/", 1)[-1] for p in paths))
     print("| family | dlkit ms | " + " | ".join(h for h, _, _ in COLUMNS) + " |")
@@ -51,7 +63,7 @@ def ab(out: str, label: str = "base") -> None:
     ms = collections.defaultdict(list)  # (tree, family, row) -> ms/step per run
     for tree in ("base", "this"):
         for path in sorted(glob.glob(f"{out}/{tree}/cpu_suite-*.json")):
-            for fam in json.load(open(path))["families"]:
+            for fam in load(path)["families"]:
                 for row, value in fam["ms_per_step"].items():
                     ms[tree, fam["family"], row].append(value)
     order = list(dict.fromkeys((f, r) for _, f, r in ms))
@@ -66,9 +78,11 @@ def ab(out: str, label: str = "base") -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         raise SystemExit(__doc__)
     if sys.argv[1] == "--ab":
+        if len(sys.argv) < 3 or not glob.glob(f"{sys.argv[2]}/*/cpu_suite-*.json"):
+            raise SystemExit("suite_table --ab: give an ab_suite.sh folder (DIR/base, DIR/this)")
         ab(*sys.argv[2:4])
     else:
         main(sys.argv[1:])
