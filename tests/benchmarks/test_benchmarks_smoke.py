@@ -94,19 +94,31 @@ def test_suite_table(tmp_path):
     assert "cnn             dlkit        base [10.0]  this [8.0]  this/base 0.800" in out, out
 
 
-@pytest.mark.parametrize("make", ["missing", "foreign", "help", "empty_ab"])
-def test_suite_table_bad_input_is_one_line(tmp_path, make):
+@pytest.mark.parametrize(
+    "make, expect",
+    [
+        ("missing", "cannot read"),
+        ("foreign", "not a cpu_suite.py record"),
+        ("help", "suite_table"),
+        ("empty_ab", "no records in"),
+        ("bare_ab", "give an ab_suite.sh folder"),
+    ],
+)
+def test_suite_table_bad_input_is_one_line(tmp_path, make, expect):
     path = tmp_path / "r.json"
     if make == "foreign":
         path.write_text(json.dumps({"rows": []}))
-    args = {"missing": [str(path)], "foreign": [str(path)], "help": ["--help"]}
-    args["empty_ab"] = ["--ab", str(tmp_path)]
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "suite_table.py"), *args[make]]
+    args = {
+        "missing": [str(path)],
+        "foreign": [str(path)],
+        "help": ["--help"],
+        "empty_ab": ["--ab", str(tmp_path)],
+        "bare_ab": ["--ab"],
+    }[make]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "suite_table.py"), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
-    assert {"missing": "cannot read", "foreign": "not a cpu_suite.py record"}.get(
-        make, "suite_table"
-    ) in done.stderr, done.stderr
+    assert expect in done.stderr, done.stderr
 
 
 @needs_torch
