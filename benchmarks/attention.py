@@ -258,6 +258,9 @@ def main(argv=None):
     p.add_argument("--markdown")
     p.add_argument("--sweep", action="store_true", help="pallas launch candidates (GPU tuning)")
     args = p.parse_args(argv)
+    from dlkit import platform
+
+    platform.choose_threefry()  # the door: DLKIT_THREEFRY=unrolled, faster CPU compiles
     if args.sweep:
         if args.smoke:
             args.seqs, args.head_dims, args.batch, args.heads = [40], [32], 1, 2

@@ -280,15 +280,30 @@ def peer_run(args, config_name, overrides, x, y, num_classes, compiled):
 # ---------------------------------------------------------------- suite ------------------------
 
 
-def family_rows(name, args, rng) -> tuple[dict, dict, dict, object]:
-    """({row: closure}, {row: steps per call}, {row: error}, config) for one family."""
+def family_rows(name, args, rng) -> tuple[dict, dict, dict, object, float]:
+    """({row: closure}, {row: steps per call}, {row: error}, config, seconds to the dlkit row's
+    first step done) for one family."""
     config_name, overrides, extra = FAMILIES[name]
     overrides = {**overrides, **parse_sets(args.set)}
     config = load_config(config_name, overrides)
     x, y, num_classes = fake_batch(config, rng)
     rows, per_call, errors = {}, {}, {}
     k = int(config.parallel.get("steps_per_call", 1) or 1)
+    t = time.perf_counter()
     rows["dlkit"], per_call["dlkit"] = dlkit_run(config, x, y, num_classes, k), k
+    rows["dlkit"]()  # the first call compiles: build + init + first step, for the record
+    first_step_s = time.perf_counter() - t
+    if args.threefry_ab:  # the same row traced under the other CPU threefry lowering
+        from dlkit import platform
+
+        unrolled = os.environ.get("DLKIT_THREEFRY", "").lower() == "unrolled"
+        platform.unroll_threefry(not unrolled)
+        rows["dlkit_threefry"], per_call["dlkit_threefry"] = (
+            dlkit_run(config, x, y, num_classes, k),
+            k,
+        )
+        rows["dlkit_threefry"]()  # compiled now, under that lowering
+        platform.unroll_threefry(unrolled)
     for row, kk in extra.items():
         c = load_config(config_name, overrides)
         if row == "dlkit_1step":  # one device, one step per call
@@ -315,7 +330,7 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict, object]:
         except Exception as e:  # noqa: BLE001 - recorded in the table, the suite goes on
             errors["torch_compile"] = _one_line(e)
             getattr(run, "close", lambda: None)()
-    return rows, per_call, errors, config
+    return rows, per_call, errors, config, first_step_s
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -337,7 +352,7 @@ def run_family(name, args, rng) -> dict:
     from dlkit.extras.profile import time_round_robin
 
     load_before = os.getloadavg()
-    rows, per_call, errors, config = family_rows(name, args, rng)
+    rows, per_call, errors, config, first_step_s = family_rows(name, args, rng)
     for run in rows.values():  # warm-up: compiles; also sizes the auto round count
         run()
     t = time.perf_counter()
@@ -367,6 +382,7 @@ def run_family(name, args, rng) -> dict:
         "batch_size": config.batch_size,
         "optimizer": config.optimizer.name,
         "steps_per_call": per_call,
+        "first_step_s": first_step_s,  # dlkit row: state built, init and step compiled, one call
         "peer": args.peer,  # PyTorch rows: in their own process or inline
         "rounds": rounds,
         "ms_per_step": ms,
@@ -383,7 +399,8 @@ def print_family(rec: dict) -> None:
     load = max(rec["loadavg_before"][0], rec["loadavg_after"][0])
     print(
         f"{rec['family']} ({rec['config']}, batch {rec['batch_size']}, {rec['optimizer']}), "
-        f"{rec['rounds']} rounds, load {load:.1f}",
+        f"{rec['rounds']} rounds, load {load:.1f}, "
+        f"first dlkit step after {rec['first_step_s']:.1f} s",
         flush=True,
     )
     for row, v in ms.items():
@@ -941,6 +958,11 @@ def attention_table(config, x, args) -> list:
     return rows
 
 
+# --platform: the door as binaries call it, not at all, or without one of its tricks (A/B)
+PLATFORM_AB = ("on", "off", "no_malloc", "no_split", "async_dispatch", "omp_default")
+PLATFORM_AB += ("unrolled_threefry",)
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated subset")
@@ -955,11 +977,11 @@ def parse_args():
     )
     parser.add_argument(
         "--platform",
-        choices=("on", "off", "no_malloc", "no_split", "async_dispatch", "omp_default"),
+        choices=PLATFORM_AB,
         default="on",
         help="dlkit.platform.configure as the door calls it (on), not at all (off), without the "
-        "malloc keep-arena, without a CPU device per core, with XLA's asynchronous dispatch, or "
-        "with OpenMP's default wait policy "
+        "malloc keep-arena, without a CPU device per core, with XLA's asynchronous dispatch, "
+        "with OpenMP's default wait policy, or with jax.random's hash unrolled on CPU "
         "(A/B of each trick; omp_default also leaves PyTorch, which shares the OpenMP runtime, at "
         "its default: the fair peer)",
     )
@@ -988,6 +1010,13 @@ def parse_args():
         default="xla,1dev",
         help="extra dlkit rows for the conv families, comma-separated from "
         f"{', '.join(VARIANTS)} (row dlkit_<variant>; 'none': no extra rows)",
+    )
+    parser.add_argument(
+        "--threefry_ab",
+        action="store_true",
+        help="one more dlkit row, dlkit_threefry: the same step traced under the other CPU "
+        "lowering of jax.random's hash (unrolled, or rolled under --platform=unrolled_threefry); "
+        "in-process A/B of DLKIT_THREEFRY",
     )
     parser.add_argument(
         "--layers",
@@ -1091,6 +1120,8 @@ def main():
         if not args.profile:
             raise SystemExit("the suite's peer rows need PyTorch (pip install torch)") from None
     host = host_platform.Platform(host_platform.CpuFeatures.detect(), notes=("--platform=off",))
+    if args.platform == "unrolled_threefry":
+        os.environ["DLKIT_THREEFRY"] = "unrolled"  # what the door reads (dlkit.platform)
     if args.platform != "off":  # before jax starts, as experiments/train.py
         host = host_platform.configure(
             *(r.parallel.cpu_devices for r in runs),

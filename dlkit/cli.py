@@ -6,6 +6,7 @@ warnings (Orbax's "Metadata file does not exist" on a resume), Orbax's logs of a
 tracebacks of a KeyboardInterrupt that a library logs on its way out, and anything library threads
 log or raise once the door has said its one line (Orbax's save threads dying at exit) are dropped
 at this door. `--verbose` or DLKIT_VERBOSE=1 keeps all of it and re-raises instead.
+DLKIT_THREEFRY=unrolled compiles jax.random's hash unrolled (dlkit.platform.choose_threefry).
 """
 
 import errno
@@ -20,6 +21,7 @@ import traceback
 
 from absl import app, flags
 
+from dlkit import platform
 from dlkit.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, DlkitError, Preempted, RunError
 
 EXIT_INTERRUPTED = 130
@@ -230,6 +232,7 @@ def config_value(flag):
 def run(main, *, defaults: dict | None = None):
     """app.run(main) for a binary: `--verbose` is taken off argv, `defaults` ({"--config": path})
     fill flags absent from argv, and flag parsing errors are one line with exit code 2."""
+    platform.choose_threefry()  # DLKIT_THREEFRY=unrolled: the same bits, faster compiles
     if "--verbose" in sys.argv:
         os.environ["DLKIT_VERBOSE"] = "1"
         sys.argv = [a for a in sys.argv if a != "--verbose"]

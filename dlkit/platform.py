@@ -15,6 +15,11 @@ still shows win (BUILD_NOTES, "Platform (the door)"; `benchmarks/cpu_suite.py --
   (and PyTorch's) OpenMP teams otherwise spin between calls, and on a loaded or shared machine
   a call waits for descheduled spinners (measured at load 7.6 on 2 cores: a 1x1 stride-2
   ResNet conv 16 ms -> 2.5 ms, a 3x3 64->64 one 34 -> 22 ms; `--platform=omp_default` A/B).
+- with DLKIT_THREEFRY=unrolled (opt-in; the test run sets it), jax.random's threefry hash lowered
+  unrolled on CPU (`unroll_threefry`), as jax itself does after jax-ml/jax#37872: jax 0.10's CPU
+  rule is a while loop that XLA:CPU compiles in ~1.5 s per random draw (resnet18's init 6.0 s vs
+  1.6 s), with the same bits; off by default because unrolled the hash fuses into dropout's
+  consumers and some steps run slower (mlp's 1.3x; BUILD_NOTES, "Platform").
 It returns a frozen `Platform` that says what was done, for the door to print; it prints nothing.
 Its line also names the CPU conv backend `impl="auto"` will use (dlkit.kernels.cpu: "oneDNN 3.2.0",
 or "XLA (why not oneDNN)"); finding that out loads the oneDNN library, not JAX's backend.
@@ -25,6 +30,7 @@ it a process has JAX's defaults (one CPU device) and trains the same, only slowe
 
 import ctypes
 import dataclasses
+import importlib
 import importlib.metadata
 import importlib.util
 import os
@@ -36,7 +42,15 @@ import jax  # importing jax does not start its backend
 
 from dlkit.kernels.cpu import dispatch
 
-__all__ = ["configure", "Platform", "CpuFeatures", "choose_devices", "collective_threads"]
+__all__ = [
+    "configure",
+    "Platform",
+    "CpuFeatures",
+    "choose_devices",
+    "collective_threads",
+    "unroll_threefry",
+    "choose_threefry",
+]
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 MAX_DEVICES = 16  # one device per physical core, at most this many (measured up to 2)
@@ -105,6 +119,7 @@ class Platform:
     notes: tuple[str, ...] = ()
     convs: str | None = None  # the CPU conv backend: "oneDNN 3.2.0" or "XLA (reason)"; None: unsaid
     omp_wait: str | None = None  # OMP_WAIT_POLICY in effect for OpenMP libraries loaded after
+    threefry_unrolled: bool = False  # jax.random's hash lowered unrolled on CPU (DLKIT_THREEFRY)
 
     def describe(self) -> str:
         f = self.features
@@ -118,6 +133,7 @@ class Platform:
             + (", dispatch on the caller's thread" if self.sync_dispatch else "")
             + (f", convs: {self.convs}" if self.convs else "")
             + (f", OpenMP wait {self.omp_wait.lower()}" if self.omp_wait else "")
+            + (", threefry unrolled" if self.threefry_unrolled else "")
             + self._notes()
         )
 
@@ -202,6 +218,33 @@ def _dispatch_on_caller() -> bool:
     return True
 
 
+def unroll_threefry(unrolled: bool = True) -> bool:
+    """Lowers jax.random's threefry hash unrolled on CPU, as on GPU/TPU and in jax after #37872:
+    the same bits, much faster compiles (unrolled=False: back to jax 0.10's rolled loop, for A/B).
+    False where jax has no rolled CPU rule (nothing to do). Programs traced later see it."""
+    try:
+        mlir = importlib.import_module("jax._src.interpreters.mlir")
+        threefry = importlib.import_module("jax._src.random.threefry2x32")
+    except ImportError:
+        return False
+    rolled = getattr(threefry, "_threefry2x32_cpu_lowering_rule", None)
+    plain = getattr(threefry, "_threefry2x32_lowering_rule", None)
+    primitive = getattr(threefry, "threefry2x32_p", None)
+    if rolled is None or plain is None or primitive is None:
+        return False
+    if unrolled:
+        mlir.register_lowering(primitive, plain, platform="cpu", inline=False)
+    else:
+        mlir.register_lowering(primitive, rolled, platform="cpu")  # as jax 0.10 registers it
+    return True
+
+
+def choose_threefry(environ=os.environ) -> bool:
+    """unroll_threefry() when DLKIT_THREEFRY=unrolled (any other value: jax's lowering); a door's
+    call, for compile-bound processes such as the tests. True if it unrolled."""
+    return environ.get("DLKIT_THREEFRY", "").lower() == "unrolled" and unroll_threefry()
+
+
 def configure(
     *cpu_devices: int,
     split: bool = True,
@@ -218,7 +261,7 @@ def configure(
     physical core; N: N); the process gets the most any asks, unless XLA_FLAGS or jax config
     already fixed a count (kept). For A/B: `split=False` keeps auto at one device,
     `keep_malloc_arena=False` leaves glibc's malloc alone, `sync_dispatch=False` XLA's asynchronous
-    dispatch, `omp_passive=False` OpenMP's wait policy.
+    dispatch, `omp_passive=False` OpenMP's wait policy. DLKIT_THREEFRY=unrolled: choose_threefry.
     DLKIT_PLATFORM=off in `environ` does nothing.
     """
     features = features or CpuFeatures.detect()
@@ -252,4 +295,7 @@ def configure(
         environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before any OpenMP library loads
     convs = dispatch.describe()  # loads the oneDNN library (and its OpenMP), if it can
     omp_wait = environ.get("OMP_WAIT_POLICY")
-    return Platform(features, "cpu", devices, threads, kept, sync, tuple(notes), convs, omp_wait)
+    unrolled = choose_threefry(environ)
+    return Platform(
+        features, "cpu", devices, threads, kept, sync, tuple(notes), convs, omp_wait, unrolled
+    )

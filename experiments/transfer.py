@@ -276,9 +276,10 @@ def text_main(root, smoke: bool):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from dlkit import cli
+    from dlkit import cli, platform
 
     cli.show_progress()  # the door: dlkit's progress lines print
+    platform.choose_threefry()  # DLKIT_THREEFRY=unrolled: the same bits, faster compiles
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     from dlkit.errors import ConfigError

@@ -71,9 +71,10 @@ def report_lines(words, vectors, queries, analogies, k: int) -> list[str]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from dlkit import cli
+    from dlkit import cli, platform
 
     cli.show_progress()  # the door: dlkit's progress lines print
+    platform.choose_threefry()  # DLKIT_THREEFRY=unrolled: the same bits, faster compiles
     workdir = pathlib.Path(_WORKDIR.value or f"workdirs/w2v_{pathlib.Path(_CORPUS.value).stem}")
     start = time.perf_counter()
     try:

@@ -80,6 +80,8 @@ def test_describe_says_what_was_set():
     assert "convs" not in text
     with_convs = platform.Platform(f, convs="oneDNN 3.2.0", omp_wait="PASSIVE").describe()
     assert ", convs: oneDNN 3.2.0, OpenMP wait passive" in with_convs
+    assert "threefry" not in with_convs
+    assert platform.Platform(f, threefry_unrolled=True).describe().endswith(", threefry unrolled")
 
 
 @pytest.mark.parametrize(
@@ -107,6 +109,67 @@ def test_off_switch_and_a_started_backend_change_nothing():
     late = platform.configure(environ=environ, keep_malloc_arena=False)
     assert late.devices == jax.local_device_count() and late.threads is None and environ == {}
     assert not late.sync_dispatch and jax.config.values["jax_cpu_enable_async_dispatch"]
+
+
+THREEFRY = """
+import jax, jax.numpy as jnp, numpy as np
+from dlkit import platform
+from dlkit.ops.dropout import dropout
+
+DRAWS = {  # fresh functions each time: jit caches a lowering per function
+    "bits": "lambda k: jax.random.bits(k, (2, 5, 5, 7))",
+    "bits8": "lambda k: jax.random.bits(k, (3, 5), jnp.uint8)",
+    "normal": "lambda k: jax.random.normal(k, (3, 3, 16, 8))",
+    "truncated": "lambda k: jax.random.truncated_normal(k, -2.0, 2.0, (9, 7))",
+    "uniform": "lambda k: jax.random.uniform(k, (4, 33), minval=-1.0)",
+    "bernoulli": "lambda k: jax.random.bernoulli(k, 0.3, (6, 11))",
+    "split": "lambda k: jax.random.key_data(jax.random.split(k, 5))",
+    "fold_in": "lambda k: jax.random.key_data(jax.random.fold_in(k, 7))",
+    "legacy": "lambda k: jax.random.normal(jax.random.PRNGKey(3), (4, 3))",
+    "dropout": "lambda k: dropout(jnp.ones((8, 9)), 0.25, k)",
+}
+
+def draws():
+    k = jax.random.key(3)
+    out = {name: np.asarray(jax.jit(eval(fn))(k)) for name, fn in DRAWS.items()}
+    text = jax.jit(eval(DRAWS["bits"])).lower(k).as_text()
+    return out, "stablehlo.while" in text
+
+def same(a, b):
+    return all(a[n].dtype == b[n].dtype and np.array_equal(a[n], b[n]) for n in DRAWS)
+
+before, rolled_before = draws()
+unrolled = platform.unroll_threefry()
+after, rolled_after = draws()
+platform.unroll_threefry(False)  # back to jax's rule (A/B)
+again, rolled_again = draws()
+print(unrolled, rolled_before, rolled_after, rolled_again == rolled_before)
+print(same(before, after) and same(before, again))
+"""
+
+
+def test_unrolled_threefry_draws_the_same_bits():
+    """After unroll_threefry no random draw lowers to a loop on CPU, and every kind of draw
+    (bits, samplers, split, fold_in, legacy keys, dlkit's dropout) gives the same bits as before;
+    it acts exactly when this jax rolled the loop (jax 0.10; later jax unrolls it itself)."""
+    unrolled, rolled_before, rolled_after, restored, same = run_fresh(THREEFRY).stdout.split()[-5:]
+    assert same == "True" and rolled_after == "False" and restored == "True"
+    assert unrolled == rolled_before
+
+
+def test_threefry_is_unrolled_only_when_asked(monkeypatch):
+    asked = []
+    monkeypatch.setattr(platform, "unroll_threefry", lambda: asked.append(1) or True)
+    assert not platform.choose_threefry({})
+    assert not platform.choose_threefry({"DLKIT_THREEFRY": "rolled"})
+    assert asked == [] and platform.choose_threefry({"DLKIT_THREEFRY": "Unrolled"}) and asked == [1]
+    monkeypatch.setattr(platform, "_backend_started", lambda: False)  # as before JAX starts
+    monkeypatch.setattr(platform.jax.config, "update", lambda *a: None)
+    f = platform.CpuFeatures("GenuineIntel", "Xeon", frozenset(), 1, 1)
+    for environ, want in (({}, False), ({"DLKIT_THREEFRY": "unrolled"}, True)):
+        done = platform.configure(features=f, keep_malloc_arena=False, environ=environ)
+        assert done.threefry_unrolled == want
+        assert done.describe().endswith(", threefry unrolled") == want
 
 
 SPLIT = f"""
