@@ -296,7 +296,7 @@ def family_rows(name, args, rng) -> tuple[dict, dict, dict, object, float]:
     if args.threefry_ab:  # the same row traced under the other CPU threefry lowering
         from dlkit import platform
 
-        unrolled = os.environ.get("DLKIT_THREEFRY", "").lower() == "unrolled"
+        unrolled = args.host.threefry_unrolled  # what the door did (not under --platform=off)
         platform.unroll_threefry(not unrolled)
         rows["dlkit_threefry"], per_call["dlkit_threefry"] = (
             dlkit_run(config, x, y, num_classes, k),
@@ -958,9 +958,17 @@ def attention_table(config, x, args) -> list:
     return rows
 
 
-# --platform: the door as binaries call it, not at all, or without one of its tricks (A/B)
-PLATFORM_AB = ("on", "off", "no_malloc", "no_split", "async_dispatch", "omp_default")
-PLATFORM_AB += ("unrolled_threefry",)
+# --platform: the door as binaries call it, not at all, without one of its tricks, or with the
+# opt-in unrolled threefry (A/B)
+PLATFORM_AB = (
+    "on",
+    "off",
+    "no_malloc",
+    "no_split",
+    "async_dispatch",
+    "omp_default",
+    "unrolled_threefry",
+)
 
 
 def parse_args():
@@ -1130,6 +1138,7 @@ def main():
             sync_dispatch=args.platform != "async_dispatch",
             omp_passive=args.platform != "omp_default",
         )
+    args.host = host  # what the door set up (--threefry_ab reads its lowering)
     from dlkit.extras.profile import machine, results_name
 
     info = machine()

@@ -17,9 +17,9 @@ still shows win (BUILD_NOTES, "Platform (the door)"; `benchmarks/cpu_suite.py --
   ResNet conv 16 ms -> 2.5 ms, a 3x3 64->64 one 34 -> 22 ms; `--platform=omp_default` A/B).
 - with DLKIT_THREEFRY=unrolled (opt-in; the test run sets it), jax.random's threefry hash lowered
   unrolled on CPU (`unroll_threefry`), as jax itself does after jax-ml/jax#37872: jax 0.10's CPU
-  rule is a while loop that XLA:CPU compiles in ~1.5 s per random draw (resnet18's init 6.0 s vs
-  1.6 s), with the same bits; off by default because unrolled the hash fuses into dropout's
-  consumers and some steps run slower (mlp's 1.3x; BUILD_NOTES, "Platform").
+  rule is a while loop that XLA:CPU compiles in 1.1-1.6 s per random draw, with the same bits; off
+  by default because unrolled, XLA fuses the hash unvectorized into dropout's consumers and some
+  steps run slower (BUILD_NOTES, "Platform" 5).
 It returns a frozen `Platform` that says what was done, for the door to print; it prints nothing.
 Its line also names the CPU conv backend `impl="auto"` will use (dlkit.kernels.cpu: "oneDNN 3.2.0",
 or "XLA (why not oneDNN)"); finding that out loads the oneDNN library, not JAX's backend.
